@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+// Installs the Debian packages the test suite drives (real REAPI clients, sandboxing tools)
+// when they are missing and we are root on a Debian system; otherwise says what is missing.
+// Tests that need a missing tool skip with a message naming the package.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+// binary on PATH → Debian package that provides it
+const NEEDED = {
+  bwrap: 'bubblewrap',
+  busybox: 'busybox-static',
+  bst: 'buildstream',
+  bazel: 'bazel-bootstrap',
+  tmux: 'tmux',
+};
+
+const have = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+const missing = Object.entries(NEEDED).filter(([bin]) => !have(bin)).map(([, pkg]) => pkg);
+if (missing.length === 0 || process.env.REEXEC_SKIP_TEST_DEPS) process.exit(0);
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+if (!isRoot || !existsSync('/usr/bin/apt-get')) {
+  console.error(`reexec tests: missing ${missing.join(', ')}; the tests that need them will skip.`);
+  console.error(`  install them with: sudo apt-get install -y ${missing.join(' ')}`);
+  process.exit(0);
+}
+console.error(`reexec tests: installing ${missing.join(', ')} with apt-get`);
+const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+try {
+  execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+} catch {
+  execFileSync('apt-get', ['update', '-q'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+}

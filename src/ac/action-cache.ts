@@ -1,0 +1,9 @@
+import type { Digest } from '../digest/digest.js';
+import type { InstanceName } from '../digest/instance-name.js';
+import type { IActionResult } from '../proto.js';
+
+/** The action cache: per instance, action digest → ActionResult. */
+export interface ActionCache {
+  get(instance: InstanceName, action: Digest): Promise<IActionResult | undefined>;
+  put(instance: InstanceName, action: Digest, result: IActionResult): Promise<void>;
+}

@@ -1,0 +1,232 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Database } from 'lmdb';
+import type { Digest } from '../digest/digest.js';
+import { dataSubdir, type LmdbEnv } from '../store/lmdb-env.js';
+import type { BlobStore, BlobWriter } from './blob-store.js';
+
+/** What the index knows of a stored blob. Kept small: it is read on every FindMissingBlobs. */
+export interface BlobRecord {
+  /** Size in bytes. */
+  s: number;
+  /** 1 when the bytes live in a file under blobs/, 0 when inline in LMDB. */
+  f: 0 | 1;
+  /** Last access, seconds since the epoch (coarse: refreshed at most every touchIntervalSeconds). */
+  t: number;
+}
+
+export interface LmdbBlobStoreOptions {
+  /** Blobs up to this size live inside LMDB; larger ones are files committed by rename. */
+  inlineMaxBytes: number;
+  /** fsync file blobs before they become visible (survives power loss, not just a crash). */
+  fsync: boolean;
+  /** How stale an access time may get before a read refreshes it. */
+  touchIntervalSeconds: number;
+  /** Chunk size of streamed reads. */
+  readChunkBytes: number;
+}
+
+export const DEFAULT_BLOB_STORE_OPTIONS: LmdbBlobStoreOptions = {
+  inlineMaxBytes: 64 * 1024,
+  fsync: true,
+  touchIntervalSeconds: 600,
+  readChunkBytes: 1024 * 1024,
+};
+
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/**
+ * The base CAS store: an LMDB index (digest → size, location, access time), small blobs inline
+ * in LMDB, large blobs as content-addressed files written to tmp/ and renamed into blobs/ once
+ * complete. A blob is visible exactly when its index record is committed, so a crash never
+ * exposes a partial blob. It trusts its callers: hash checks are VerifyingBlobStore's.
+ */
+export class LmdbBlobStore implements BlobStore {
+  private readonly index: Database<BlobRecord, string>;
+  private readonly inline: Database<Buffer, string>;
+  private readonly blobDir: string;
+  private readonly tmpDir: string;
+  private readonly madeDirs = new Set<string>();
+
+  constructor(env: LmdbEnv, dataDir: string, readonly options: LmdbBlobStoreOptions = DEFAULT_BLOB_STORE_OPTIONS) {
+    this.index = env.records<BlobRecord>('cas-index');
+    this.inline = env.binary('cas-inline');
+    this.blobDir = dataSubdir(dataDir, 'blobs');
+    this.tmpDir = dataSubdir(dataDir, 'tmp');
+  }
+
+  /** Remove leftovers of uploads that a crash interrupted. Call once at start-up. */
+  async removeStaleUploads(): Promise<void> {
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  record(digest: Digest): BlobRecord | undefined {
+    const rec = this.index.get(digest.key);
+    return rec && rec.s === digest.sizeBytes ? rec : undefined;
+  }
+
+  private touch(digest: Digest, rec: BlobRecord): void {
+    const now = nowSeconds();
+    if (now - rec.t < this.options.touchIntervalSeconds) return;
+    // Fire and forget: access times are advisory (eviction order), never worth a stall.
+    this.index.put(digest.key, { ...rec, t: now }).catch(() => undefined);
+  }
+
+  async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+    const missing: Digest[] = [];
+    for (const d of digests) {
+      const rec = this.record(d);
+      if (rec) this.touch(d, rec);
+      else missing.push(d);
+    }
+    return missing;
+  }
+
+  filePath(digest: Digest): string {
+    return join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2), digest.hash);
+  }
+
+  async get(digest: Digest): Promise<Buffer | undefined> {
+    const rec = this.record(digest);
+    if (!rec) return undefined;
+    this.touch(digest, rec);
+    if (!rec.f) return this.inline.getBinary(digest.key) ?? undefined;
+    try {
+      return await readFile(this.filePath(digest));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async read(digest: Digest, offset: number, limit: number): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const rec = this.record(digest);
+    if (!rec) return undefined;
+    this.touch(digest, rec);
+    const end = limit > 0 ? Math.min(rec.s, offset + limit) : rec.s;
+    if (offset >= end) return (async function* () {})();
+    if (!rec.f) {
+      const data = this.inline.getBinary(digest.key);
+      if (!data) return undefined;
+      const chunk = this.options.readChunkBytes;
+      return (async function* () {
+        for (let i = offset; i < end; i += chunk) yield data.subarray(i, Math.min(end, i + chunk));
+      })();
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(this.filePath(digest), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    // The descriptor is open: the stream survives an eviction that unlinks the file meanwhile.
+    return createReadStream('', { fd: fh.fd, start: offset, end: end - 1, highWaterMark: this.options.readChunkBytes, autoClose: true });
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.madeDirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    this.madeDirs.add(dir);
+  }
+
+  private async commitRecord(digest: Digest, inlineData: Uint8Array | undefined): Promise<void> {
+    const rec: BlobRecord = { s: digest.sizeBytes, f: inlineData ? 0 : 1, t: nowSeconds() };
+    // Both puts are issued in the same turn, so lmdb-js commits them in one transaction.
+    const writes = [this.index.put(digest.key, rec)];
+    if (inlineData) writes.unshift(this.inline.put(digest.key, Buffer.from(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength)));
+    await Promise.all(writes);
+  }
+
+  async put(digest: Digest, data: Uint8Array): Promise<void> {
+    if (this.record(digest)) return;
+    if (data.byteLength <= this.options.inlineMaxBytes) return this.commitRecord(digest, data);
+    const writer = await this.beginWrite(digest);
+    try {
+      await writer.write(data);
+      await writer.commit();
+    } finally {
+      await writer.abort();
+    }
+  }
+
+  async beginWrite(digest: Digest): Promise<BlobWriter> {
+    if (digest.sizeBytes <= this.options.inlineMaxBytes) return new InlineWriter(digest, (d, data) => this.commitRecord(d, data));
+    const tmpPath = join(this.tmpDir, `${digest.hash}.${randomBytes(8).toString('hex')}`);
+    const fh = await open(tmpPath, 'wx', 0o444);
+    return new FileWriter(fh, tmpPath, this.options.fsync, async () => {
+      const finalPath = this.filePath(digest);
+      await this.ensureDir(join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2)));
+      await rename(tmpPath, finalPath);
+      await this.commitRecord(digest, undefined);
+    });
+  }
+}
+
+class InlineWriter implements BlobWriter {
+  private chunks: Uint8Array[] = [];
+  written = 0;
+  private done = false;
+  constructor(
+    private readonly digest: Digest,
+    private readonly commitFn: (d: Digest, data: Uint8Array) => Promise<void>,
+  ) {}
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.done) throw new Error('write after commit or abort');
+    // Copy: the caller's buffer may be reused once this promise settles.
+    this.chunks.push(Buffer.from(chunk));
+    this.written += chunk.byteLength;
+  }
+  async commit(): Promise<void> {
+    if (this.done) throw new Error('commit after commit or abort');
+    this.done = true;
+    const data = Buffer.concat(this.chunks);
+    this.chunks = [];
+    await this.commitFn(this.digest, data);
+  }
+  async abort(): Promise<void> {
+    this.done = true;
+    this.chunks = [];
+  }
+}
+
+class FileWriter implements BlobWriter {
+  written = 0;
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly tmpPath: string,
+    private readonly fsync: boolean,
+    private readonly publish: () => Promise<void>,
+  ) {}
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== 'open') throw new Error(`write after ${this.state}`);
+    let off = 0;
+    while (off < chunk.byteLength) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.byteLength - off);
+      off += bytesWritten;
+    }
+    this.written += chunk.byteLength;
+  }
+  async commit(): Promise<void> {
+    if (this.state !== 'open') throw new Error(`commit after ${this.state}`);
+    this.state = 'committed';
+    if (this.fsync) await this.fh.sync();
+    await this.fh.close();
+    try {
+      await this.publish();
+    } catch (err) {
+      await rm(this.tmpPath, { force: true });
+      throw err;
+    }
+  }
+  async abort(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    await this.fh.close().catch(() => undefined);
+    await rm(this.tmpPath, { force: true });
+  }
+}

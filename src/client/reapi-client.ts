@@ -1,0 +1,50 @@
+import * as grpc from '@grpc/grpc-js';
+import { actionCacheDefinition } from '../services/action-cache-service.js';
+import { fetchDefinition, pushDefinition } from '../services/asset-service.js';
+import { byteStreamDefinition } from '../services/bytestream-service.js';
+import { capabilitiesDefinition } from '../services/capabilities-service.js';
+import { casDefinition } from '../services/cas-service.js';
+
+/**
+ * gRPC clients for every REAPI service reexec serves, built from the same static definitions
+ * as the server. Used by `reexec bench`, `reexec status` and the tests.
+ */
+export const clientConstructors = {
+  capabilities: grpc.makeGenericClientConstructor(capabilitiesDefinition, 'Capabilities'),
+  cas: grpc.makeGenericClientConstructor(casDefinition, 'ContentAddressableStorage'),
+  byteStream: grpc.makeGenericClientConstructor(byteStreamDefinition, 'ByteStream'),
+  actionCache: grpc.makeGenericClientConstructor(actionCacheDefinition, 'ActionCache'),
+  fetch: grpc.makeGenericClientConstructor(fetchDefinition, 'Fetch'),
+  push: grpc.makeGenericClientConstructor(pushDefinition, 'Push'),
+};
+
+export type ReapiClients = { [K in keyof typeof clientConstructors]: grpc.Client & Record<string, (...args: any[]) => any> };
+
+/** "grpc://host:port", "http://host:port", "host:port" or "unix:/path" → a grpc-js target. */
+export function grpcTarget(endpoint: string): string {
+  return endpoint.replace(/^(grpc|http):\/\//, '');
+}
+
+export function connect(endpoint: string, options: grpc.ChannelOptions = {}): ReapiClients & { close(): void } {
+  const target = grpcTarget(endpoint);
+  const creds = grpc.credentials.createInsecure();
+  const channelOptions: grpc.ChannelOptions = {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    'grpc-node.flow_control_window': 16 * 1024 * 1024,
+    ...options,
+  };
+  const clients = Object.fromEntries(
+    Object.entries(clientConstructors).map(([k, C]) => [k, new C(target, creds, channelOptions)]),
+  ) as unknown as ReapiClients;
+  return {
+    ...clients,
+    close: () => Object.values(clients).forEach((c) => (c as grpc.Client).close()),
+  };
+}
+
+/** Promise form of a unary call on a generic client. */
+export function call<Req, Res>(client: grpc.Client & Record<string, any>, methodName: string, request: Req, metadata = new grpc.Metadata()): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    client[methodName](request, metadata, (err: grpc.ServiceError | null, res: Res) => (err ? reject(err) : resolve(res)));
+  });
+}

@@ -1,0 +1,182 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { LogFormat, LogLevel } from '../util/logger.js';
+
+/**
+ * Configuration goes through three stages: what the user wrote (RawConfig, kebab-case YAML),
+ * defaults applied and values checked (Config), then used by the daemon. Everything has an
+ * embedded default, so `reexec start` works with no file at all.
+ */
+export interface Config {
+  /** Addresses to listen on: "HOST:PORT" (port 0 picks a free one) or "unix:PATH". */
+  listen: string[];
+  dataDir: string;
+  /** "*" accepts any well-formed instance name; a list restricts them. */
+  instances: string[] | '*';
+  storage: {
+    /** Blobs up to this size live inside LMDB; larger ones are files. */
+    inlineMaxBytes: number;
+    /** fsync file blobs before they become visible. */
+    fsync: boolean;
+    /** Advertised max_batch_total_size_bytes (BatchUpdateBlobs/BatchReadBlobs). */
+    maxBatchBytes: number;
+  };
+  grpc: {
+    /** Largest message the server accepts. */
+    maxReceiveMessageBytes: number;
+    /** HTTP/2 stream and connection flow-control window the server grants clients. */
+    flowControlWindowBytes: number;
+  };
+  log: { format: LogFormat; level: LogLevel };
+  /** The file this came from, if any. */
+  source?: string;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function xdg(name: 'XDG_CONFIG_HOME' | 'XDG_DATA_HOME', fallback: string): string {
+  const v = process.env[name];
+  return v && isAbsolute(v) ? v : join(homedir(), fallback);
+}
+
+export const defaultConfigPath = (): string => join(xdg('XDG_CONFIG_HOME', '.config'), 'reexec', 'config.yaml');
+export const defaultDataDir = (): string => join(xdg('XDG_DATA_HOME', join('.local', 'share')), 'reexec');
+
+export const DEFAULT_LISTEN = '127.0.0.1:50051';
+
+export function defaultConfig(): Config {
+  return {
+    listen: [DEFAULT_LISTEN],
+    dataDir: defaultDataDir(),
+    instances: '*',
+    storage: { inlineMaxBytes: 64 * 1024, fsync: true, maxBatchBytes: 4 * 1024 * 1024 },
+    grpc: { maxReceiveMessageBytes: 16 * 1024 * 1024, flowControlWindowBytes: 16 * 1024 * 1024 },
+    log: { format: 'human', level: 'info' },
+  };
+}
+
+type Raw = Record<string, unknown>;
+
+function section(raw: Raw, key: string, where: string): Raw {
+  const v = raw[key];
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: "${key}" must be a mapping`);
+  return v as Raw;
+}
+
+function num(raw: Raw, key: string, where: string, dflt: number, min = 0): number {
+  const v = raw[key];
+  if (v === undefined || v === null) return dflt;
+  const n = typeof v === 'string' ? parseSize(v, `${where}: ${key}`) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < min) throw new ConfigError(`${where}: "${key}" must be a number ≥ ${min}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function bool(raw: Raw, key: string, where: string, dflt: boolean): boolean {
+  const v = raw[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'boolean') throw new ConfigError(`${where}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function oneOf<T extends string>(raw: Raw, key: string, where: string, allowed: readonly T[], dflt: T): T {
+  const v = raw[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'string' || !allowed.includes(v as T)) {
+    throw new ConfigError(`${where}: "${key}" must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return v as T;
+}
+
+/** "64KiB", "4 MiB", "10GB", "1024" → bytes. */
+export function parseSize(text: string, what = 'size'): number {
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$/i.exec(text);
+  if (!m) throw new ConfigError(`${what}: "${text}" is not a size (examples: 65536, 64KiB, 4MiB, 10GB)`);
+  const power = ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
+  const base = m[3] || !m[2] ? 1024 : 1000;
+  return Math.round(Number(m[1]) * base ** power);
+}
+
+export function validateListen(addr: string): string {
+  if (addr.startsWith('unix:')) {
+    if (addr.length <= 5) throw new ConfigError(`listen address "${addr}": a unix socket needs a path (unix:/run/reexec.sock)`);
+    return addr;
+  }
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):([0-9]{1,5})$/.exec(addr);
+  if (!m || Number(m[2]) > 65535) throw new ConfigError(`listen address "${addr}" is not HOST:PORT or unix:PATH`);
+  return addr;
+}
+
+/** Apply defaults to what a config file says, checking every value. */
+export function compileConfig(raw: Raw, where = 'config', base: Config = defaultConfig()): Config {
+  const listenRaw = raw['listen'];
+  let listen = base.listen;
+  if (listenRaw !== undefined && listenRaw !== null) {
+    const list = Array.isArray(listenRaw) ? listenRaw : [listenRaw];
+    if (list.length === 0 || !list.every((x) => typeof x === 'string')) throw new ConfigError(`${where}: "listen" must be an address or a list of them`);
+    listen = (list as string[]).map(validateListen);
+  }
+  const dataDirRaw = raw['data-dir'];
+  if (dataDirRaw !== undefined && typeof dataDirRaw !== 'string') throw new ConfigError(`${where}: "data-dir" must be a path`);
+  const dataDir = dataDirRaw ? resolve(dataDirRaw.replace(/^~(?=\/|$)/, homedir())) : base.dataDir;
+  const instRaw = raw['instances'];
+  let instances = base.instances;
+  if (instRaw !== undefined && instRaw !== null) {
+    if (instRaw === '*') instances = '*';
+    else if (Array.isArray(instRaw) && instRaw.every((x) => typeof x === 'string')) instances = instRaw as string[];
+    else throw new ConfigError(`${where}: "instances" must be "*" or a list of instance names`);
+  }
+  const s = section(raw, 'storage', where);
+  const g = section(raw, 'grpc', where);
+  const l = section(raw, 'log', where);
+  return {
+    listen,
+    dataDir,
+    instances,
+    storage: {
+      inlineMaxBytes: num(s, 'inline-max-bytes', `${where}: storage`, base.storage.inlineMaxBytes),
+      fsync: bool(s, 'fsync', `${where}: storage`, base.storage.fsync),
+      maxBatchBytes: num(s, 'max-batch-bytes', `${where}: storage`, base.storage.maxBatchBytes, 1024),
+    },
+    grpc: {
+      maxReceiveMessageBytes: num(g, 'max-receive-message-bytes', `${where}: grpc`, base.grpc.maxReceiveMessageBytes, 1024 * 1024),
+      flowControlWindowBytes: num(g, 'flow-control-window-bytes', `${where}: grpc`, base.grpc.flowControlWindowBytes, 65535),
+    },
+    log: {
+      format: oneOf(l, 'format', `${where}: log`, ['human', 'json'] as const, base.log.format),
+      level: oneOf(l, 'level', `${where}: log`, ['debug', 'info', 'warn', 'error'] as const, base.log.level),
+    },
+    source: base.source,
+  };
+}
+
+/**
+ * The configuration the CLI runs with: the file given (which must exist), else the default
+ * file if there is one, else the embedded defaults.
+ */
+export function loadConfig(file?: string): Config {
+  const path = file ?? defaultConfigPath();
+  if (!existsSync(path)) {
+    if (file) throw new ConfigError(`config file ${file} does not exist (create one with: reexec init --config ${file})`);
+    return defaultConfig();
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`${path}: not valid YAML: ${(err as Error).message}`);
+  }
+  if (raw !== null && raw !== undefined && (typeof raw !== 'object' || Array.isArray(raw))) {
+    throw new ConfigError(`${path}: the top level must be a mapping of settings`);
+  }
+  const config = compileConfig((raw ?? {}) as Raw, path);
+  config.source = path;
+  return config;
+}

@@ -1,0 +1,136 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { CompletenessCheckingActionCache } from '../ac/completeness-checking-action-cache.js';
+import { LmdbActionCache } from '../ac/lmdb-action-cache.js';
+import { AssetStore } from '../asset/asset-store.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import { createBlobStore } from '../cas/create-blob-store.js';
+import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
+import { UploadRegistry } from '../cas/upload-registry.js';
+import type { Config } from '../config/config.js';
+import { InstancePolicy } from '../digest/instance-name.js';
+import { actionCacheDefinition, actionCacheService } from '../services/action-cache-service.js';
+import { assetServices, fetchDefinition, pushDefinition } from '../services/asset-service.js';
+import { byteStreamDefinition, byteStreamService } from '../services/bytestream-service.js';
+import { capabilitiesDefinition, capabilitiesService } from '../services/capabilities-service.js';
+import { casDefinition, casService } from '../services/cas-service.js';
+import { LmdbEnv } from '../store/lmdb-env.js';
+import type { Logger } from '../util/logger.js';
+import { DataDirLock } from './data-dir-lock.js';
+import { bindAddress, createGrpcServer } from './grpc-server.js';
+
+export const VERSION = '0.1.0';
+
+/** The services the daemon registers, by full name (for health and logs). */
+export const SERVICE_NAMES = [
+  'build.bazel.remote.execution.v2.Capabilities',
+  'build.bazel.remote.execution.v2.ContentAddressableStorage',
+  'build.bazel.remote.execution.v2.ActionCache',
+  'google.bytestream.ByteStream',
+  'build.bazel.remote.asset.v1.Fetch',
+  'build.bazel.remote.asset.v1.Push',
+];
+
+const PROTO_DIR = fileURLToPath(new URL('../../protos', import.meta.url));
+const REFLECTED_PROTOS = [
+  'build/bazel/remote/execution/v2/remote_execution.proto',
+  'build/bazel/remote/asset/v1/remote_asset.proto',
+  'google/bytestream/bytestream.proto',
+  'google/longrunning/operations.proto',
+];
+
+/**
+ * The composition root: opens the data dir, builds the stores and their decorators, registers
+ * the services and listens. Shutdown runs in reverse order: stop accepting, drain calls,
+ * flush and close LMDB, release the lock.
+ */
+export class Daemon {
+  private state: 'running' | 'stopping' | 'stopped' = 'running';
+  readonly startedAt = new Date();
+
+  private constructor(
+    readonly config: Config,
+    readonly addresses: string[],
+    private readonly server: grpc.Server,
+    private readonly env: LmdbEnv,
+    private readonly lock: DataDirLock,
+    private readonly uploads: UploadRegistry,
+    private readonly health: HealthImplementation,
+    readonly cas: BlobStore,
+    readonly casBase: LmdbBlobStore,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(config: Config, log: Logger): Promise<Daemon> {
+    const lock = DataDirLock.acquire(config.dataDir);
+    let env: LmdbEnv | undefined;
+    let server: grpc.Server | undefined;
+    try {
+      env = LmdbEnv.open(config.dataDir);
+      const { store: cas, base } = createBlobStore(env, config.dataDir, {
+        inlineMaxBytes: config.storage.inlineMaxBytes,
+        fsync: config.storage.fsync,
+      });
+      await base.removeStaleUploads();
+      const instances = new InstancePolicy(config.instances);
+      const ac = new CompletenessCheckingActionCache(new LmdbActionCache(env), cas);
+      const assets = new AssetStore(env, cas);
+      const uploads = new UploadRegistry();
+
+      server = createGrpcServer(config.grpc);
+      server.addService(capabilitiesDefinition, capabilitiesService(log, { instances, maxBatchBytes: config.storage.maxBatchBytes, acUpdateEnabled: true }));
+      server.addService(casDefinition, casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes }));
+      server.addService(byteStreamDefinition, byteStreamService(log, cas, uploads, { instances }));
+      server.addService(actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true }));
+      const assetImpl = assetServices(log, assets, { instances });
+      server.addService(fetchDefinition, assetImpl.fetch);
+      server.addService(pushDefinition, assetImpl.push);
+
+      const health = new HealthImplementation({ '': 'SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'SERVING' as const])) });
+      health.addToServer(server);
+      new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
+
+      const addresses: string[] = [];
+      for (const address of config.listen) addresses.push(await bindAddress(server, address));
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log);
+      log.info(`reexec ${VERSION} serving on ${addresses.join(', ')}`, { addresses, dataDir: config.dataDir });
+      return daemon;
+    } catch (err) {
+      server?.forceShutdown();
+      await env?.close().catch(() => undefined);
+      lock.release();
+      throw err;
+    }
+  }
+
+  get running(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Stop accepting calls, let running ones finish (up to graceMs), then close the store. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.state !== 'running') return;
+    this.state = 'stopping';
+    this.log.info('shutting down: draining calls');
+    for (const s of ['', ...SERVICE_NAMES]) this.health.setStatus(s, 'NOT_SERVING');
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn(`calls still running after ${graceMs} ms: cancelling them`);
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    await this.uploads.close();
+    await this.env.close();
+    this.lock.release();
+    this.state = 'stopped';
+    this.log.info('stopped');
+  }
+}

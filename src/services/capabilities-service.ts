@@ -1,0 +1,57 @@
+import type * as grpc from '@grpc/grpc-js';
+import { DIGEST_FUNCTIONS, SHA256 } from '../digest/digest-function.js';
+import type { InstancePolicy } from '../digest/instance-name.js';
+import { re } from '../proto.js';
+import type { Logger } from '../util/logger.js';
+import { method, unary } from './grpc-adapters.js';
+
+const SERVICE = 'build.bazel.remote.execution.v2.Capabilities';
+
+export const capabilitiesDefinition = {
+  GetCapabilities: method(SERVICE, 'GetCapabilities', re.GetCapabilitiesRequest, re.ServerCapabilities),
+};
+
+/** API versions: Bazel 7 refuses a low version above 2.0; 2.3 is the newest revision served. */
+export const LOW_API_VERSION = { major: 2, minor: 0, patch: 0, prerelease: '' };
+export const HIGH_API_VERSION = { major: 2, minor: 3, patch: 0, prerelease: '' };
+
+export interface CapabilitiesOptions {
+  instances: InstancePolicy;
+  maxBatchBytes: number;
+  /** Whether clients may write the action cache (UpdateActionResult). */
+  acUpdateEnabled: boolean;
+  /** Execution, once the daemon runs actions. */
+  execution?: { enabled: boolean; priorities?: { min: number; max: number } };
+}
+
+export function capabilitiesService(log: Logger, opts: CapabilitiesOptions): grpc.UntypedServiceImplementation {
+  const functions = DIGEST_FUNCTIONS.map((f) => f.value);
+  return {
+    GetCapabilities: unary(log, 'GetCapabilities', async (req: re.GetCapabilitiesRequest) => {
+      opts.instances.parse(req.instanceName);
+      return re.ServerCapabilities.create({
+        cacheCapabilities: {
+          digestFunctions: functions,
+          actionCacheUpdateCapabilities: { updateEnabled: opts.acUpdateEnabled },
+          maxBatchTotalSizeBytes: opts.maxBatchBytes,
+          symlinkAbsolutePathStrategy: re.SymlinkAbsolutePathStrategy.Value.ALLOWED,
+          supportedCompressors: [],
+          supportedBatchUpdateCompressors: [],
+        },
+        executionCapabilities: opts.execution?.enabled
+          ? {
+              digestFunction: SHA256.value,
+              digestFunctions: functions,
+              execEnabled: true,
+              executionPriorityCapabilities: opts.execution.priorities
+                ? { priorities: [{ minPriority: opts.execution.priorities.min, maxPriority: opts.execution.priorities.max }] }
+                : undefined,
+            }
+          : { digestFunction: SHA256.value, execEnabled: false },
+        lowApiVersion: LOW_API_VERSION,
+        highApiVersion: HIGH_API_VERSION,
+        deprecatedApiVersion: LOW_API_VERSION,
+      });
+    }),
+  };
+}

@@ -1,0 +1,44 @@
+/** Human-readable or JSON-lines logs on stderr. The daemon's only logging facility. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'human' | 'json';
+
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  child(fields: Record<string, unknown>): Logger;
+}
+
+export function createLogger(
+  options: { format?: LogFormat; level?: LogLevel; write?: (line: string) => void } = {},
+  bound: Record<string, unknown> = {},
+): Logger {
+  const format = options.format ?? 'human';
+  const min = ORDER[options.level ?? 'info'];
+  const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'));
+  const log = (level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void => {
+    if (ORDER[level] < min) return;
+    const all = { ...bound, ...fields };
+    if (format === 'json') {
+      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }));
+    } else {
+      const extra = Object.entries(all)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ');
+      write(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${extra ? ' ' + extra : ''}`);
+    }
+  };
+  return {
+    debug: (m, f) => log('debug', m, f),
+    info: (m, f) => log('info', m, f),
+    warn: (m, f) => log('warn', m, f),
+    error: (m, f) => log('error', m, f),
+    child: (fields) => createLogger(options, { ...bound, ...fields }),
+  };
+}
+
+/** A logger that drops everything (tests, library use). */
+export const silentLogger: Logger = createLogger({ write: () => undefined, level: 'error' });
