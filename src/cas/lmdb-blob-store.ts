@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Database } from 'lmdb';
@@ -124,7 +123,9 @@ export class LmdbBlobStore implements BlobStore {
       throw err;
     }
     // The descriptor is open: the stream survives an eviction that unlinks the file meanwhile.
-    return createReadStream('', { fd: fh.fd, start: offset, end: end - 1, highWaterMark: this.options.readChunkBytes, autoClose: true });
+    // The stream must own the FileHandle itself, not its raw fd: a FileHandle whose fd was
+    // closed behind its back fails to close on garbage collection, and that kills the process.
+    return fh.createReadStream({ start: offset, end: end - 1, highWaterMark: this.options.readChunkBytes, autoClose: true });
   }
 
   private async ensureDir(dir: string): Promise<void> {
