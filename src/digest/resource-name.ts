@@ -44,6 +44,9 @@ function parseBlobPart(parts: string[], start: number, raw: string, compressed: 
   if (!/^[0-9]+$/.test(sizeText)) {
     throw invalidArgument(`resource name "${raw}": size "${sizeText}" is not a non-negative integer`, 'resource_name');
   }
+  if (!Number.isSafeInteger(Number(sizeText))) {
+    throw invalidArgument(`resource name "${raw}": size "${sizeText}" is too large`, 'resource_name');
+  }
   if (!fn) fn = [SHA256, ...['sha1', 'sha384', 'sha512'].map((n) => digestFunctionFromName(n)!)].find((f) => f.hexLength === hash.length) ?? SHA256;
   const digest = Digest.of(fn, hash, Number(sizeText), 'resource_name');
   return { digest, compressor, end: i + 2 };
