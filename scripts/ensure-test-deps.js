@@ -5,7 +5,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-// binary on PATH → Debian package that provides it
+// binary on PATH → Debian package that provides it (the same list .ci/run installs)
 const NEEDED = {
   bwrap: 'bubblewrap',
   busybox: 'busybox-static',
@@ -14,7 +14,12 @@ const NEEDED = {
   tmux: 'tmux',
 };
 
-const have = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+// Debian's `busybox` package also provides a busybox, but a dynamic one: the BuildStream
+// test copies it into a sysroot that has no libc, so it must be busybox-static's.
+const dpkgInstalled = (pkg) =>
+  spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' }).stdout?.includes('install ok installed') ?? false;
+const have = (bin) => (bin === 'busybox' && existsSync('/usr/bin/dpkg-query') ? dpkgInstalled('busybox-static') : onPath(bin));
 const missing = Object.entries(NEEDED).filter(([bin]) => !have(bin)).map(([, pkg]) => pkg);
 if (missing.length === 0 || process.env.REEXEC_SKIP_TEST_DEPS) process.exit(0);
 
