@@ -5,6 +5,14 @@ interface PartialUpload {
   /** A stream is writing to it right now. */
   busy: boolean;
   lastActive: number;
+  /** Resolves when the stream writing it lets go (see settled()). */
+  idle: Promise<void>;
+  markIdle: () => void;
+}
+
+function markBusy(entry: PartialUpload): void {
+  entry.busy = true;
+  entry.idle = new Promise((resolve) => (entry.markIdle = resolve));
 }
 
 /**
@@ -22,6 +30,19 @@ export class UploadRegistry {
     this.timer.unref();
   }
 
+  /**
+   * Wait (at most timeoutMs) until no stream writes `name`. A client that breaks a stream and
+   * asks QueryWriteStatus or resumes at once can get there before the server has processed
+   * the break; the stream is still busy with the chunks it had received.
+   */
+  async settled(name: string, timeoutMs = 2000): Promise<void> {
+    const entry = this.uploads.get(name);
+    if (!entry?.busy) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([entry.idle, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
   /** Bytes a resumable upload holds, or undefined when none is known. */
   committed(name: string): number | undefined {
     return this.uploads.get(name)?.writer.written;
@@ -33,9 +54,10 @@ export class UploadRegistry {
    * non-zero offset cannot be resumed.
    */
   async acquire(name: string, offset: number, create: () => Promise<BlobWriter>): Promise<{ writer: BlobWriter; release: (keep: boolean) => Promise<void> } | undefined> {
+    if (offset !== 0) await this.settled(name);
     const parked = this.uploads.get(name);
     if (parked && !parked.busy && parked.writer.written === offset) {
-      parked.busy = true;
+      markBusy(parked);
       return { writer: parked.writer, release: (keep) => this.release(name, parked, keep) };
     }
     if (offset !== 0) return undefined;
@@ -48,13 +70,15 @@ export class UploadRegistry {
       // Another stream is writing the same name (a reused UUID): keep this one private.
       return { writer, release: async (keep) => void (keep ? undefined : await writer.abort()) };
     }
-    const entry: PartialUpload = { writer, busy: true, lastActive: Date.now() };
+    const entry: PartialUpload = { writer, busy: true, lastActive: Date.now(), idle: Promise.resolve(), markIdle: () => undefined };
+    markBusy(entry);
     this.uploads.set(name, entry);
     return { writer, release: (keep) => this.release(name, entry, keep) };
   }
 
   private async release(name: string, entry: PartialUpload, keep: boolean): Promise<void> {
     entry.busy = false;
+    entry.markIdle();
     entry.lastActive = Date.now();
     if (!keep) {
       if (this.uploads.get(name) === entry) this.uploads.delete(name);

@@ -46,6 +46,9 @@ export function byteStreamService(
       let resourceName: string | undefined;
       let lease: Awaited<ReturnType<UploadRegistry['acquire']>>;
       let finished = false;
+      // The stream ended cleanly but short: grpc-js reports a client's cancel as a half-close
+      // first (the 'cancelled' event comes a tick later), so this too keeps the bytes.
+      let endedEarly = false;
       try {
         for await (const req of requests) {
           if (resourceName === undefined) {
@@ -82,17 +85,19 @@ export function byteStreamService(
           }
         }
         if (resourceName === undefined) throw invalidArgument('Write stream carried no request: resource_name is required');
+        endedEarly = true;
         throw invalidArgument(`Write stream for "${resourceName}" ended without finish_write after ${lease?.writer.written ?? 0} bytes`);
       } finally {
         // A broken stream keeps its bytes for QueryWriteStatus and a resumed Write; an
         // upload refused for its content (bad hash, too much data) is thrown away.
-        if (lease) await lease.release(!finished && ctx.cancelled());
+        if (lease) await lease.release(!finished && (endedEarly || ctx.cancelled()));
       }
     }),
 
     QueryWriteStatus: unary(log, 'QueryWriteStatus', async (req: bytestream.QueryWriteStatusRequest) => {
       const name = parseWriteResourceName(req.resourceName, opts.instances);
       if ((await store.findMissing([name.digest])).length === 0) return { committedSize: name.digest.sizeBytes, complete: true };
+      await uploads.settled(req.resourceName);
       const committed = uploads.committed(req.resourceName);
       if (committed === undefined) throw notFound(`no upload in progress for "${req.resourceName}"`);
       return { committedSize: committed, complete: false };

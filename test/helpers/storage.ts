@@ -1,0 +1,109 @@
+import type * as grpc from '@grpc/grpc-js';
+import { randomUUID } from 'node:crypto';
+import { expect } from 'vitest';
+import { call } from '../../src/client/reapi-client.js';
+import { Digest } from '../../src/digest/digest.js';
+
+/** Deterministic pseudo-random bytes (distinct per seed). */
+export function bytes(n: number, seed = 1): Buffer {
+  const b = Buffer.alloc(n);
+  let x = (seed * 2654435761) >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+export function digestOf(data: Uint8Array): { hash: string; sizeBytes: number } {
+  return Digest.compute(data).toProto();
+}
+
+/** Resolves to the gRPC error of a call that must fail with `code`, checking its message mentions each of `mentions`. */
+export async function expectGrpcError(p: Promise<unknown>, code: grpc.status, ...mentions: string[]): Promise<grpc.ServiceError> {
+  const err = await p.then(
+    (res) => {
+      throw new Error(`expected gRPC status ${code}, the call succeeded with ${JSON.stringify(res)?.slice(0, 200)}`);
+    },
+    (e: grpc.ServiceError) => e,
+  );
+  expect(err.code, err.details).toBe(code);
+  for (const m of mentions) expect(err.details).toContain(m);
+  return err;
+}
+
+/** ByteStream.Read of a whole blob or a part, collected. */
+export function bsRead(client: grpc.Client & Record<string, any>, resourceName: string, readOffset = 0, readLimit = 0): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    const s = client.Read({ resourceName, readOffset, readLimit });
+    s.on('data', (m: { data: Uint8Array }) => parts.push(Buffer.from(m.data)));
+    s.on('error', reject);
+    s.on('end', () => resolve(Buffer.concat(parts)));
+  });
+}
+
+export interface WriteOptions {
+  chunkBytes?: number;
+  instance?: string;
+  uuid?: string;
+  /** Start at this offset (resuming). */
+  offset?: number;
+  /** Stop after sending this many bytes, then cancel the call (a broken stream). */
+  breakAfter?: number;
+  /** How long to wait before breaking (default 100 ms: the server takes what was sent). */
+  breakWaitMs?: number;
+}
+
+/**
+ * ByteStream.Write of a blob in chunks, waiting for flow control. Resolves to the response
+ * (or to 'cancelled' when breakAfter cut it).
+ */
+export function bsWrite(
+  client: grpc.Client & Record<string, any>,
+  data: Buffer,
+  opts: WriteOptions = {},
+  digest = digestOf(data),
+): Promise<{ committedSize: number } | 'cancelled'> {
+  const chunk = opts.chunkBytes ?? 1024 * 1024;
+  const prefix = opts.instance ? `${opts.instance}/` : '';
+  const resourceName = `${prefix}uploads/${opts.uuid ?? randomUUID()}/blobs/${digest.hash}/${digest.sizeBytes}`;
+  return new Promise((resolve, reject) => {
+    let cancelled = false;
+    const stream = client.Write((err: grpc.ServiceError | null, res: { committedSize: number }) => {
+      if (cancelled) return resolve('cancelled');
+      return err ? reject(err) : resolve(res);
+    });
+    stream.on('error', () => undefined);
+    const send = async (): Promise<void> => {
+      let off = opts.offset ?? 0;
+      do {
+        const end = Math.min(data.length, off + chunk);
+        if (opts.breakAfter !== undefined && end > opts.breakAfter) {
+          // Let the server take what was sent before the stream breaks.
+          await new Promise((r) => setTimeout(r, opts.breakWaitMs ?? 100));
+          cancelled = true;
+          stream.cancel();
+          return;
+        }
+        const last = end === data.length;
+        const ok = stream.write({ resourceName: off === (opts.offset ?? 0) ? resourceName : '', writeOffset: off, data: data.subarray(off, end), finishWrite: last });
+        off = end;
+        if (!ok) await new Promise((r) => stream.once('drain', r));
+        if (last) break;
+      } while (off < data.length);
+      stream.end();
+    };
+    send().catch(reject);
+  });
+}
+
+export function uploadName(digest: { hash: string; sizeBytes: number }, uuid = randomUUID(), instance = ''): string {
+  return `${instance ? `${instance}/` : ''}uploads/${uuid}/blobs/${digest.hash}/${digest.sizeBytes}`;
+}
+
+export function blobName(digest: { hash: string; sizeBytes: number }, instance = ''): string {
+  return `${instance ? `${instance}/` : ''}blobs/${digest.hash}/${digest.sizeBytes}`;
+}
+
+export { call };

@@ -1,0 +1,225 @@
+import type * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Digest } from '../../src/digest/digest.js';
+import { re } from '../../src/proto.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { bytes, call, digestOf, expectGrpcError } from '../helpers/storage.js';
+
+const EMPTY = { hash: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', sizeBytes: 0 };
+const OK = 0;
+const INVALID_ARGUMENT = 3;
+const NOT_FOUND = 5;
+const MAX_BATCH = 1024 * 1024;
+
+describe('ContentAddressableStorage', () => {
+  let d: TestDaemon;
+  const cas = (): grpc.Client & Record<string, any> => d.clients.cas;
+  const upload = async (...blobs: Buffer[]): Promise<void> => {
+    const res: any = await call(cas(), 'BatchUpdateBlobs', { requests: blobs.map((b) => ({ digest: digestOf(b), data: b })) });
+    for (const r of res.responses) expect(r.status?.code ?? 0, r.status?.message).toBe(OK);
+  };
+
+  beforeAll(async () => {
+    d = await startTestDaemon((c) => {
+      c.storage.maxBatchBytes = MAX_BATCH;
+    });
+  });
+  afterAll(() => d.stop());
+
+  describe('FindMissingBlobs', () => {
+    it('never reports the empty blob missing, even though nobody uploaded it', async () => {
+      const res: any = await call(cas(), 'FindMissingBlobs', { blobDigests: [EMPTY] });
+      expect(res.missingBlobDigests).toEqual([]);
+    });
+
+    it('reports absent blobs and blobs asked for with the wrong size, not stored ones', async () => {
+      const a = bytes(100, 1);
+      const b = bytes(100 * 1024, 2);
+      await upload(a);
+      await upload(b);
+      const absent = digestOf(bytes(10, 3));
+      const wrongSize = { ...digestOf(a), sizeBytes: 101 };
+      const res: any = await call(cas(), 'FindMissingBlobs', { blobDigests: [digestOf(a), absent, EMPTY, digestOf(b), wrongSize] });
+      expect(res.missingBlobDigests).toEqual([absent, wrongSize]);
+    });
+
+    it('answers an empty request', async () => {
+      expect(((await call(cas(), 'FindMissingBlobs', { blobDigests: [] })) as any).missingBlobDigests).toEqual([]);
+    });
+
+    it('answers 512 digests at once (BuildStream batches)', async () => {
+      const digests = Array.from({ length: 512 }, (_, i) => digestOf(Buffer.from(`blob ${i}`)));
+      const res: any = await call(cas(), 'FindMissingBlobs', { blobDigests: digests });
+      expect(res.missingBlobDigests).toHaveLength(512);
+    });
+
+    it('refuses malformed digests with INVALID_ARGUMENT naming which one', async () => {
+      const good = digestOf(Buffer.from('x'));
+      await expectGrpcError(call(cas(), 'FindMissingBlobs', { blobDigests: [good, { hash: 'abc', sizeBytes: 3 }] }), INVALID_ARGUMENT, 'blob_digests[1]', 'abc');
+      await expectGrpcError(call(cas(), 'FindMissingBlobs', { blobDigests: [{ hash: good.hash, sizeBytes: -5 }] }), INVALID_ARGUMENT, 'blob_digests[0]', '-5');
+      await expectGrpcError(call(cas(), 'FindMissingBlobs', { blobDigests: [{ hash: good.hash.toUpperCase(), sizeBytes: 1 }] }), INVALID_ARGUMENT, 'blob_digests[0]');
+      await expectGrpcError(call(cas(), 'FindMissingBlobs', { blobDigests: [{}] }), INVALID_ARGUMENT, 'blob_digests[0]');
+    });
+
+    it('refuses a malformed instance name, naming it', async () => {
+      await expectGrpcError(call(cas(), 'FindMissingBlobs', { instanceName: 'x/blobs', blobDigests: [] }), INVALID_ARGUMENT, 'x/blobs');
+    });
+
+    it('shares blobs across instances (content addressing)', async () => {
+      const a = bytes(50, 40);
+      await call(cas(), 'BatchUpdateBlobs', { instanceName: 'one', requests: [{ digest: digestOf(a), data: a }] });
+      const res: any = await call(cas(), 'FindMissingBlobs', { instanceName: 'two/x', blobDigests: [digestOf(a)] });
+      expect(res.missingBlobDigests).toEqual([]);
+    });
+  });
+
+  describe('BatchUpdateBlobs', () => {
+    it('gives a status per blob: stored, hash mismatch, size mismatch, malformed digest', async () => {
+      const good = bytes(1000, 10);
+      const big = bytes(200 * 1024, 11);
+      const liar = bytes(1000, 12);
+      const short = bytes(1000, 13);
+      const res: any = await call(cas(), 'BatchUpdateBlobs', {
+        requests: [
+          { digest: digestOf(good), data: good },
+          { digest: digestOf(liar), data: bytes(1000, 99) },
+          { digest: digestOf(short), data: short.subarray(0, 999) },
+          { digest: { hash: 'nothex', sizeBytes: 3 }, data: Buffer.from('abc') },
+          { digest: digestOf(big), data: big },
+        ],
+      });
+      const codes = res.responses.map((r: any) => r.status?.code ?? 0);
+      expect(codes).toEqual([OK, INVALID_ARGUMENT, INVALID_ARGUMENT, INVALID_ARGUMENT, OK]);
+      expect(res.responses.map((r: any) => r.digest.hash)).toEqual([digestOf(good).hash, digestOf(liar).hash, digestOf(short).hash, 'nothex', digestOf(big).hash]);
+      expect(res.responses[1].status.message).toContain(digestOf(liar).hash);
+      expect(res.responses[2].status.message).toContain('999');
+      expect(res.responses[3].status.message).toContain('nothex');
+      const missing: any = await call(cas(), 'FindMissingBlobs', { blobDigests: [digestOf(good), digestOf(liar), digestOf(short), digestOf(big)] });
+      expect(missing.missingBlobDigests).toEqual([digestOf(liar), digestOf(short)]);
+    });
+
+    it('accepts an empty batch (a probe)', async () => {
+      const res: any = await call(cas(), 'BatchUpdateBlobs', { requests: [] });
+      expect(res.responses).toEqual([]);
+    });
+
+    it('accepts the empty blob and a blob already present', async () => {
+      const a = bytes(300, 14);
+      await upload(a);
+      const res: any = await call(cas(), 'BatchUpdateBlobs', { requests: [{ digest: EMPTY, data: Buffer.alloc(0) }, { digest: digestOf(a), data: a }] });
+      expect(res.responses.map((r: any) => r.status?.code ?? 0)).toEqual([OK, OK]);
+    });
+
+    it('accepts the same blob twice in one batch', async () => {
+      const a = bytes(100 * 1024, 15);
+      const res: any = await call(cas(), 'BatchUpdateBlobs', { requests: [{ digest: digestOf(a), data: a }, { digest: digestOf(a), data: a }] });
+      expect(res.responses.map((r: any) => r.status?.code ?? 0)).toEqual([OK, OK]);
+      const read: any = await call(cas(), 'BatchReadBlobs', { digests: [digestOf(a)] });
+      expect(Buffer.from(read.responses[0].data).equals(a)).toBe(true);
+    });
+
+    it('refuses a batch over max_batch_total_size_bytes with INVALID_ARGUMENT, storing nothing', async () => {
+      const a = bytes(MAX_BATCH / 2 + 10, 16);
+      const b = bytes(MAX_BATCH / 2 + 10, 17);
+      await expectGrpcError(
+        call(cas(), 'BatchUpdateBlobs', { requests: [{ digest: digestOf(a), data: a }, { digest: digestOf(b), data: b }] }),
+        INVALID_ARGUMENT,
+        'max_batch_total_size_bytes',
+      );
+      const missing: any = await call(cas(), 'FindMissingBlobs', { blobDigests: [digestOf(a), digestOf(b)] });
+      expect(missing.missingBlobDigests).toHaveLength(2);
+    });
+  });
+
+  describe('BatchReadBlobs', () => {
+    it('returns data per blob and a per-entry NOT_FOUND for absent ones', async () => {
+      const a = bytes(500, 20);
+      const b = bytes(100 * 1024, 21);
+      await upload(a, b);
+      const absent = digestOf(bytes(7, 22));
+      const res: any = await call(cas(), 'BatchReadBlobs', { digests: [digestOf(a), absent, EMPTY, digestOf(b), { ...digestOf(a), sizeBytes: 499 }] });
+      expect(res.responses.map((r: any) => r.status?.code ?? 0)).toEqual([OK, NOT_FOUND, OK, OK, NOT_FOUND]);
+      expect(Buffer.from(res.responses[0].data).equals(a)).toBe(true);
+      expect(res.responses[1].digest).toEqual(absent);
+      expect(res.responses[1].status.message).toContain(absent.hash);
+      expect(res.responses[2].data.length).toBe(0);
+      expect(Buffer.from(res.responses[3].data).equals(b)).toBe(true);
+    });
+
+    it('answers an empty request', async () => {
+      const res: any = await call(cas(), 'BatchReadBlobs', { digests: [] });
+      expect(res.responses).toEqual([]);
+    });
+
+    it('refuses a malformed digest, naming which', async () => {
+      await expectGrpcError(call(cas(), 'BatchReadBlobs', { digests: [EMPTY, { hash: 'zz', sizeBytes: 1 }] }), INVALID_ARGUMENT, 'digests[1]', 'zz');
+    });
+  });
+
+  describe('GetTree', () => {
+    // root ─┬─ a ── c ── d
+    //       └─ b ── c (shared)
+    const file = (name: string, data: Buffer) => ({ name, digest: digestOf(data), isExecutable: false });
+    const f1 = bytes(10, 30);
+    const f2 = bytes(20, 31);
+    const enc = (dir: re.IDirectory): Buffer => Buffer.from(re.Directory.encode(dir).finish());
+    const dDir = enc({ files: [file('deep.txt', f1)] });
+    const cDir = enc({ directories: [{ name: 'd', digest: digestOf(dDir) }], files: [file('c.txt', f2)] });
+    const aDir = enc({ directories: [{ name: 'c', digest: digestOf(cDir) }] });
+    const bDir = enc({ directories: [{ name: 'c', digest: digestOf(cDir) }], files: [file('b.txt', f1)] });
+    const root = enc({ directories: [{ name: 'a', digest: digestOf(aDir) }, { name: 'b', digest: digestOf(bDir) }] });
+    const all = [root, aDir, bDir, cDir, dDir];
+    const hashOf = (dir: re.IDirectory): string => Digest.compute(enc(dir)).hash;
+
+    const getTree = (req: object): Promise<any[]> =>
+      new Promise((resolve, reject) => {
+        const out: any[] = [];
+        const s = cas().GetTree(req);
+        s.on('data', (m: any) => out.push(m));
+        s.on('error', reject);
+        s.on('end', () => resolve(out));
+      });
+
+    beforeAll(async () => {
+      await upload(f1, f2, ...all);
+    });
+
+    it('returns every directory of a multi-level tree once', async () => {
+      const responses = await getTree({ rootDigest: digestOf(root) });
+      const dirs = responses.flatMap((r) => r.directories);
+      expect(dirs.map(hashOf).sort()).toEqual(all.map((x) => digestOf(x).hash).sort());
+      expect(hashOf(dirs[0])).toBe(digestOf(root).hash);
+      expect(responses.at(-1).nextPageToken).toBe('');
+    });
+
+    it('pages with page_size and page_token, covering the tree exactly once', async () => {
+      const seen: string[] = [];
+      let token = '';
+      let pages = 0;
+      do {
+        const responses = await getTree({ rootDigest: digestOf(root), pageSize: 2, pageToken: token });
+        const dirs = responses.flatMap((r) => r.directories);
+        expect(dirs.length).toBeLessThanOrEqual(2);
+        seen.push(...dirs.map(hashOf));
+        token = responses.at(-1).nextPageToken;
+        pages++;
+      } while (token && pages < 10);
+      expect(pages).toBe(3);
+      expect(seen.sort()).toEqual(all.map((x) => digestOf(x).hash).sort());
+    });
+
+    it('answers NOT_FOUND for a missing root, INVALID_ARGUMENT for a bad page_token', async () => {
+      const missing = digestOf(enc({ files: [file('nope', f2)] }));
+      await expectGrpcError(getTree({ rootDigest: missing }), NOT_FOUND, missing.hash);
+      await expectGrpcError(getTree({ rootDigest: digestOf(root), pageToken: '!!not-ours' }), INVALID_ARGUMENT, 'page_token');
+    });
+
+    it('leaves out a missing subtree and returns the rest', async () => {
+      const lost = enc({ files: [file('lost', f1)] });
+      const partialRoot = enc({ directories: [{ name: 'a', digest: digestOf(aDir) }, { name: 'lost', digest: digestOf(lost) }] });
+      await upload(partialRoot);
+      const dirs = (await getTree({ rootDigest: digestOf(partialRoot) })).flatMap((r) => r.directories);
+      expect(dirs.map(hashOf).sort()).toEqual([partialRoot, aDir, cDir, dDir].map((x) => digestOf(x).hash).sort());
+    });
+  });
+});
