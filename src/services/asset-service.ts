@@ -54,7 +54,7 @@ function qualifiersOf(qs: readonly asset.IQualifier[]): Qualifier[] {
 
 /** Reference lists: BuildStream up to 2.6 sends empty digests in them; they mean nothing. */
 function references(list: readonly re.IDigest[], fnValue: number, field: string): Digest[] {
-  return list.filter((d) => d.hash || Number(d.sizeBytes ?? 0) !== 0).map((d, i) => Digest.fromRequest(d, fnValue, `${field}[${i}]`));
+  return list.flatMap((d, i) => (d.hash || Number(d.sizeBytes ?? 0) !== 0 ? [Digest.fromRequest(d, fnValue, `${field}[${i}]`)] : []));
 }
 
 export function assetServices(
