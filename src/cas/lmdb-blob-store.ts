@@ -84,6 +84,12 @@ export class LmdbBlobStore implements BlobStore {
     return missing;
   }
 
+  /** The file holding a blob's bytes, when the blob is stored as a file (larger than inlineMaxBytes). */
+  localFile(digest: Digest): string | undefined {
+    const rec = this.record(digest);
+    return rec && rec.f ? this.filePath(digest) : undefined;
+  }
+
   filePath(digest: Digest): string {
     return join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2), digest.hash);
   }

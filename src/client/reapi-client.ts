@@ -3,6 +3,7 @@ import { actionCacheDefinition } from '../services/action-cache-service.js';
 import { fetchDefinition, pushDefinition } from '../services/asset-service.js';
 import { byteStreamDefinition } from '../services/bytestream-service.js';
 import { capabilitiesDefinition } from '../services/capabilities-service.js';
+import { executionDefinition, operationsDefinition } from '../services/execution-service.js';
 import { casDefinition } from '../services/cas-service.js';
 
 /**
@@ -16,6 +17,8 @@ export const clientConstructors = {
   actionCache: grpc.makeGenericClientConstructor(actionCacheDefinition, 'ActionCache'),
   fetch: grpc.makeGenericClientConstructor(fetchDefinition, 'Fetch'),
   push: grpc.makeGenericClientConstructor(pushDefinition, 'Push'),
+  execution: grpc.makeGenericClientConstructor(executionDefinition, 'Execution'),
+  operations: grpc.makeGenericClientConstructor(operationsDefinition, 'Operations'),
 };
 
 export type ReapiClients = { [K in keyof typeof clientConstructors]: grpc.Client & Record<string, (...args: any[]) => any> };

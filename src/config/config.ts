@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { canonicalIsa, hostIsa } from '../scheduler/platform.js';
 import type { LogFormat, LogLevel } from '../util/logger.js';
 
 /**
@@ -30,8 +31,27 @@ export interface Config {
     flowControlWindowBytes: number;
   };
   log: { format: LogFormat; level: LogLevel };
+  execution: ExecutionConfig;
   /** The file this came from, if any. */
   source?: string;
+}
+
+export interface PoolConfig {
+  name: string;
+  /** ISA names (BuildStream's or the REAPI lexicon's) the pool's workers provide. */
+  isa: string[];
+  slots: number;
+}
+
+export interface ExecutionConfig {
+  enabled: boolean;
+  /** Worker pools; default: one pool for the host's ISA with a slot per core. */
+  pools: PoolConfig[];
+  /** Timeout of actions that set none. BuildStream never sets one and builds can take hours. */
+  defaultTimeoutSeconds: number;
+  maxTimeoutSeconds: number;
+  /** How long finished operations stay queryable (WaitExecution, GetOperation). */
+  operationRetentionSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -59,6 +79,49 @@ export function defaultConfig(): Config {
     storage: { inlineMaxBytes: 64 * 1024, fsync: true, maxBatchBytes: 4 * 1024 * 1024 },
     grpc: { maxReceiveMessageBytes: 16 * 1024 * 1024, flowControlWindowBytes: 16 * 1024 * 1024 },
     log: { format: 'human', level: 'info' },
+    execution: {
+      enabled: true,
+      pools: [{ name: 'native', isa: [hostIsa()], slots: Math.max(1, availableParallelism()) }],
+      defaultTimeoutSeconds: 24 * 3600,
+      maxTimeoutSeconds: 7 * 24 * 3600,
+      operationRetentionSeconds: 3600,
+    },
+  };
+}
+
+/** "90", "90s", "15m", "24h", "7d" → seconds. */
+export function parseDuration(v: unknown, what: string): number {
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v;
+  const m = typeof v === 'string' ? /^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*$/.exec(v) : null;
+  if (!m) throw new ConfigError(`${what}: ${JSON.stringify(v)} is not a duration (examples: 90, 15m, 24h, 7d)`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
+}
+
+function compileExecution(raw: Raw, where: string, base: ExecutionConfig): ExecutionConfig {
+  const duration = (key: string, dflt: number): number => (raw[key] === undefined || raw[key] === null ? dflt : parseDuration(raw[key], `${where}: ${key}`));
+  let pools = base.pools;
+  const poolsRaw = raw['pools'];
+  if (poolsRaw !== undefined && poolsRaw !== null) {
+    if (!Array.isArray(poolsRaw) || poolsRaw.length === 0) throw new ConfigError(`${where}: "pools" must be a non-empty list`);
+    pools = poolsRaw.map((p, i) => {
+      if (typeof p !== 'object' || p === null) throw new ConfigError(`${where}: pools[${i}] must be a mapping with name, isa, slots`);
+      const r = p as Raw;
+      const name = typeof r['name'] === 'string' && r['name'] ? r['name'] : `pool-${i}`;
+      const isaRaw = r['isa'];
+      const isa = (Array.isArray(isaRaw) ? isaRaw : [isaRaw]).map((x) => {
+        const c = typeof x === 'string' ? canonicalIsa(x) : undefined;
+        if (!c) throw new ConfigError(`${where}: pools[${i}] ("${name}"): unknown ISA ${JSON.stringify(x)}`);
+        return c;
+      });
+      return { name, isa, slots: num(r, 'slots', `${where}: pools[${i}]`, 1, 1) };
+    });
+  }
+  return {
+    enabled: bool(raw, 'enabled', where, base.enabled),
+    pools,
+    defaultTimeoutSeconds: duration('default-timeout', base.defaultTimeoutSeconds),
+    maxTimeoutSeconds: duration('max-timeout', base.maxTimeoutSeconds),
+    operationRetentionSeconds: duration('operation-retention', base.operationRetentionSeconds),
   };
 }
 
@@ -153,6 +216,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
       format: oneOf(l, 'format', `${where}: log`, ['human', 'json'] as const, base.log.format),
       level: oneOf(l, 'level', `${where}: log`, ['debug', 'info', 'warn', 'error'] as const, base.log.level),
     },
+    execution: compileExecution(section(raw, 'execution', where), `${where}: execution`, base.execution),
     source: base.source,
   };
 }

@@ -12,7 +12,9 @@ import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
 import { UploadRegistry } from '../cas/upload-registry.js';
 import type { Config } from '../config/config.js';
 import { InstancePolicy } from '../digest/instance-name.js';
+import { ExecutionEngine } from '../execution/execution-engine.js';
 import { actionCacheDefinition, actionCacheService } from '../services/action-cache-service.js';
+import { executionDefinition, executionServices, operationsDefinition } from '../services/execution-service.js';
 import { assetServices, fetchDefinition, pushDefinition } from '../services/asset-service.js';
 import { byteStreamDefinition, byteStreamService } from '../services/bytestream-service.js';
 import { capabilitiesDefinition, capabilitiesService } from '../services/capabilities-service.js';
@@ -32,6 +34,8 @@ export const SERVICE_NAMES = [
   'google.bytestream.ByteStream',
   'build.bazel.remote.asset.v1.Fetch',
   'build.bazel.remote.asset.v1.Push',
+  'build.bazel.remote.execution.v2.Execution',
+  'google.longrunning.Operations',
 ];
 
 const PROTO_DIR = fileURLToPath(new URL('../../protos', import.meta.url));
@@ -62,12 +66,14 @@ export class Daemon {
     readonly cas: BlobStore,
     readonly casBase: LmdbBlobStore,
     private readonly log: Logger,
+    readonly execution?: ExecutionEngine,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
     const lock = DataDirLock.acquire(config.dataDir);
     let env: LmdbEnv | undefined;
     let server: grpc.Server | undefined;
+    let engineForCleanup: ExecutionEngine | undefined;
     try {
       env = LmdbEnv.open(config.dataDir);
       const { store: cas, base } = createBlobStore(env, config.dataDir, {
@@ -81,7 +87,15 @@ export class Daemon {
       const uploads = new UploadRegistry();
 
       server = createGrpcServer(config.grpc);
-      server.addService(capabilitiesDefinition, capabilitiesService(log, { instances, maxBatchBytes: config.storage.maxBatchBytes, acUpdateEnabled: true }));
+      server.addService(
+        capabilitiesDefinition,
+        capabilitiesService(log, {
+          instances,
+          maxBatchBytes: config.storage.maxBatchBytes,
+          acUpdateEnabled: true,
+          execution: { enabled: config.execution.enabled, priorities: { min: -1000, max: 1000 } },
+        }),
+      );
       server.addService(casDefinition, casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes }));
       server.addService(byteStreamDefinition, byteStreamService(log, cas, uploads, { instances }));
       server.addService(actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true }));
@@ -89,16 +103,26 @@ export class Daemon {
       server.addService(fetchDefinition, assetImpl.fetch);
       server.addService(pushDefinition, assetImpl.push);
 
+      let execution: ExecutionEngine | undefined;
+      if (config.execution.enabled) {
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log });
+        const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions });
+        server.addService(executionDefinition, impl.execution);
+        server.addService(operationsDefinition, impl.operations);
+      }
+      engineForCleanup = execution;
+
       const health = new HealthImplementation({ '': 'SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'SERVING' as const])) });
       health.addToServer(server);
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
 
       const addresses: string[] = [];
       for (const address of config.listen) addresses.push(await bindAddress(server, address));
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup);
       log.info(`reexec ${VERSION} serving on ${addresses.join(', ')}`, { addresses, dataDir: config.dataDir });
       return daemon;
     } catch (err) {
+      await engineForCleanup?.stop().catch(() => undefined);
       server?.forceShutdown();
       await env?.close().catch(() => undefined);
       lock.release();
@@ -116,6 +140,8 @@ export class Daemon {
     this.state = 'stopping';
     this.log.info('shutting down: draining calls');
     for (const s of ['', ...SERVICE_NAMES]) this.health.setStatus(s, 'NOT_SERVING');
+    // Running actions are stopped, not finished: their operations run again after a restart.
+    await this.execution?.stop();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.log.warn(`calls still running after ${graceMs} ms: cancelling them`);

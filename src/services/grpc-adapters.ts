@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { rpc, protobuf, TYPE_URL_PREFIX } from '../proto.js';
+import { rpc, protobuf } from '../proto.js';
+import { toRpcStatus } from '../util/rpc-status.js';
 import type { Logger } from '../util/logger.js';
 import { asStatusError, Code, StatusError } from '../util/status-error.js';
 
@@ -33,23 +34,7 @@ export function method<Req, Res>(
   };
 }
 
-/** google.rpc.Status for a StatusError, with its structured details. */
-export function toRpcStatus(err: StatusError): rpc.IStatus {
-  const details = [];
-  if (err.preconditionFailures.length > 0) {
-    details.push({
-      type_url: TYPE_URL_PREFIX + 'google.rpc.PreconditionFailure',
-      value: rpc.PreconditionFailure.encode({ violations: err.preconditionFailures.map((v) => ({ ...v })) }).finish(),
-    });
-  }
-  if (err.fieldViolations.length > 0) {
-    details.push({
-      type_url: TYPE_URL_PREFIX + 'google.rpc.BadRequest',
-      value: rpc.BadRequest.encode({ fieldViolations: err.fieldViolations.map((v) => ({ ...v })) }).finish(),
-    });
-  }
-  return { code: err.code, message: err.message, details };
-}
+export { toRpcStatus };
 
 export const OK_STATUS: rpc.IStatus = { code: Code.OK, message: '' };
 

@@ -1,0 +1,99 @@
+import { rm, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ActionCache } from '../ac/action-cache.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
+import type { ExecutionConfig } from '../config/config.js';
+import type { Operation } from '../scheduler/operation.js';
+import { LmdbOperationJournal } from '../scheduler/operation-journal.js';
+import { hostIsa, parsePlatform } from '../scheduler/platform.js';
+import { Scheduler, type PoolSpec } from '../scheduler/scheduler.js';
+import { findBubblewrap } from '../runner/bubblewrap-runner.js';
+import type { LmdbEnv } from '../store/lmdb-env.js';
+import type { Logger } from '../util/logger.js';
+import { errorToRpcStatus } from '../util/rpc-status.js';
+import { Code } from '../util/status-error.js';
+import { InputStager } from '../worker/input-stager.js';
+import { WorkerPool } from '../worker/worker-pool.js';
+import { buildJob, type JobOptions } from './job-builder.js';
+
+/** How many times an action interrupted by a daemon restart is run again. */
+const MAX_ATTEMPTS = 3;
+
+/**
+ * Remote execution wired together: scheduler with its journal, the input stager and the worker
+ * slots. Created by the daemon when execution is enabled.
+ */
+export class ExecutionEngine {
+  private constructor(
+    readonly scheduler: Scheduler,
+    readonly workers: WorkerPool,
+    readonly jobOptions: JobOptions,
+  ) {}
+
+  static async start(opts: { config: ExecutionConfig; dataDir: string; env: LmdbEnv; cas: BlobStore; casBase: LmdbBlobStore; ac: ActionCache; log: Logger }): Promise<ExecutionEngine> {
+    const { config, dataDir, log } = opts;
+    const workDir = join(dataDir, 'work');
+    // Build directories of a previous run are garbage: their operations are re-run from the journal.
+    await rm(workDir, { recursive: true, force: true });
+    await mkdir(workDir, { recursive: true });
+    const bwrap = findBubblewrap();
+    const pools: PoolSpec[] = config.pools.map((p) => ({
+      name: p.name,
+      isas: p.isa,
+      slots: p.slots,
+      unavailable: !bwrap
+        ? 'bubblewrap is not installed on the server host (sudo apt-get install -y bubblewrap)'
+        : p.isa.some((i) => i !== hostIsa())
+          ? `ISA ${p.isa.filter((i) => i !== hostIsa()).join(', ')} needs emulation, which this version does not provide yet`
+          : undefined,
+    }));
+    for (const p of pools) {
+      if (p.unavailable) log.warn(`worker pool "${p.name}" (${p.isas.join(', ')}) is unavailable: ${p.unavailable}`);
+      else log.info(`worker pool "${p.name}": ${p.slots} slot(s) for ${p.isas.join(', ')}`);
+    }
+    const journal = new LmdbOperationJournal(opts.env);
+    const scheduler = new Scheduler(pools, journal, config.operationRetentionSeconds * 1000);
+    const jobOptions: JobOptions = {
+      defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
+      maxTimeoutMs: config.maxTimeoutSeconds * 1000,
+      hostIsa: hostIsa(),
+    };
+    const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
+    const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], log }, log);
+    await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
+    workers.start(pools);
+    return new ExecutionEngine(scheduler, workers, jobOptions);
+  }
+
+  /** Operations of a previous run: finished ones stay queryable, unfinished ones run again. */
+  private static async restore(scheduler: Scheduler, journal: LmdbOperationJournal, cas: BlobStore, jobOptions: JobOptions, log: Logger): Promise<void> {
+    let requeued = 0;
+    for (const rec of journal.load()) {
+      const stub = { instance: rec.instance, actionDigest: rec.actionDigest, action: {}, command: {}, platform: parsePlatform(undefined), priority: rec.priority, doNotCache: true, timeoutMs: 0 };
+      const op: Operation = { name: rec.name, job: stub, stage: rec.stage, pool: rec.pool, queuedAt: rec.queuedAt, completedAt: rec.completedAt, response: rec.response, attempts: rec.attempts, abort: new AbortController(), client: rec.client };
+      if (rec.stage === 'COMPLETED') {
+        scheduler.restore(op);
+        continue;
+      }
+      if (rec.attempts >= MAX_ATTEMPTS) {
+        scheduler.restore(op, { status: { code: Code.UNAVAILABLE, message: `the daemon stopped while this action ran, ${rec.attempts} times; not retried again` } });
+        continue;
+      }
+      try {
+        op.job = await buildJob(cas, rec.instance, rec.actionDigest, jobOptions, rec.priority);
+        op.pool = scheduler.poolFor(op.job.platform).name;
+        scheduler.restore(op);
+        requeued++;
+      } catch (err) {
+        scheduler.restore(op, { status: errorToRpcStatus(err) });
+      }
+    }
+    if (requeued) log.info(`re-queued ${requeued} operation(s) interrupted by the last shutdown`);
+  }
+
+  async stop(): Promise<void> {
+    this.scheduler.close();
+    await this.workers.close();
+  }
+}

@@ -1,0 +1,99 @@
+import type { BlobStore } from '../cas/blob-store.js';
+import { Digest } from '../digest/digest.js';
+import type { InstanceName } from '../digest/instance-name.js';
+import { re } from '../proto.js';
+import type { Job } from '../scheduler/operation.js';
+import { parsePlatform } from '../scheduler/platform.js';
+import { failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
+import { fetchInputTree, type InputTree } from '../worker/input-tree.js';
+import { resolveOutputPath } from '../worker/output-collector.js';
+
+export interface JobOptions {
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+  hostIsa: string;
+}
+
+async function loadMessage<T>(cas: BlobStore, digest: Digest, what: string, decode: (b: Uint8Array) => T): Promise<T> {
+  const bytes = await cas.get(digest);
+  if (!bytes) throw failedPrecondition(`${what} ${digest} is not in the CAS: upload it first`, [{ type: 'MISSING', subject: `blobs/${digest}`, description: what }]);
+  try {
+    return decode(bytes);
+  } catch (err) {
+    throw invalidArgument(`${what} ${digest} is not a valid ${what} message: ${(err as Error).message}`);
+  }
+}
+
+/** Output paths: relative, inside the root once normalised against the working directory, unique. */
+export function validateOutputs(command: re.ICommand): void {
+  const wd = command.workingDirectory ?? '';
+  if (wd.startsWith('/') || resolveOutputPath('', wd || '.') === undefined) {
+    throw invalidArgument(`working_directory "${wd}" must be a relative path inside the input root`, 'working_directory');
+  }
+  const lists: Array<[string, readonly string[]]> = [
+    ['output_paths', command.outputPaths ?? []],
+    ['output_files', command.outputFiles ?? []],
+    ['output_directories', command.outputDirectories ?? []],
+  ];
+  const seen = new Set<string>();
+  for (const [field, paths] of lists) {
+    paths.forEach((p, i) => {
+      if (p.startsWith('/')) throw invalidArgument(`${field}[${i}] "${p}" is absolute: output paths are relative to the working directory`, `${field}[${i}]`);
+      if (resolveOutputPath(wd, p) === undefined) throw invalidArgument(`${field}[${i}] "${p}" escapes the input root (working directory "${wd}")`, `${field}[${i}]`);
+      if (seen.has(p)) throw invalidArgument(`${field}[${i}] "${p}" is listed twice`, `${field}[${i}]`);
+      seen.add(p);
+    });
+  }
+}
+
+/** The working directory must exist in the input tree (a directory, reached through directories). */
+function checkWorkingDirectory(tree: InputTree, wd: string): void {
+  if (!wd) return;
+  let dir = tree.directories.get(tree.root.key)!;
+  let fnDigest = tree.root;
+  for (const part of wd.split('/').filter((p) => p && p !== '.')) {
+    const sub = dir.directories.find((d) => d.name === part);
+    if (!sub) throw invalidArgument(`working_directory "${wd}" does not exist in the input root (no directory "${part}")`, 'working_directory');
+    fnDigest = Digest.fromProto(sub.digest, tree.root.fn);
+    dir = tree.directories.get(fnDigest.key)!;
+  }
+}
+
+/**
+ * Everything Execute checks before an action is queued, so that a bad request fails at once
+ * with a status naming what is wrong: the Action, Command and every input blob present,
+ * valid Directory messages, outputs inside the root, and a platform some pool can serve.
+ */
+export async function buildJob(cas: BlobStore, instance: InstanceName, actionDigest: Digest, opts: JobOptions, priority = 0): Promise<Job> {
+  const action = await loadMessage(cas, actionDigest, 'Action', (b) => re.Action.decode(b));
+  const fn = actionDigest.fn;
+  const commandDigest = Digest.fromProto(action.commandDigest, fn, 'Action.command_digest');
+  const rootDigest = Digest.fromProto(action.inputRootDigest, fn, 'Action.input_root_digest');
+  const [command, inputTree] = await Promise.all([
+    loadMessage(cas, commandDigest, 'Command', (b) => re.Command.decode(b)).catch((e) => e as Error),
+    fetchInputTree(cas, rootDigest).catch((e) => e as Error),
+  ]);
+  // Report a missing Command together with missing inputs, so one round of uploads fixes both.
+  const errors = [command, inputTree].filter((e): e is Error => e instanceof Error);
+  if (errors.length > 0) {
+    const missing = errors.filter((e): e is StatusError => e instanceof StatusError && e.preconditionFailures.length > 0);
+    if (missing.length === errors.length && missing.length > 1) {
+      throw failedPrecondition(missing.map((e) => e.message).join('; '), missing.flatMap((e) => [...e.preconditionFailures]));
+    }
+    throw errors[0];
+  }
+  if (command instanceof Error || inputTree instanceof Error) throw new Error('unreachable');
+  if (command.arguments.length === 0 || !command.arguments[0]) throw invalidArgument(`Command ${commandDigest} has no arguments`, 'arguments');
+  validateOutputs(command);
+  checkWorkingDirectory(inputTree, command.workingDirectory);
+  // REAPI 2.2+: the platform lives in the Action; older clients put it in the Command.
+  const platform = parsePlatform((action.platform?.properties?.length ?? 0) > 0 ? action.platform : command.platform, opts.hostIsa);
+  let timeoutMs = opts.defaultTimeoutMs;
+  if (action.timeout && (Number(action.timeout.seconds) > 0 || Number(action.timeout.nanos) > 0)) {
+    timeoutMs = Number(action.timeout.seconds) * 1000 + Math.floor(Number(action.timeout.nanos ?? 0) / 1e6);
+    if (timeoutMs > opts.maxTimeoutMs) {
+      throw invalidArgument(`Action.timeout of ${Math.round(timeoutMs / 1000)} s is above this server's maximum of ${Math.round(opts.maxTimeoutMs / 1000)} s`, 'timeout');
+    }
+  }
+  return { instance, actionDigest, action, command, platform, inputTree, priority, doNotCache: action.doNotCache, timeoutMs };
+}

@@ -1,0 +1,148 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PlatformRequirements } from '../scheduler/platform.js';
+import type { StagedInput } from '../worker/input-stager.js';
+
+export interface RunRequest {
+  staged: StagedInput;
+  argv: string[];
+  /** Exactly the Command's environment, in its order; nothing of the server's leaks in. */
+  env: Array<[string, string]>;
+  /** Relative to the input root. */
+  workingDirectory: string;
+  platform: PlatformRequirements;
+  stdoutPath: string;
+  stderrPath: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  /** Host paths the action must not see (the daemon's data dir) in the host-tools sandbox. */
+  hide: string[];
+}
+
+export interface RunResult {
+  exitCode: number;
+  timedOut: boolean;
+  cancelled: boolean;
+  /** The sandbox could not be set up: what failed, and how to fix it. */
+  setupError?: string;
+  startedAt: Date;
+  completedAt: Date;
+}
+
+/** Where host-tools actions see their input root (the host filesystem is read-only around it). */
+export const HOST_TOOLS_ROOT = '/tmp/reexec-build';
+
+/**
+ * Builds bubblewrap's argument list for an action. Pure, so it is tested without spawning.
+ *
+ * Rootfs sandbox (BuildStream): the input root is "/", fresh procfs in a PID namespace, /dev
+ * with a /dev/shm tmpfs, uid/gid 0 (or unixUID/unixGID) in a user namespace, new network, UTS
+ * and IPC namespaces unless network=on, capabilities dropped, no nested user namespaces.
+ * Host-tools sandbox (Bazel, recc): the host's filesystem read-only, the input root at
+ * HOST_TOOLS_ROOT, the same isolation otherwise.
+ */
+export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, statusFd: number): string[] {
+  const { staged, platform } = req;
+  const a: string[] = ['--unshare-user', '--uid', String(platform.uid), '--gid', String(platform.gid), '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
+  if (!platform.network) a.push('--unshare-net');
+  a.push('--hostname', 'reexec', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
+  let cwd: string;
+  if (platform.sandbox === 'host-tools') {
+    a.push('--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp');
+    for (const h of req.hide) a.push('--tmpfs', h);
+    a.push('--bind', staged.rootDir, HOST_TOOLS_ROOT);
+    for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, HOST_TOOLS_ROOT + m.dest);
+    cwd = join(HOST_TOOLS_ROOT, req.workingDirectory);
+  } else {
+    a.push(staged.rootReadOnly ? '--ro-bind' : '--bind', staged.rootDir, '/');
+    for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, m.dest);
+    a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm');
+    if (!staged.tmpWritable) a.push('--tmpfs', '/tmp');
+    cwd = join('/', req.workingDirectory);
+  }
+  a.push('--chdir', cwd, '--', ...req.argv);
+  return a;
+}
+
+let bwrapPath: string | undefined;
+export function findBubblewrap(): string | undefined {
+  if (bwrapPath) return bwrapPath;
+  const r = spawnSync('sh', ['-c', 'command -v bwrap'], { encoding: 'utf8' });
+  bwrapPath = r.status === 0 ? r.stdout.trim() : undefined;
+  return bwrapPath;
+}
+
+/** Runs one action under bubblewrap and reports how it ended. The one place that spawns actions. */
+export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
+  const startedAt = new Date();
+  const bwrap = findBubblewrap();
+  if (!bwrap) {
+    return { exitCode: -1, timedOut: false, cancelled: false, setupError: 'bubblewrap (bwrap) is not installed on the server host: install it with `sudo apt-get install -y bubblewrap`', startedAt, completedAt: new Date() };
+  }
+  const out = openSync(req.stdoutPath, 'w');
+  const err = openSync(req.stderrPath, 'w');
+  const args = bubblewrapArgs(req, 3);
+  if (process.env.REEXEC_DEBUG_BWRAP) process.stderr.write(JSON.stringify(args) + '\n');
+  const child = spawn(bwrap, args, { env: Object.fromEntries(req.env), stdio: ['ignore', out, err, 'pipe'], detached: true });
+  closeSync(out);
+  closeSync(err);
+  let status = '';
+  child.stdio[3]!.on('data', (b: Buffer) => (status += b.toString()));
+  let timedOut = false;
+  let cancelled = false;
+  const kill = (): void => {
+    try {
+      // The whole process group: bwrap, and with it (--die-with-parent, PID namespace) the action.
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, req.timeoutMs);
+  const onAbort = (): void => {
+    cancelled = true;
+    kill();
+  };
+  req.signal?.addEventListener('abort', onAbort, { once: true });
+  const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
+    child.once('error', () => resolve([127, null]));
+    child.once('close', (c, s) => resolve([c, s]));
+  });
+  clearTimeout(timer);
+  req.signal?.removeEventListener('abort', onAbort);
+  const completedAt = new Date();
+  let childStarted = false;
+  let exitCode: number | undefined;
+  for (const line of status.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const j = JSON.parse(line) as { 'child-pid'?: number; 'exit-code'?: number };
+      if (j['child-pid'] !== undefined) childStarted = true;
+      if (j['exit-code'] !== undefined) exitCode = j['exit-code'];
+    } catch {
+      /* partial line from a killed bwrap */
+    }
+  }
+  if (timedOut || cancelled) return { exitCode: exitCode ?? 137, timedOut, cancelled, startedAt, completedAt };
+  if (!childStarted) {
+    let why = '';
+    try {
+      why = readFileSync(req.stderrPath, 'utf8').trim().split('\n').slice(-3).join(' ');
+    } catch {
+      /* nothing written */
+    }
+    return {
+      exitCode: -1,
+      timedOut,
+      cancelled,
+      setupError: `the sandbox could not be set up (bwrap exited ${code ?? sig}): ${why || 'no message'}. Check that user namespaces are enabled (sysctl kernel.unprivileged_userns_clone=1) and that \`reexec init\` reports bubblewrap working`,
+      startedAt,
+      completedAt,
+    };
+  }
+  return { exitCode: exitCode ?? code ?? 128 + 9, timedOut, cancelled, startedAt, completedAt };
+}

@@ -1,0 +1,196 @@
+import { randomBytes } from 'node:crypto';
+import { copyFile, link, mkdir, rename, rm, symlink, utimes, writeFile, chmod, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BlobStore } from '../cas/blob-store.js';
+import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
+import { Digest } from '../digest/digest.js';
+import type { re } from '../proto.js';
+import { internal } from '../util/status-error.js';
+import { nodeProperty, type InputTree } from './input-tree.js';
+
+/** A mount the runner applies, in order, after binding the staged root at "/". */
+export interface Mount {
+  kind: 'ro-bind' | 'bind';
+  source: string;
+  /** Absolute path inside the sandbox. */
+  dest: string;
+}
+
+export interface StagedInput {
+  /** Host directory that becomes the sandbox's "/" (or the working tree for host-tools). */
+  rootDir: string;
+  /** The root itself is read-only (SubtreeReadOnly=true on the root Directory). */
+  rootReadOnly: boolean;
+  mounts: Mount[];
+  /** Sandbox-relative paths served from the directory cache (empty mount points on the host side). */
+  cachedDirs: Map<string, { digest: Digest; source: string }>;
+  /** Files whose content is known without hashing: "dev:ino" of cache files → digest. */
+  knownInodes: Map<string, Digest>;
+  /** The input root has a writable /tmp of its own (else the runner mounts a tmpfs). */
+  tmpWritable: boolean;
+}
+
+const READ_ONLY = 'SubtreeReadOnly';
+
+/**
+ * Turns input trees from the CAS into directories on disk. Read-only subtrees (BuildStream's
+ * sysroots) are materialised once per Directory digest into a cache and bind-mounted
+ * read-only, so an input root seen before costs a few mounts. Writable subtrees get private
+ * copies. Either way no action can change the store, the cache or another action's inputs:
+ * cache files are only ever exposed through read-only mounts.
+ */
+export class InputStager {
+  private readonly filesDir: string;
+  private readonly dirsDir: string;
+  private readonly pending = new Map<string, Promise<string>>();
+
+  constructor(
+    private readonly cas: BlobStore,
+    private readonly blobs: Pick<LmdbBlobStore, 'localFile'>,
+    cacheDir: string,
+  ) {
+    this.filesDir = join(cacheDir, 'files');
+    this.dirsDir = join(cacheDir, 'dirs');
+  }
+
+  async stage(tree: InputTree, rootDir: string, options: { honourReadOnly: boolean }): Promise<StagedInput> {
+    const staged: StagedInput = { rootDir, rootReadOnly: false, mounts: [], cachedDirs: new Map(), knownInodes: new Map(), tmpWritable: false };
+    const pure = new Map<string, boolean>();
+    const pureReadOnly = (digest: Digest): boolean => {
+      const known = pure.get(digest.key);
+      if (known !== undefined) return known;
+      const dir = this.dir(tree, digest);
+      const result =
+        nodeProperty(dir, READ_ONLY) !== 'false' &&
+        dir.directories.every((d) => pureReadOnly(Digest.fromProto(d.digest, digest.fn)));
+      pure.set(digest.key, result);
+      return result;
+    };
+
+    const visit = async (digest: Digest, hostPath: string, rel: string, parentRo: boolean): Promise<void> => {
+      const dir = this.dir(tree, digest);
+      const prop = options.honourReadOnly ? nodeProperty(dir, READ_ONLY) : undefined;
+      const ro = prop === 'true' ? true : prop === 'false' ? false : parentRo;
+      const isRoot = rel === '';
+      if (!isRoot && ro && pureReadOnly(digest)) {
+        const cached = await this.cachedDirectory(tree, digest, staged.knownInodes);
+        await mkdir(hostPath);
+        staged.mounts.push({ kind: 'ro-bind', source: cached, dest: '/' + rel });
+        staged.cachedDirs.set(rel, { digest, source: cached });
+        return;
+      }
+      await mkdir(hostPath, { recursive: isRoot });
+      if (rel === 'tmp' && !ro) staged.tmpWritable = true;
+      if (isRoot) staged.rootReadOnly = ro;
+      else if (ro !== parentRo) staged.mounts.push({ kind: ro ? 'ro-bind' : 'bind', source: hostPath, dest: '/' + rel });
+      await this.writeEntries(dir, digest, hostPath, undefined);
+      for (const sub of dir.directories) {
+        const name = sub.name ?? "";
+        await visit(Digest.fromProto(sub.digest, digest.fn), join(hostPath, name), rel ? `${rel}/${name}` : name, ro);
+      }
+    };
+    await visit(tree.root, rootDir, '', false);
+    return staged;
+  }
+
+  private dir(tree: InputTree, digest: Digest): re.Directory {
+    const d = tree.directories.get(digest.key);
+    if (!d) throw internal(`input Directory ${digest} was not fetched`);
+    return d;
+  }
+
+  /** Files and symlinks of one directory; copies unless `knownInodes` (cache mode: hardlinks). */
+  private async writeEntries(dir: re.Directory, dirDigest: Digest, hostPath: string, knownInodes: Map<string, Digest> | undefined): Promise<void> {
+    await Promise.all(
+      dir.files.map(async (f) => {
+        const digest = Digest.fromProto(f.digest, dirDigest.fn);
+        const target = join(hostPath, f.name ?? "");
+        const props = f.nodeProperties;
+        const cacheFile = await this.cacheFile(digest, !!f.isExecutable);
+        const wantsOwnInode = !knownInodes || props?.mtime || props?.unixMode;
+        if (wantsOwnInode) {
+          await copyFile(cacheFile, target);
+          await chmod(target, props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o7777 : f.isExecutable ? 0o755 : 0o644);
+        } else {
+          try {
+            await link(cacheFile, target);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'EMLINK') throw err;
+            await copyFile(cacheFile, target); // ext4 allows 65,000 links per inode
+          }
+          const st = await stat(target);
+          knownInodes.set(`${st.dev}:${st.ino}`, digest);
+        }
+        if (props?.mtime) {
+          const t = Number(props.mtime.seconds ?? 0) + Number(props.mtime.nanos ?? 0) / 1e9;
+          await utimes(target, t, t);
+        }
+      }),
+    );
+    for (const s of dir.symlinks) await symlink(s.target ?? "", join(hostPath, s.name ?? ""));
+  }
+
+  /** A read-only file holding a blob, made once per blob and mode (executable or not). */
+  private async cacheFile(digest: Digest, executable: boolean): Promise<string> {
+    const name = `${digest.fn.name}-${digest.hash}-${digest.sizeBytes}${executable ? 'x' : 'r'}`;
+    const path = join(this.filesDir, digest.hash.slice(0, 2), name);
+    return this.once(`f:${name}`, path, async (tmp) => {
+      const local = this.blobs.localFile(digest);
+      if (local) await copyFile(local, tmp);
+      else {
+        const data = await this.cas.get(digest);
+        if (!data) throw internal(`input blob ${digest} vanished from the CAS while staging`);
+        await writeFile(tmp, data);
+      }
+      await chmod(tmp, executable ? 0o555 : 0o444);
+      await rename(tmp, path);
+    });
+  }
+
+  /** A read-only materialisation of a whole Directory, made once per digest. */
+  private async cachedDirectory(tree: InputTree, digest: Digest, knownInodes: Map<string, Digest>): Promise<string> {
+    const path = join(this.dirsDir, digest.fn.name, `${digest.hash}-${digest.sizeBytes}`);
+    return this.once(`d:${digest.key}`, path, async (tmp) => {
+      const fill = async (d: Digest, host: string): Promise<void> => {
+        const dir = this.dir(tree, d);
+        await mkdir(host);
+        await this.writeEntries(dir, d, host, knownInodes);
+        for (const sub of dir.directories) await fill(Digest.fromProto(sub.digest, d.fn), join(host, sub.name ?? ""));
+      };
+      await fill(digest, tmp);
+      try {
+        await rename(tmp, path);
+      } catch (err) {
+        // Another action made the same directory meanwhile: keep theirs.
+        if (!['ENOTEMPTY', 'EEXIST'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+        await rm(tmp, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /** Build `path` through a temporary sibling once, even when many actions ask at once. */
+  private async once(key: string, path: string, make: (tmp: string) => Promise<void>): Promise<string> {
+    try {
+      await stat(path);
+      return path;
+    } catch {
+      /* not made yet */
+    }
+    let p = this.pending.get(key);
+    if (!p) {
+      p = (async () => {
+        await mkdir(join(path, '..'), { recursive: true });
+        const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+        try {
+          await make(tmp);
+        } catch (err) {
+          await rm(tmp, { recursive: true, force: true });
+          throw err;
+        }
+        return path;
+      })().finally(() => this.pending.delete(key));
+      this.pending.set(key, p);
+    }
+    return p;
+  }
+}

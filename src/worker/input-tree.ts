@@ -1,0 +1,109 @@
+import type { BlobStore } from '../cas/blob-store.js';
+import { Digest } from '../digest/digest.js';
+import { re, type Directory } from '../proto.js';
+import { failedPrecondition, invalidArgument, type PreconditionViolation } from '../util/status-error.js';
+
+/** An input root, fetched whole and validated: every Directory by digest key. */
+export interface InputTree {
+  root: Digest;
+  directories: Map<string, Directory>;
+  /** Every distinct file digest. */
+  files: Map<string, Digest>;
+  fileCount: number;
+}
+
+const missing = (d: Digest, what: string): PreconditionViolation => ({ type: 'MISSING', subject: `blobs/${d}`, description: what });
+
+function checkName(name: string, where: string): void {
+  if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+    throw invalidArgument(`${where}: invalid entry name "${name}" (names may not be empty, ".", "..", or contain "/")`);
+  }
+}
+
+/** REAPI: each list sorted by name, and a name appears once across files, directories and symlinks. */
+export function validateDirectory(dir: re.IDirectory, where: string): void {
+  const seen = new Set<string>();
+  const lists: Array<[string, Array<{ name?: string | null }>]> = [
+    ['files', dir.files ?? []],
+    ['directories', dir.directories ?? []],
+    ['symlinks', dir.symlinks ?? []],
+  ];
+  for (const [kind, list] of lists) {
+    let prev: string | undefined;
+    for (const node of list) {
+      const name = node.name ?? '';
+      checkName(name, where);
+      if (prev !== undefined && !(Buffer.compare(Buffer.from(prev), Buffer.from(name)) < 0)) {
+        throw invalidArgument(`${where}: ${kind} are not sorted by name or contain a duplicate ("${prev}" then "${name}")`);
+      }
+      if (seen.has(name)) throw invalidArgument(`${where}: "${name}" appears more than once`);
+      seen.add(name);
+      prev = name;
+    }
+  }
+  for (const s of dir.symlinks ?? []) {
+    if (!s.target) throw invalidArgument(`${where}: symlink "${s.name}" has an empty target`);
+  }
+}
+
+/**
+ * Fetch every Directory of an input root, validate them, and check every file blob exists.
+ * All missing blobs are reported at once (FAILED_PRECONDITION with one MISSING violation
+ * each), so a client can upload them in one go.
+ */
+export async function fetchInputTree(cas: BlobStore, root: Digest, limits: { maxDirectories?: number } = {}): Promise<InputTree> {
+  const directories = new Map<string, Directory>();
+  const files = new Map<string, Digest>();
+  const violations: PreconditionViolation[] = [];
+  let fileCount = 0;
+  let frontier: Array<{ digest: Digest; path: string }> = [{ digest: root, path: '' }];
+  const queued = new Set<string>([root.key]);
+  while (frontier.length > 0) {
+    const next: typeof frontier = [];
+    for (const { digest, path } of frontier) {
+      const bytes = await cas.get(digest);
+      const where = `input Directory ${digest} at "/${path}"`;
+      if (!bytes) {
+        violations.push(missing(digest, `Directory at "/${path}"`));
+        continue;
+      }
+      let dir: Directory;
+      try {
+        dir = re.Directory.decode(bytes);
+      } catch (err) {
+        throw invalidArgument(`${where} is not a valid Directory message: ${(err as Error).message}`);
+      }
+      validateDirectory(dir, where);
+      directories.set(digest.key, dir);
+      if (limits.maxDirectories && directories.size > limits.maxDirectories) {
+        throw invalidArgument(`input root ${root} has more than ${limits.maxDirectories} directories`);
+      }
+      for (const f of dir.files) {
+        const d = Digest.fromProto(f.digest, root.fn, `${where}: file "${f.name}"`);
+        fileCount++;
+        files.set(d.key + '/' + d.sizeBytes, d);
+      }
+      for (const sub of dir.directories) {
+        const d = Digest.fromProto(sub.digest, root.fn, `${where}: directory "${sub.name}"`);
+        if (!queued.has(d.key)) {
+          queued.add(d.key);
+          next.push({ digest: d, path: path ? `${path}/${sub.name}` : (sub.name ?? "") });
+        }
+      }
+    }
+    frontier = next;
+  }
+  const fileList = [...files.values()];
+  for (let i = 0; i < fileList.length; i += 10_000) {
+    for (const d of await cas.findMissing(fileList.slice(i, i + 10_000))) violations.push(missing(d, 'input file'));
+  }
+  if (violations.length > 0) {
+    throw failedPrecondition(`${violations.length} blob(s) of input root ${root} are missing from the CAS: ${violations.slice(0, 5).map((v) => v.subject).join(', ')}${violations.length > 5 ? ', …' : ''}`, violations);
+  }
+  return { root, directories, files, fileCount };
+}
+
+/** The value of a node property, e.g. SubtreeReadOnly. */
+export function nodeProperty(dir: re.IDirectory, name: string): string | undefined {
+  return dir.nodeProperties?.properties?.find((p) => p.name === name)?.value ?? undefined;
+}

@@ -1,0 +1,197 @@
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import type { Stats } from 'node:fs';
+import type { BlobStore } from '../cas/blob-store.js';
+import { Digest } from '../digest/digest.js';
+import type { DigestFunction } from '../digest/digest-function.js';
+import { re } from '../proto.js';
+import type { InputTree } from './input-tree.js';
+import type { StagedInput } from './input-stager.js';
+
+export interface CollectOptions {
+  fn: DigestFunction;
+  /** output_node_properties: "mtime", "unix_mode". */
+  nodeProperties: readonly string[];
+  /** Sandbox-relative paths the server created as mount points: not part of any output. */
+  ignore: ReadonlySet<string>;
+}
+
+export interface CollectedOutputs {
+  outputFiles: re.IOutputFile[];
+  outputDirectories: re.IOutputDirectory[];
+  outputSymlinks: re.IOutputSymlink[];
+}
+
+/** Blobs up to this size are read whole; larger ones are hashed, then streamed into the CAS. */
+const WHOLE_FILE_BYTES = 4 * 1024 * 1024;
+const PARALLEL_FILES = 16;
+
+const byName = (a: { name?: string | null }, b: { name?: string | null }): number => Buffer.compare(Buffer.from(a.name ?? ''), Buffer.from(b.name ?? ''));
+
+/**
+ * Reads what an action left behind, on the host side, into the CAS: files, symlinks (never
+ * followed), and directories as both a Tree and one Directory blob each. Read-only inputs
+ * served from the directory cache are not hashed again: their digests are known.
+ */
+export class OutputCollector {
+  constructor(
+    private readonly cas: BlobStore,
+    private readonly staged: StagedInput,
+    private readonly input: InputTree,
+    private readonly opts: CollectOptions,
+  ) {}
+
+  /** Host path of a sandbox-relative path ("" = root), looking through cache mounts. */
+  private hostPath(rel: string): string {
+    for (const [prefix, c] of this.staged.cachedDirs) {
+      if (rel === prefix || rel.startsWith(prefix + '/')) return join(c.source, rel.slice(prefix.length));
+    }
+    return join(this.staged.rootDir, rel);
+  }
+
+  /**
+   * Collect each requested path. `paths` are sandbox-relative and normalised; `reported` is
+   * what the client wrote, echoed back verbatim. Missing paths are skipped.
+   */
+  async collect(outputs: Array<{ rel: string; reported: string; kind: 'any' | 'file' | 'directory' }>): Promise<CollectedOutputs> {
+    const result: CollectedOutputs = { outputFiles: [], outputDirectories: [], outputSymlinks: [] };
+    for (const o of outputs) {
+      const host = this.hostPath(o.rel);
+      let st: Stats;
+      try {
+        st = await lstat(host);
+      } catch {
+        continue;
+      }
+      if (st.isSymbolicLink()) {
+        result.outputSymlinks.push({ path: o.reported, target: await readlink(host), nodeProperties: this.props(st, false) });
+      } else if (st.isDirectory() && o.kind !== 'file') {
+        const { root, children } = await this.directory(o.rel, host);
+        const rootDigest = await this.store(re.Directory.encode(root).finish());
+        const unique = new Map<string, re.IDirectory>();
+        for (const c of children) unique.set(c.digest.key, c.directory);
+        const tree = re.Tree.encode({ root, children: [...unique.values()] }).finish();
+        const treeDigest = await this.store(tree);
+        result.outputDirectories.push({ path: o.reported, treeDigest: treeDigest.toProto(), rootDirectoryDigest: rootDigest.toProto(), isTopologicallySorted: false });
+      } else if (st.isFile() && o.kind !== 'directory') {
+        const digest = await this.file(host, st);
+        result.outputFiles.push({ path: o.reported, digest: digest.toProto(), isExecutable: (st.mode & 0o111) !== 0, nodeProperties: this.props(st, true) });
+      }
+    }
+    return result;
+  }
+
+  private props(st: Stats, isFile: boolean): re.INodeProperties | undefined {
+    const p: re.INodeProperties = {};
+    let any = false;
+    if (this.opts.nodeProperties.includes('mtime')) {
+      const ms = st.mtimeMs;
+      p.mtime = { seconds: Math.floor(ms / 1000), nanos: Math.round((ms % 1000) * 1e6) };
+      any = true;
+    }
+    if (this.opts.nodeProperties.includes('unix_mode') && isFile) {
+      p.unixMode = { value: st.mode & 0o7777 };
+      any = true;
+    }
+    return any ? p : undefined;
+  }
+
+  /** Build the Directory for a host directory, storing every descendant Directory as a blob. */
+  private async directory(rel: string, host: string): Promise<{ root: re.IDirectory; children: Array<{ digest: Digest; directory: re.IDirectory }> }> {
+    const children: Array<{ digest: Digest; directory: re.IDirectory }> = [];
+    const build = async (rel: string, host: string): Promise<re.IDirectory> => {
+      const cached = this.staged.cachedDirs.get(rel);
+      if (cached) return this.knownDirectory(cached.digest, children);
+      const dir: re.IDirectory = { files: [], directories: [], symlinks: [] };
+      const entries = (await readdir(host, { withFileTypes: true })).sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+      const fileJobs: Array<() => Promise<void>> = [];
+      for (const e of entries) {
+        const childRel = rel ? `${rel}/${e.name}` : e.name;
+        if (this.opts.ignore.has(childRel)) continue;
+        const childHost = join(host, e.name);
+        if (e.isSymbolicLink()) {
+          const st = await lstat(childHost);
+          dir.symlinks!.push({ name: e.name, target: await readlink(childHost), nodeProperties: this.props(st, false) });
+        } else if (e.isDirectory()) {
+          const sub = await build(childRel, childHost);
+          const digest = await this.store(re.Directory.encode(sub).finish());
+          children.push({ digest, directory: sub });
+          dir.directories!.push({ name: e.name, digest: digest.toProto() });
+        } else if (e.isFile()) {
+          fileJobs.push(async () => {
+            const st = await stat(childHost);
+            const digest = await this.file(childHost, st);
+            dir.files!.push({ name: e.name, digest: digest.toProto(), isExecutable: (st.mode & 0o111) !== 0, nodeProperties: this.props(st, true) });
+          });
+        }
+        // Sockets, FIFOs and device nodes are not content: skipped.
+      }
+      for (let i = 0; i < fileJobs.length; i += PARALLEL_FILES) await Promise.all(fileJobs.slice(i, i + PARALLEL_FILES).map((j) => j()));
+      dir.files!.sort(byName);
+      return dir;
+    };
+    const root = await build(rel, host);
+    return { root, children };
+  }
+
+  /** A read-only input directory, unchanged by construction: reuse the input's messages. */
+  private knownDirectory(digest: Digest, children: Array<{ digest: Digest; directory: re.IDirectory }>): re.IDirectory {
+    const dir = this.input.directories.get(digest.key)!;
+    const add = (d: re.IDirectory, fn: DigestFunction): void => {
+      for (const sub of d.directories ?? []) {
+        const sd = Digest.fromProto(sub.digest, fn);
+        const sdir = this.input.directories.get(sd.key)!;
+        children.push({ digest: sd, directory: sdir });
+        add(sdir, fn);
+      }
+    };
+    add(dir, digest.fn);
+    return dir;
+  }
+
+  private async store(bytes: Uint8Array): Promise<Digest> {
+    const digest = Digest.compute(bytes, this.opts.fn);
+    await this.cas.put(digest, bytes);
+    return digest;
+  }
+
+  private async file(host: string, st: Stats): Promise<Digest> {
+    const known = this.staged.knownInodes.get(`${st.dev}:${st.ino}`);
+    if (known) return known;
+    if (st.size <= WHOLE_FILE_BYTES) {
+      const data = await readFile(host);
+      const digest = Digest.compute(data, this.opts.fn);
+      if ((await this.cas.findMissing([digest])).length > 0) await this.cas.put(digest, data);
+      return digest;
+    }
+    const hash = this.opts.fn.newHash();
+    let size = 0;
+    for await (const chunk of createReadStream(host, { highWaterMark: 1024 * 1024 })) {
+      hash.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+    }
+    const digest = Digest.of(this.opts.fn, hash.digest('hex'), size);
+    if ((await this.cas.findMissing([digest])).length > 0) {
+      const writer = await this.cas.beginWrite(digest);
+      try {
+        for await (const chunk of createReadStream(host, { highWaterMark: 1024 * 1024 })) await writer.write(chunk as Buffer);
+        await writer.commit();
+      } finally {
+        await writer.abort();
+      }
+    }
+    return digest;
+  }
+}
+
+/**
+ * Normalise an output path against the working directory, inside the input root. Returns the
+ * sandbox-relative path ("" for the root) or undefined when it escapes the root.
+ */
+export function resolveOutputPath(workingDirectory: string, path: string): string | undefined {
+  if (path.startsWith('/')) return undefined;
+  const joined = posix.normalize(posix.join(workingDirectory || '.', path));
+  if (joined === '..' || joined.startsWith('../')) return undefined;
+  return joined === '.' ? '' : joined.replace(/\/$/, '');
+}

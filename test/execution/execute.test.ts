@@ -1,0 +1,161 @@
+import { rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call } from '../../src/client/reapi-client.js';
+import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
+import { re } from '../../src/proto.js';
+import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
+import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
+
+const missing = !BUSYBOX ? 'busybox-static (apt-get install busybox-static)' : !findBubblewrap() ? 'bubblewrap (apt-get install bubblewrap)' : undefined;
+
+describe.skipIf(missing)(`Execute in the rootfs sandbox${missing ? ` (skipped: install ${missing})` : ''}`, () => {
+  let d: TestDaemon;
+  let hostRoot: string;
+  let tree: LocalTree;
+
+  beforeAll(async () => {
+    d = await startTestDaemon();
+    hostRoot = makeBusyboxRoot((root) => {
+      mkdirSync(join(root, 'work', 'src'), { recursive: true });
+      writeFileSync(join(root, 'work', 'src', 'input.txt'), 'hello from the input root\n');
+    });
+    // BuildStream's shape: a read-only root with writable work, tmp and dev subtrees.
+    tree = await treeFromDirectory(hostRoot, {
+      directoryProperties: (rel) =>
+        rel === '' ? [{ name: 'SubtreeReadOnly', value: 'true' }] : ['work', 'tmp', 'dev', 'proc'].includes(rel) ? [{ name: 'SubtreeReadOnly', value: 'false' }] : undefined,
+    });
+    await uploadTree(d.clients, tree);
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+  });
+
+  it('runs sh from the input root as uid 0 with the exact environment and returns outputs', async () => {
+    const action = await uploadAction(d.clients, tree.root, {
+      args: ['sh', '-c', 'id -u; id -g; env | sort; cat src/input.txt > out/copy.txt; echo err >&2; mkdir -p out/dir; echo x > out/dir/f; ln -s copy.txt out/link'],
+      env: [['PATH', '/usr/bin:/bin'], ['ZED', 'last'], ['ALPHA', 'first']],
+      workingDirectory: 'work',
+      outputPaths: ['out/copy.txt', 'out/dir', 'out/link', 'out/absent'],
+    });
+    const { operations, response, error } = await execute(d.clients, action);
+    expect(error).toBeUndefined();
+    expect(operations[0]!.name).toMatch(/^operations\//);
+    expect(new Set(operations.map((o) => o.name)).size).toBe(1);
+    const last = operations[operations.length - 1]!;
+    expect(last.done).toBe(true);
+    expect(last.error).toBeFalsy();
+    expect(response!.status?.code ?? 0).toBe(0);
+    const result = response!.result!;
+    expect(result.exitCode).toBe(0);
+    const stdout = (await readBlob(d.clients, result.stdoutDigest)).toString();
+    expect(stdout.split('\n').slice(0, 2)).toEqual(['0', '0']);
+    expect(stdout).toContain('ALPHA=first');
+    expect(stdout).toContain('ZED=last');
+    expect(stdout).not.toMatch(/^HOME=/m);
+    expect((await readBlob(d.clients, result.stderrDigest)).toString()).toBe('err\n');
+    const copy = result.outputFiles!.find((f) => f.path === 'out/copy.txt')!;
+    expect((await readBlob(d.clients, copy.digest)).toString()).toBe('hello from the input root\n');
+    expect(result.outputSymlinks!.map((s) => [s.path, s.target])).toEqual([['out/link', 'copy.txt']]);
+    const dir = result.outputDirectories!.find((o) => o.path === 'out/dir')!;
+    const t = re.Tree.decode(await readBlob(d.clients, dir.treeDigest));
+    expect(t.root!.files!.map((f) => f.name)).toEqual(['f']);
+    const rootDir = re.Directory.decode(await readBlob(d.clients, dir.rootDirectoryDigest));
+    expect(rootDir.files.map((f) => f.name)).toEqual(['f']);
+  });
+
+  it('keeps the read-only root read-only and gives procfs, /dev, /dev/shm and /tmp', async () => {
+    const action = await uploadAction(d.clients, tree.root, {
+      args: ['sh', '-c', 'touch /usr/bin/evil 2>/dev/null && echo WROTE-ROOT; test -r /proc/self/status && echo proc; test -c /dev/null && echo devnull; echo shm > /dev/shm/x && cat /dev/shm/x; echo t > /tmp/t && cat /tmp/t; ls /proc | grep -c "^[0-9]"; cat <(echo fd)'],
+      workingDirectory: 'work',
+    });
+    const { response } = await execute(d.clients, action);
+    const out = (await readBlob(d.clients, response!.result!.stdoutDigest)).toString();
+    expect(out).not.toContain('WROTE-ROOT');
+    expect(out).toContain('proc\ndevnull\nshm\nt\n');
+  });
+
+  it('has no network unless network=on', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'ip link 2>/dev/null | grep -c "^[0-9]" || cat /proc/net/dev | tail -n +3 | wc -l'], workingDirectory: 'work' });
+    const { response } = await execute(d.clients, action);
+    expect((await readBlob(d.clients, response!.result!.stdoutDigest)).toString().trim()).toBe('1');
+  });
+
+  it('returns outputs of a failing command but does not cache it', async () => {
+    const action = await uploadAction(d.clients, tree.root, {
+      args: ['sh', '-c', 'mkdir -p install && echo partial > install/file; exit 3'],
+      workingDirectory: 'work',
+      outputPaths: ['install'],
+    });
+    const { response } = await execute(d.clients, action);
+    expect(response!.result!.exitCode).toBe(3);
+    expect(response!.result!.outputDirectories).toHaveLength(1);
+    await expect(call(d.clients.actionCache, 'GetActionResult', { actionDigest: action.toProto() })).rejects.toMatchObject({ code: 5 });
+  });
+
+  it('answers a repeated action from the action cache', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'echo cached-once'], workingDirectory: 'work' });
+    const first = await execute(d.clients, action);
+    expect(first.response!.cachedResult).toBe(false);
+    const second = await execute(d.clients, action);
+    expect(second.response!.cachedResult).toBe(true);
+    expect(second.response!.result!.exitCode).toBe(0);
+    const third = await execute(d.clients, action, { skipCacheLookup: true });
+    expect(third.response!.cachedResult).toBe(false);
+  });
+
+  it('refuses unknown platform properties and ISAs at once with FAILED_PRECONDITION naming them', async () => {
+    const a = await uploadAction(d.clients, tree.root, { args: ['true'], platform: [['OSFamily', 'linux'], ['container-image', 'docker://x']] });
+    const r1 = await execute(d.clients, a);
+    expect(r1.error?.code).toBe(9);
+    expect(r1.error?.details).toContain('container-image');
+    const b = await uploadAction(d.clients, tree.root, { args: ['true'], platform: [['ISA', 'sparc-v9'], ['OSFamily', 'linux']] });
+    const r2 = await execute(d.clients, b);
+    expect(r2.error?.code).toBe(9);
+    expect(r2.error?.details).toContain('sparc-v9');
+  });
+
+  it('lists every missing input blob in one FAILED_PRECONDITION', async () => {
+    const dirBytes = re.Directory.encode({
+      files: [
+        { name: 'a', digest: { hash: 'a'.repeat(64), sizeBytes: 3 } },
+        { name: 'b', digest: { hash: 'b'.repeat(64), sizeBytes: 4 } },
+      ],
+    }).finish();
+    const { uploadBlob } = await import('../helpers/exec-client.js');
+    const root = await uploadBlob(d.clients, dirBytes);
+    const action = await uploadAction(d.clients, root, { args: ['true'] });
+    const r = await execute(d.clients, action);
+    expect(r.error?.code).toBe(9);
+    expect(r.error?.details).toContain('aaaa');
+    expect(r.error?.details).toContain('2 blob(s)');
+  });
+
+  it('rejects output paths that escape the root', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['true'], workingDirectory: 'work', outputPaths: ['../../etc'] });
+    const r = await execute(d.clients, action);
+    expect(r.error?.code).toBe(3);
+    expect(r.error?.details).toContain('../../etc');
+  });
+
+  it('normalises "." and ".." output paths inside the root and echoes them verbatim', async () => {
+    const action = await uploadAction(d.clients, tree.root, {
+      args: ['sh', '-c', 'mkdir -p /work/inst && echo i > /work/inst/f'],
+      workingDirectory: 'work/src',
+      outputPaths: ['.', '../inst'],
+    });
+    const { response } = await execute(d.clients, action);
+    expect(response!.result!.outputDirectories!.map((o) => o.path).sort()).toEqual(['.', '../inst']);
+  });
+
+  it('kills an action at its timeout', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 30'], timeoutSeconds: 1, workingDirectory: 'work' });
+    const t0 = Date.now();
+    const { response } = await execute(d.clients, action);
+    expect(response!.status!.code).toBe(4);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+  });
+});

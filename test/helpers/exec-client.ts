@@ -1,0 +1,91 @@
+import type * as grpc from '@grpc/grpc-js';
+import { call } from '../../src/client/reapi-client.js';
+import type { connect } from '../../src/client/reapi-client.js';
+import type { LocalTree } from '../../src/client/merkle.js';
+import { Digest } from '../../src/digest/digest.js';
+import { re, longrunning } from '../../src/proto.js';
+
+type Clients = ReturnType<typeof connect>;
+
+export async function uploadTree(clients: Clients, tree: LocalTree): Promise<void> {
+  const all = [...tree.blobs.values()];
+  let batch: typeof all = [];
+  let bytes = 0;
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    const res: any = await call(clients.cas, 'BatchUpdateBlobs', { requests: batch.map((b) => ({ digest: b.digest.toProto(), data: b.data })) });
+    for (const r of res.responses) if (r.status?.code) throw new Error(`upload failed: ${r.status.message}`);
+    batch = [];
+    bytes = 0;
+  };
+  for (const b of all) {
+    if (bytes + b.data.byteLength > 2 * 1024 * 1024) await flush();
+    batch.push(b);
+    bytes += b.data.byteLength;
+  }
+  await flush();
+}
+
+export async function uploadBlob(clients: Clients, data: Uint8Array): Promise<Digest> {
+  const digest = Digest.compute(data);
+  await call(clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: digest.toProto(), data }] });
+  return digest;
+}
+
+export interface ActionSpec {
+  args: string[];
+  env?: Array<[string, string]>;
+  outputPaths?: string[];
+  outputFiles?: string[];
+  outputDirectories?: string[];
+  workingDirectory?: string;
+  platform?: Array<[string, string]>;
+  /** Put the platform in the Command (pre-2.2 clients) instead of the Action. */
+  platformInCommand?: boolean;
+  timeoutSeconds?: number;
+  doNotCache?: boolean;
+  outputNodeProperties?: string[];
+}
+
+export async function uploadAction(clients: Clients, root: Digest, spec: ActionSpec): Promise<Digest> {
+  const platform = { properties: (spec.platform ?? [['OSFamily', 'linux']]).map(([name, value]) => ({ name, value })).sort((a, b) => (a.name < b.name ? -1 : 1)) };
+  const command = re.Command.encode({
+    arguments: spec.args,
+    environmentVariables: (spec.env ?? [['PATH', '/usr/bin:/bin']]).map(([name, value]) => ({ name, value })),
+    outputPaths: spec.outputPaths ?? [],
+    outputFiles: spec.outputFiles ?? [],
+    outputDirectories: spec.outputDirectories ?? [],
+    workingDirectory: spec.workingDirectory ?? '',
+    platform: spec.platformInCommand ? platform : undefined,
+    outputNodeProperties: spec.outputNodeProperties ?? [],
+  }).finish();
+  const commandDigest = await uploadBlob(clients, command);
+  const action = re.Action.encode({
+    commandDigest: commandDigest.toProto(),
+    inputRootDigest: root.toProto(),
+    platform: spec.platformInCommand ? undefined : platform,
+    timeout: spec.timeoutSeconds ? { seconds: spec.timeoutSeconds } : undefined,
+    doNotCache: spec.doNotCache ?? false,
+  }).finish();
+  return uploadBlob(clients, action);
+}
+
+/** Run Execute and collect every Operation the stream sends. */
+export function execute(clients: Clients, actionDigest: Digest, extra: Record<string, unknown> = {}): Promise<{ operations: longrunning.Operation[]; response?: re.ExecuteResponse; error?: grpc.ServiceError }> {
+  return new Promise((resolve) => {
+    const operations: longrunning.Operation[] = [];
+    const stream = (clients.execution as any).Execute({ actionDigest: actionDigest.toProto(), ...extra });
+    stream.on('data', (op: longrunning.Operation) => operations.push(op));
+    stream.on('error', (error: grpc.ServiceError) => resolve({ operations, error }));
+    stream.on('end', () => {
+      const last = operations[operations.length - 1];
+      resolve({ operations, response: last?.response ? re.ExecuteResponse.decode(last.response.value) : undefined });
+    });
+  });
+}
+
+export async function readBlob(clients: Clients, d: re.IDigest | null | undefined): Promise<Buffer> {
+  if (!d || !d.hash) return Buffer.alloc(0);
+  const res: any = await call(clients.cas, 'BatchReadBlobs', { digests: [d] });
+  return Buffer.from(res.responses[0].data);
+}
