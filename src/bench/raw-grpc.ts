@@ -1,0 +1,150 @@
+import * as grpc from '@grpc/grpc-js';
+import { bindAddress, createGrpcServer } from '../daemon/grpc-server.js';
+
+/**
+ * The baseline of the storage suites: a bare grpc-js server and client in this process, with
+ * identity serializers (raw Buffers, no protobuf), the same 16 MiB HTTP/2 windows on both ends
+ * as reexec's server and client, and the same message sizes as the REAPI calls they stand for.
+ * What reexec adds on top (protobuf, hashing, storage, fsync) shows as the ratio to these.
+ */
+
+const identity = (b: Buffer): Buffer => b;
+
+function rawMethod(name: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<Buffer, Buffer> {
+  return {
+    path: `/reexec.bench.Raw/${name}`,
+    originalName: name,
+    requestStream,
+    responseStream,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  };
+}
+
+const rawDefinition = {
+  /** Client stream of chunks; answers with the byte count (8 bytes, big-endian). */
+  Upload: rawMethod('Upload', true, false),
+  /** Server stream of the payload the bench set, in chunks; the request says the chunk size. */
+  Download: rawMethod('Download', false, true),
+  /** Unary: answers with the request. */
+  Echo: rawMethod('Echo', false, false),
+};
+
+const RawClient = grpc.makeGenericClientConstructor(rawDefinition, 'Raw');
+
+export const WINDOW_BYTES = 16 * 1024 * 1024;
+
+/** The channel options of reexec's client (src/client/reapi-client.ts), used for the baseline too. */
+export const CLIENT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  'grpc-node.flow_control_window': WINDOW_BYTES,
+};
+
+/** Write `chunks` to a client stream, waiting for 'drain' whenever the stream says to. */
+export function pumpWrites<T>(call: grpc.ClientWritableStream<T>, count: number, make: (i: number) => T, done: () => boolean): void {
+  let i = 0;
+  const pump = (): void => {
+    while (i < count) {
+      if (done()) return;
+      const ok = call.write(make(i++));
+      if (!ok) {
+        call.once('drain', pump);
+        return;
+      }
+    }
+    call.end();
+  };
+  pump();
+}
+
+export class RawGrpcBaseline {
+  /** What Download streams; set before each measurement. */
+  private payload: Buffer = Buffer.alloc(0);
+
+  private constructor(
+    private readonly server: grpc.Server,
+    private readonly client: grpc.Client & Record<string, any>,
+  ) {}
+
+  static async start(): Promise<RawGrpcBaseline> {
+    const server = createGrpcServer({ maxReceiveMessageBytes: 64 * 1024 * 1024, flowControlWindowBytes: WINDOW_BYTES });
+    let self: RawGrpcBaseline | undefined;
+    server.addService(rawDefinition, {
+      Upload: (call: grpc.ServerReadableStream<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+        let bytes = 0;
+        call.on('data', (chunk: Buffer) => (bytes += chunk.byteLength));
+        call.on('error', () => undefined);
+        call.on('end', () => {
+          const res = Buffer.alloc(8);
+          res.writeBigUInt64BE(BigInt(bytes));
+          callback(null, res);
+        });
+      },
+      Download: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        const data = self!.payload;
+        const chunk = Number(call.request.readBigUInt64BE(0));
+        let off = 0;
+        const pump = (): void => {
+          while (off < data.byteLength) {
+            if (call.cancelled) return;
+            const piece = data.subarray(off, Math.min(data.byteLength, off + chunk));
+            off += piece.byteLength;
+            if (!call.write(piece)) {
+              call.once('drain', pump);
+              return;
+            }
+          }
+          call.end();
+        };
+        pump();
+      },
+      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request),
+    });
+    const address = await bindAddress(server, '127.0.0.1:0');
+    const client = new RawClient(address, grpc.credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS) as grpc.Client & Record<string, any>;
+    self = new RawGrpcBaseline(server, client);
+    return self;
+  }
+
+  /** Stream `data` to the server in `chunk`-byte messages; resolves with the bytes it counted. */
+  upload(data: Buffer, chunk: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      let finished = false;
+      const call = this.client['Upload']((err: grpc.ServiceError | null, res: Buffer) => {
+        finished = true;
+        if (err) reject(err);
+        else resolve(Number(res.readBigUInt64BE(0)));
+      }) as grpc.ClientWritableStream<Buffer>;
+      const count = Math.ceil(data.byteLength / chunk);
+      pumpWrites(call, count, (i) => data.subarray(i * chunk, Math.min(data.byteLength, (i + 1) * chunk)), () => finished);
+    });
+  }
+
+  /** Have the server stream `data` back in `chunk`-byte messages; resolves with the bytes received. */
+  download(data: Buffer, chunk: number): Promise<number> {
+    this.payload = data;
+    const req = Buffer.alloc(8);
+    req.writeBigUInt64BE(BigInt(chunk));
+    return new Promise((resolve, reject) => {
+      let bytes = 0;
+      const call = this.client['Download'](req) as grpc.ClientReadableStream<Buffer>;
+      call.on('data', (b: Buffer) => (bytes += b.byteLength));
+      call.on('error', reject);
+      call.on('end', () => resolve(bytes));
+    });
+  }
+
+  echo(payload: Buffer): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      this.client['Echo'](payload, (err: grpc.ServiceError | null, res: Buffer) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  async close(): Promise<void> {
+    this.payload = Buffer.alloc(0);
+    this.client.close();
+    await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+  }
+}
