@@ -1,0 +1,161 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, copyFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, validateListen } from './config.js';
+
+/**
+ * What `reexec init` does, apart from printing: render the commented config file and the
+ * client snippets from templates/, and write the config file without ever silently replacing
+ * a different one.
+ */
+
+/** templates/ at the package root (same relative place from src/ and from dist/). */
+export const templatesDir = (): string => fileURLToPath(new URL('../../templates/', import.meta.url));
+
+/** Replace every {{name}}; a placeholder without a value is a bug in the template. */
+export function renderTemplate(text: string, values: Record<string, string>, what = 'template'): string {
+  return text.replace(/\{\{([a-z0-9-]+)\}\}/g, (_, name: string) => {
+    const v = values[name];
+    if (v === undefined) throw new Error(`${what}: no value for placeholder {{${name}}}`);
+    return v;
+  });
+}
+
+const readTemplate = (relPath: string): string => readFileSync(join(templatesDir(), relPath), 'utf8');
+
+/** "~/x" → "$HOME/x", then absolute. */
+export function resolveUserPath(path: string): string {
+  return resolve(path.replace(/^~(?=\/|$)/, homedir()));
+}
+
+/**
+ * Check listen addresses for a config that clients will be pointed at: valid, and with a
+ * fixed port (port 0 would move on every start).
+ */
+export function checkInitListen(listen: readonly string[]): string[] {
+  if (listen.length === 0) throw new ConfigError('at least one listen address is needed');
+  return listen.map((addr) => {
+    validateListen(addr);
+    if (!addr.startsWith('unix:') && /:0+$/.test(addr)) {
+      throw new ConfigError(`listen address "${addr}": port 0 picks a different port on every start, so clients could not be configured; choose a fixed port (the default is 50051)`);
+    }
+    return addr;
+  });
+}
+
+/** The config file for these settings. YAML double-quoted strings are JSON strings. */
+export function renderConfigFile(opts: { dataDir: string; listen: readonly string[] }): string {
+  const listen = opts.listen.length === 1 ? JSON.stringify(opts.listen[0]) : `[${opts.listen.map((a) => JSON.stringify(a)).join(', ')}]`;
+  return renderTemplate(readTemplate('config.yaml'), { listen, 'data-dir': JSON.stringify(opts.dataDir) }, 'templates/config.yaml');
+}
+
+export interface ClientEndpoint {
+  /** For BuildStream: http://HOST:PORT, or undefined when reexec serves only on unix sockets. */
+  httpUrl?: string;
+  /** For Bazel: grpc://HOST:PORT or unix:PATH. */
+  grpcUrl: string;
+  /** Set when the listen address serves every interface: clients on this host use loopback. */
+  wildcard?: string;
+}
+
+/** Where clients should connect, given what the daemon listens on (the first TCP address wins). */
+export function clientEndpoint(listen: readonly string[]): ClientEndpoint {
+  const tcp = listen.find((a) => !a.startsWith('unix:'));
+  if (!tcp) {
+    const path = listen[0]!.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');
+    return { grpcUrl: `unix:${path}` };
+  }
+  const i = tcp.lastIndexOf(':');
+  let host = tcp.slice(0, i);
+  const port = tcp.slice(i + 1);
+  let wildcard: string | undefined;
+  if (host === '0.0.0.0') {
+    wildcard = host;
+    host = '127.0.0.1';
+  } else if (host === '[::]' || host === '::') {
+    wildcard = host;
+    host = '[::1]';
+  }
+  return { httpUrl: `http://${host}:${port}`, grpcUrl: `grpc://${host}:${port}`, ...(wildcard ? { wildcard } : {}) };
+}
+
+export interface ClientSnippets {
+  buildstream2: string;
+  buildstream1: string;
+  bazel: string;
+}
+
+const NO_HTTP = (client: string): string =>
+  `# ${client} connects only over http:// or https://, and reexec listens only on unix sockets.\n` +
+  `# Add a TCP address, e.g.: reexec init --force --listen 127.0.0.1:50051 --listen unix:/path/to.sock\n`;
+
+/** Ready-to-paste client configuration for this endpoint. */
+export function renderClientSnippets(endpoint: ClientEndpoint): ClientSnippets {
+  const values = { 'http-url': endpoint.httpUrl ?? '', 'grpc-url': endpoint.grpcUrl };
+  const render = (file: string): string => renderTemplate(readTemplate(`clients/${file}`), values, `templates/clients/${file}`);
+  return {
+    buildstream2: endpoint.httpUrl ? render('buildstream2.conf') : NO_HTTP('BuildStream'),
+    buildstream1: endpoint.httpUrl ? render('buildstream1.conf') : NO_HTTP('BuildStream 1.6'),
+    bazel: render('bazelrc'),
+  };
+}
+
+export type WriteOutcome = 'created' | 'unchanged' | 'overwritten';
+
+/** The config file exists with other content, and overwriting was not asked for. */
+export class ConfigFileDiffersError extends Error {
+  constructor(readonly path: string) {
+    super(`${path} already exists with different content; rerun with --force to overwrite it`);
+    this.name = 'ConfigFileDiffersError';
+  }
+}
+
+/**
+ * Write the config file unless it already says exactly this. A different file is replaced
+ * only with `force`, and then kept as FILE.bak. The new content appears atomically.
+ */
+export function writeConfigFile(path: string, content: string, force: boolean): { outcome: WriteOutcome; backupPath?: string } {
+  let existing: string | undefined;
+  if (existsSync(path)) {
+    try {
+      existing = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
+    }
+    if (existing === content) return { outcome: 'unchanged' };
+    if (!force) throw new ConfigFileDiffersError(path);
+  }
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    let backupPath: string | undefined;
+    if (existing !== undefined) {
+      backupPath = `${path}.bak`;
+      copyFileSync(path, backupPath);
+    }
+    const tmp = `${path}.tmp-${process.pid}`;
+    writeFileSync(tmp, content, { mode: 0o644 });
+    renameSync(tmp, path);
+    return { outcome: existing === undefined ? 'created' : 'overwritten', ...(backupPath ? { backupPath } : {}) };
+  } catch (err) {
+    throw new ConfigError(`cannot write ${path}: ${(err as Error).message}`);
+  }
+}
+
+export interface InitPlan {
+  configPath: string;
+  dataDir: string;
+  listen: string[];
+  content: string;
+  endpoint: ClientEndpoint;
+  clients: ClientSnippets;
+}
+
+/** Everything init will write and print, computed without touching the disk. */
+export function planInit(opts: { configPath: string; dataDir: string; listen: readonly string[] }): InitPlan {
+  const listen = checkInitListen(opts.listen);
+  const configPath = resolveUserPath(opts.configPath);
+  const dataDir = resolveUserPath(opts.dataDir);
+  const endpoint = clientEndpoint(listen);
+  return { configPath, dataDir, listen, content: renderConfigFile({ dataDir, listen }), endpoint, clients: renderClientSnippets(endpoint) };
+}
