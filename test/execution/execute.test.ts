@@ -159,3 +159,61 @@ describe.skipIf(missing)(`Execute in the rootfs sandbox${missing ? ` (skipped: i
     expect(Date.now() - t0).toBeLessThan(20_000);
   });
 });
+
+describe.skipIf(missing)('Execute: identities, host tools, mtimes', () => {
+  let d: TestDaemon;
+  let hostRoot: string;
+  let tree: LocalTree;
+  beforeAll(async () => {
+    d = await startTestDaemon();
+    hostRoot = makeBusyboxRoot((root) => writeFileSync(join(root, 'work', 'hello.c'), 'int main(void) { return 0; }\n'));
+    tree = await treeFromDirectory(hostRoot);
+    await uploadTree(d.clients, tree);
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+  });
+
+  it('runs as unixUID/unixGID when asked', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'id -u; id -g'], platform: [['OSFamily', 'linux'], ['unixGID', '1234'], ['unixUID', '1000']] });
+    const { response } = await execute(d.clients, action);
+    expect((await readBlob(d.clients, response!.result!.stdoutDigest)).toString()).toBe('1000\n1234\n');
+  });
+
+  it('reads the platform from the Command for pre-2.2 clients', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['true'], platform: [['OSFamily', 'linux'], ['bogus', '1']], platformInCommand: true });
+    const r = await execute(d.clients, action);
+    expect(r.error?.code).toBe(9);
+    expect(r.error?.details).toContain('bogus');
+  });
+
+  it('runs host tools with the input root as working tree in the host-tools sandbox', async () => {
+    const action = await uploadAction(d.clients, tree.root, {
+      args: ['/bin/sh', '-c', 'test -x /usr/bin/env && cat work/hello.c > out.txt && pwd'],
+      platform: [['OSFamily', 'linux'], ['reexec-sandbox', 'host-tools']],
+      outputPaths: ['out.txt'],
+    });
+    const { response } = await execute(d.clients, action);
+    expect(response!.result!.exitCode).toBe(0);
+    expect((await readBlob(d.clients, response!.result!.outputFiles![0]!.digest)).toString()).toContain('int main');
+    // The daemon's data dir is hidden from actions.
+    const peek = await uploadAction(d.clients, tree.root, {
+      args: ['/bin/sh', '-c', `ls ${d.dataDir} | wc -l`],
+      platform: [['OSFamily', 'linux'], ['reexec-sandbox', 'host-tools']],
+    });
+    const r2 = await execute(d.clients, peek);
+    expect((await readBlob(d.clients, r2.response!.result!.stdoutDigest)).toString().trim()).toBe('0');
+  });
+
+  it('reports output mtimes when output_node_properties asks', async () => {
+    const action = await uploadAction(d.clients, tree.root, {
+      args: ['sh', '-c', 'echo x > stamped && touch -d @1600000000 stamped'],
+      workingDirectory: 'work',
+      outputPaths: ['stamped'],
+      outputNodeProperties: ['mtime'],
+    });
+    const { response } = await execute(d.clients, action);
+    expect(Number(response!.result!.outputFiles![0]!.nodeProperties!.mtime!.seconds)).toBe(1600000000);
+  });
+});

@@ -1,0 +1,103 @@
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call } from '../../src/client/reapi-client.js';
+import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
+import { longrunning, re } from '../../src/proto.js';
+import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
+import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
+
+const missing = !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
+
+function firstOperation(d: TestDaemon, action: ReturnType<typeof uploadAction> extends Promise<infer T> ? T : never): Promise<{ name: string; stream: any }> {
+  return new Promise((resolve, reject) => {
+    const stream = (d.clients.execution as any).Execute({ actionDigest: action.toProto() });
+    stream.once('data', (op: longrunning.Operation) => resolve({ name: op.name, stream }));
+    stream.once('error', reject);
+  });
+}
+
+describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${missing})` : ''}`, () => {
+  let d: TestDaemon;
+  let hostRoot: string;
+  let tree: LocalTree;
+  beforeAll(async () => {
+    d = await startTestDaemon((c) => {
+      c.execution.pools = [{ name: 'native', isa: ['x86-64'], slots: 2 }];
+    });
+    hostRoot = makeBusyboxRoot();
+    tree = await treeFromDirectory(hostRoot);
+    await uploadTree(d.clients, tree);
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+  });
+
+  it('shares one execution between identical actions in flight', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 1; date +%s%N'] });
+    const [a, b] = await Promise.all([execute(d.clients, action), execute(d.clients, action)]);
+    expect(a.operations[0]!.name).toBe(b.operations[0]!.name);
+    expect(a.response!.result!.stdoutDigest).toEqual(b.response!.result!.stdoutDigest);
+  });
+
+  it('reattaches with WaitExecution and answers GetOperation and ListOperations', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 1; echo waited'] });
+    const { name, stream } = await firstOperation(d, action);
+    stream.cancel();
+    const ops: longrunning.Operation[] = await new Promise((resolve, reject) => {
+      const got: longrunning.Operation[] = [];
+      const s = (d.clients.execution as any).WaitExecution({ name });
+      s.on('data', (op: longrunning.Operation) => got.push(op));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+    });
+    const last = ops[ops.length - 1]!;
+    expect(last.done).toBe(true);
+    const resp = re.ExecuteResponse.decode(last.response!.value);
+    expect((await readBlob(d.clients, resp.result!.stdoutDigest)).toString()).toBe('waited\n');
+    const got: any = await call(d.clients.operations, 'GetOperation', { name });
+    expect(got.done).toBe(true);
+    const list: any = await call(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
+    expect(list.operations.map((o: any) => o.name)).toContain(name);
+    await expect(call(d.clients.operations, 'GetOperation', { name: 'operations/nope' })).rejects.toMatchObject({ code: 5, details: expect.stringContaining('operations/nope') });
+  });
+
+  it('CancelOperation kills the whole process tree of a running action', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', '(sleep 60; echo child) & sleep 60'], doNotCache: true });
+    const t0 = Date.now();
+    const { name, stream } = await firstOperation(d, action);
+    const done = new Promise<longrunning.Operation[]>((resolve) => {
+      const got: longrunning.Operation[] = [];
+      stream.on('data', (op: longrunning.Operation) => got.push(op));
+      stream.on('end', () => resolve(got));
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    await call(d.clients.operations, 'CancelOperation', { name });
+    const ops = await done;
+    const resp = re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value);
+    expect(resp.status!.code).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    // Nothing of the action survives on the host: not the shell, not its background child.
+    await new Promise((r) => setTimeout(r, 200));
+    const leftovers = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() === 'sleep 60');
+    expect(leftovers).toEqual([]);
+  });
+
+  it('runs queued work in priority order (lower value first)', async () => {
+    // Occupy both slots, then queue a low-priority and a high-priority action.
+    const blockers = await Promise.all([1, 2].map((i) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `sleep 1.5; echo ${i}`], doNotCache: true })));
+    const blocking = blockers.map((a) => execute(d.clients, a));
+    await new Promise((r) => setTimeout(r, 300));
+    const low = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'date +%s%N'], doNotCache: true });
+    const high = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'date +%s%N; true'], doNotCache: true });
+    const lowRun = execute(d.clients, low, { executionPolicy: { priority: 10 } });
+    await new Promise((r) => setTimeout(r, 100));
+    const highRun = execute(d.clients, high, { executionPolicy: { priority: -10 } });
+    const [l, h] = await Promise.all([lowRun, highRun, ...blocking]);
+    const started = (r: typeof l): number => Number(r.response!.result!.executionMetadata!.executionStartTimestamp!.seconds) * 1e9 + Number(r.response!.result!.executionMetadata!.executionStartTimestamp!.nanos);
+    expect(started(h)).toBeLessThanOrEqual(started(l));
+  });
+});

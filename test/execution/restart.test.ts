@@ -1,0 +1,63 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { treeFromDirectory } from '../../src/client/merkle.js';
+import { longrunning, re } from '../../src/proto.js';
+import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
+import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { startTestDaemon } from '../helpers/daemon.js';
+import { readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
+
+const missing = !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
+
+describe.skipIf(missing)('the queue survives a daemon restart', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'reexec-restart-'));
+  const hostRoot = BUSYBOX ? makeBusyboxRoot() : '';
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+  });
+
+  it('runs queued and interrupted operations after a restart, under their old names', async () => {
+    const oneSlot = (c: any): void => {
+      c.execution.pools = [{ name: 'native', isa: ['x86-64'], slots: 1 }];
+    };
+    const first = await startTestDaemon(oneSlot, dataDir);
+    const tree = await treeFromDirectory(hostRoot);
+    await uploadTree(first.clients, tree);
+    const running = await uploadAction(first.clients, tree.root, { args: ['sh', '-c', 'sleep 2; echo interrupted-one'] });
+    const queued = await uploadAction(first.clients, tree.root, { args: ['sh', '-c', 'echo queued-one'] });
+    const names: string[] = [];
+    for (const a of [running, queued]) {
+      names.push(
+        await new Promise<string>((resolve, reject) => {
+          const s = (first.clients.execution as any).Execute({ actionDigest: a.toProto() });
+          s.once('data', (op: longrunning.Operation) => resolve(op.name));
+          s.on('error', () => undefined);
+          s.once('error', reject);
+        }),
+      );
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    await first.stop();
+
+    const second = await startTestDaemon(oneSlot, dataDir);
+    try {
+      for (const [i, name] of names.entries()) {
+        const ops: longrunning.Operation[] = await new Promise((resolve, reject) => {
+          const got: longrunning.Operation[] = [];
+          const s = (second.clients.execution as any).WaitExecution({ name });
+          s.on('data', (op: longrunning.Operation) => got.push(op));
+          s.on('end', () => resolve(got));
+          s.on('error', reject);
+        });
+        const resp = re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value);
+        expect(resp.status?.code ?? 0).toBe(0);
+        expect((await readBlob(second.clients, resp.result!.stdoutDigest)).toString()).toBe(i === 0 ? 'interrupted-one\n' : 'queued-one\n');
+      }
+    } finally {
+      await second.stop();
+    }
+  });
+});
