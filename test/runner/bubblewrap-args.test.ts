@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { bubblewrapArgs, HOST_TOOLS_ROOT } from '../../src/runner/bubblewrap-runner.js';
+import { parsePlatform } from '../../src/scheduler/platform.js';
+import type { StagedInput } from '../../src/worker/input-stager.js';
+
+const staged = (over: Partial<StagedInput> = {}): StagedInput => ({
+  rootDir: '/w/root',
+  rootReadOnly: true,
+  mounts: [
+    { kind: 'ro-bind', source: '/cache/usr', dest: '/usr' },
+    { kind: 'bind', source: '/w/root/build', dest: '/build' },
+  ],
+  cachedDirs: new Map(),
+  knownInodes: new Map(),
+  tmpWritable: false,
+  ...over,
+});
+
+const pairs = (a: string[], flag: string): string[][] => a.flatMap((x, i) => (x === flag ? [a.slice(i + 1, i + 3)] : []));
+
+describe('bubblewrapArgs', () => {
+  const base = { env: [], hide: ['/data'], workingDirectory: 'build/x' };
+
+  it('makes the input root "/" with the BuildStream sandbox contract', () => {
+    const a = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh', '-c', 'true'], platform: parsePlatform(undefined, 'x86-64') }, 3);
+    for (const f of ['--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent', '--disable-userns']) expect(a).toContain(f);
+    expect(a.slice(a.indexOf('--cap-drop'), a.indexOf('--cap-drop') + 2)).toEqual(['--cap-drop', 'ALL']);
+    expect(pairs(a, '--ro-bind')[0]).toEqual(['/w/root', '/']);
+    // parents before children: root, then the read-only sysroot, then the writable build dir
+    expect(a.indexOf('/cache/usr')).toBeGreaterThan(a.indexOf('/w/root'));
+    expect(a.indexOf('/w/root/build')).toBeGreaterThan(a.indexOf('/cache/usr'));
+    expect(a).toEqual(expect.arrayContaining(['--proc', '/proc', '--dev', '/dev']));
+    expect(pairs(a, '--tmpfs')).toEqual(expect.arrayContaining([['/dev/shm', '--tmpfs'], ['/tmp', '--chdir']]));
+    expect(a.slice(a.indexOf('--chdir'), a.indexOf('--chdir') + 2)).toEqual(['--chdir', '/build/x']);
+    expect(a.slice(-4)).toEqual(['--', 'sh', '-c', 'true']);
+    expect(pairs(a, '--uid')[0]![0]).toBe('0');
+  });
+
+  it('keeps the network with network=on and maps unixUID/unixGID', () => {
+    const p = parsePlatform({ properties: [{ name: 'network', value: 'on' }, { name: 'unixUID', value: '1000' }, { name: 'unixGID', value: '50' }] });
+    const a = bubblewrapArgs({ ...base, staged: staged({ tmpWritable: true }), argv: ['true'], platform: p }, 3);
+    expect(a).not.toContain('--unshare-net');
+    expect(a.slice(a.indexOf('--uid'), a.indexOf('--uid') + 4)).toEqual(['--uid', '1000', '--gid', '50']);
+    expect(pairs(a, '--tmpfs').map((x) => x[0])).not.toContain('/tmp');
+  });
+
+  it('host-tools: host filesystem read-only, data dir hidden, input root as working tree', () => {
+    const p = parsePlatform({ properties: [{ name: 'reexec-sandbox', value: 'host-tools' }] });
+    const a = bubblewrapArgs({ ...base, staged: staged({ mounts: [] }), argv: ['/usr/bin/gcc'], platform: p }, 3);
+    expect(pairs(a, '--ro-bind')[0]).toEqual(['/', '/']);
+    expect(pairs(a, '--tmpfs').map((x) => x[0])).toContain('/data');
+    expect(pairs(a, '--bind')[0]).toEqual(['/w/root', HOST_TOOLS_ROOT]);
+    expect(a[a.indexOf('--chdir') + 1]).toBe(`${HOST_TOOLS_ROOT}/build/x`);
+  });
+});
