@@ -217,3 +217,33 @@ describe.skipIf(missing)('Execute: identities, host tools, mtimes', () => {
     expect(Number(response!.result!.outputFiles![0]!.nodeProperties!.mtime!.seconds)).toBe(1600000000);
   });
 });
+
+describe.skipIf(missing)('Execute: input node properties', () => {
+  let d: TestDaemon;
+  let hostRoot: string;
+  beforeAll(async () => {
+    d = await startTestDaemon();
+    hostRoot = makeBusyboxRoot();
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+  });
+
+  it('stages input files with the mtime and mode their node properties give', async () => {
+    const { uploadBlob } = await import('../helpers/exec-client.js');
+    const base = await treeFromDirectory(hostRoot);
+    await uploadTree(d.clients, base);
+    const content = await uploadBlob(d.clients, Buffer.from('stamped input\n'));
+    const rootDir = re.Directory.decode(base.blobs.get(base.root.key)!.data);
+    const work = re.Directory.encode({
+      files: [{ name: 'in.txt', digest: content.toProto(), nodeProperties: { mtime: { seconds: 1500000000 }, unixMode: { value: 0o600 } } }],
+    }).finish();
+    const workDigest = await uploadBlob(d.clients, work);
+    rootDir.directories = rootDir.directories.map((e) => (e.name === 'work' ? { name: 'work', digest: workDigest.toProto() } : e));
+    const root = await uploadBlob(d.clients, re.Directory.encode(rootDir).finish());
+    const action = await uploadAction(d.clients, root, { args: ['sh', '-c', 'stat -c "%Y %a" in.txt'], workingDirectory: 'work' });
+    const { response } = await execute(d.clients, action);
+    expect((await readBlob(d.clients, response!.result!.stdoutDigest)).toString()).toBe('1500000000 600\n');
+  });
+});
