@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { actionCacheDefinition } from '../services/action-cache-service.js';
+import { adminDefinition } from '../services/admin-service.js';
 import { fetchDefinition, pushDefinition } from '../services/asset-service.js';
 import { byteStreamDefinition } from '../services/bytestream-service.js';
 import { capabilitiesDefinition } from '../services/capabilities-service.js';
@@ -19,6 +20,7 @@ export const clientConstructors = {
   push: grpc.makeGenericClientConstructor(pushDefinition, 'Push'),
   execution: grpc.makeGenericClientConstructor(executionDefinition, 'Execution'),
   operations: grpc.makeGenericClientConstructor(operationsDefinition, 'Operations'),
+  admin: grpc.makeGenericClientConstructor(adminDefinition, 'Admin'),
 };
 
 export type ReapiClients = { [K in keyof typeof clientConstructors]: grpc.Client & Record<string, (...args: any[]) => any> };

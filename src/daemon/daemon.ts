@@ -14,6 +14,8 @@ import type { Config } from '../config/config.js';
 import { InstancePolicy } from '../digest/instance-name.js';
 import { ExecutionEngine } from '../execution/execution-engine.js';
 import { actionCacheDefinition, actionCacheService } from '../services/action-cache-service.js';
+import { adminDefinition, adminService } from '../services/admin-service.js';
+import { collectStatus } from '../status/collect-status.js';
 import { executionDefinition, executionServices, operationsDefinition } from '../services/execution-service.js';
 import { assetServices, fetchDefinition, pushDefinition } from '../services/asset-service.js';
 import { byteStreamDefinition, byteStreamService } from '../services/bytestream-service.js';
@@ -36,6 +38,7 @@ export const SERVICE_NAMES = [
   'build.bazel.remote.asset.v1.Push',
   'build.bazel.remote.execution.v2.Execution',
   'google.longrunning.Operations',
+  'reexec.admin.v1.Admin',
 ];
 
 const PROTO_DIR = fileURLToPath(new URL('../../protos', import.meta.url));
@@ -44,6 +47,7 @@ const REFLECTED_PROTOS = [
   'build/bazel/remote/asset/v1/remote_asset.proto',
   'google/bytestream/bytestream.proto',
   'google/longrunning/operations.proto',
+  'reexec/admin/v1/admin.proto',
 ];
 
 /**
@@ -112,11 +116,19 @@ export class Daemon {
       }
       engineForCleanup = execution;
 
+      const startedAt = new Date();
+      const addresses: string[] = [];
+      server.addService(
+        adminDefinition,
+        adminService(log, {
+          status: async () => collectStatus({ version: VERSION, startedAt, listeners: addresses, dataDir: config.dataDir }),
+        }),
+      );
+
       const health = new HealthImplementation({ '': 'SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'SERVING' as const])) });
       health.addToServer(server);
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
 
-      const addresses: string[] = [];
       for (const address of config.listen) addresses.push(await bindAddress(server, address));
       const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup);
       log.info(`reexec ${VERSION} serving on ${addresses.join(', ')}`, { addresses, dataDir: config.dataDir });

@@ -1,0 +1,33 @@
+import type * as grpc from '@grpc/grpc-js';
+import { reexec } from '../gen/proto.js';
+import type { Logger } from '../util/logger.js';
+import { unimplemented } from '../util/status-error.js';
+import { method, serverStream, unary } from './grpc-adapters.js';
+
+const admin = reexec.admin.v1;
+const SERVICE = 'reexec.admin.v1.Admin';
+
+export const adminDefinition = {
+  GetStatus: method(SERVICE, 'GetStatus', admin.GetStatusRequest, admin.StatusSnapshot),
+  CollectGarbage: method(SERVICE, 'CollectGarbage', admin.CollectGarbageRequest, admin.CollectGarbageProgress, { response: true }),
+};
+
+export interface AdminBackend {
+  status(): Promise<unknown>;
+  /** Evict blobs; calls progress with JSON-serialisable updates; resolves to the summary. */
+  collectGarbage?(req: { targetBytes: number; maxAgeSeconds: number; dryRun: boolean }, progress: (p: unknown) => Promise<void>): Promise<unknown>;
+}
+
+export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedServiceImplementation {
+  return {
+    GetStatus: unary(log, 'GetStatus', async () => ({ json: JSON.stringify(await backend.status()) })),
+    CollectGarbage: serverStream(log, 'CollectGarbage', async (req: reexec.admin.v1.CollectGarbageRequest, out) => {
+      if (!backend.collectGarbage) throw unimplemented('garbage collection is not available in this daemon');
+      const summary = await backend.collectGarbage(
+        { targetBytes: Number(req.targetBytes), maxAgeSeconds: Number(req.maxAgeSeconds), dryRun: req.dryRun },
+        (p) => out.write({ json: JSON.stringify(p), done: false }),
+      );
+      await out.write({ json: JSON.stringify(summary), done: true });
+    }),
+  };
+}
