@@ -207,6 +207,21 @@ describe('ByteStream', () => {
       await expectGrpcError(bsRead(bs(), `uploads/x/blobs/${digestOf(small).hash}`), INVALID_ARGUMENT);
     });
 
+    it('refuses compressed-blobs names (no compressor is advertised) without harm', async () => {
+      const h = digestOf(small);
+      await expectGrpcError(bsRead(bs(), `compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`), 12, 'zstd');
+      const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const s = bs().Write((e: grpc.ServiceError | null) => resolve(e));
+        s.on('error', () => undefined);
+        s.write({ resourceName: `uploads/${randomUUID()}/compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`, writeOffset: 0, data: Buffer.from('x'), finishWrite: true });
+        s.end();
+      });
+      expect(err?.code).toBe(12);
+      const batch: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: small, compressor: 1 }] });
+      expect(batch.responses[0].status.code).toBe(INVALID_ARGUMENT);
+      expect((await bsRead(bs(), blobName(h))).equals(small)).toBe(true);
+    });
+
     it('survives a reader that cancels mid-stream', async () => {
       const name = blobName(digestOf(large));
       await new Promise<void>((resolve) => {
