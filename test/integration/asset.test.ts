@@ -159,6 +159,20 @@ describe('Remote Asset', () => {
     await expectGrpcError(call(push(), 'PushBlob', { uris: [uniq(), ''], blobDigest: EMPTY }), INVALID_ARGUMENT, 'uris[1]');
   });
 
+  it('honours expire_at and oldest_content_accepted', async () => {
+    const blob = bytes(40, 12);
+    await upload(blob);
+    const now = Math.floor(Date.now() / 1000);
+    const expired = uniq();
+    const alive = uniq();
+    await call(push(), 'PushBlob', { uris: [expired], blobDigest: digestOf(blob), expireAt: { seconds: now - 10 } });
+    await call(push(), 'PushBlob', { uris: [alive], blobDigest: digestOf(blob), expireAt: { seconds: now + 3600 } });
+    await expectGrpcError(call(fetch(), 'FetchBlob', { uris: [expired] }), NOT_FOUND);
+    const res: any = await call(fetch(), 'FetchBlob', { uris: [alive], oldestContentAccepted: { seconds: now - 60 } });
+    expect(Number(res.expiresAt.seconds)).toBe(now + 3600);
+    await expectGrpcError(call(fetch(), 'FetchBlob', { uris: [alive], oldestContentAccepted: { seconds: now + 60 } }), NOT_FOUND);
+  });
+
   it('keeps instances apart', async () => {
     const blob = bytes(30, 11);
     await upload(blob);
