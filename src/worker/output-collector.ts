@@ -129,7 +129,7 @@ export class OutputCollector {
       }
       for (let i = 0; i < fileJobs.length; i += PARALLEL_FILES) await Promise.all(fileJobs.slice(i, i + PARALLEL_FILES).map((j) => j()));
       dir.files!.sort(byName);
-      return dir;
+      return canonicalDirectory(dir);
     };
     const root = await build(rel, host);
     return { root, children };
@@ -183,6 +183,43 @@ export class OutputCollector {
     }
     return digest;
   }
+}
+
+/**
+ * A Directory without default-valued fields, so that it encodes in the canonical form REAPI
+ * requires: protobufjs writes every field that is set, even to false or 0, while clients
+ * (buildbox-casd, BuildStream) re-encode Directories canonically and look them up by the
+ * digest of that encoding. An explicit `is_executable: false` or `size_bytes: 0` made the
+ * output's digest one that no client could find.
+ */
+export function canonicalDirectory(dir: re.IDirectory): re.IDirectory {
+  const digest = (d: re.IDigest | null | undefined): re.IDigest => ({
+    ...(d?.hash ? { hash: d.hash } : {}),
+    ...(Number(d?.sizeBytes ?? 0) !== 0 ? { sizeBytes: d!.sizeBytes } : {}),
+  });
+  const props = (p: re.INodeProperties | null | undefined): { nodeProperties?: re.INodeProperties } => {
+    if (!p) return {};
+    const out: re.INodeProperties = {};
+    if (p.properties?.length) out.properties = p.properties;
+    if (p.mtime) {
+      out.mtime = {
+        ...(Number(p.mtime.seconds ?? 0) !== 0 ? { seconds: p.mtime.seconds } : {}),
+        ...(Number(p.mtime.nanos ?? 0) !== 0 ? { nanos: p.mtime.nanos } : {}),
+      };
+    }
+    if (p.unixMode) out.unixMode = Number(p.unixMode.value ?? 0) !== 0 ? { value: p.unixMode.value } : {};
+    return { nodeProperties: out };
+  };
+  const out: re.IDirectory = {};
+  if (dir.files?.length) {
+    out.files = dir.files.map((f) => ({ ...(f.name ? { name: f.name } : {}), digest: digest(f.digest), ...(f.isExecutable ? { isExecutable: true } : {}), ...props(f.nodeProperties) }));
+  }
+  if (dir.directories?.length) out.directories = dir.directories.map((d) => ({ ...(d.name ? { name: d.name } : {}), digest: digest(d.digest) }));
+  if (dir.symlinks?.length) {
+    out.symlinks = dir.symlinks.map((l) => ({ ...(l.name ? { name: l.name } : {}), ...(l.target ? { target: l.target } : {}), ...props(l.nodeProperties) }));
+  }
+  if (dir.nodeProperties) Object.assign(out, props(dir.nodeProperties));
+  return out;
 }
 
 /**
