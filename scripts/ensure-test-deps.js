@@ -12,6 +12,8 @@ const NEEDED = {
   bst: 'buildstream',
   bazel: 'bazel-bootstrap',
   tmux: 'tmux',
+  'qemu-aarch64-static': 'qemu-user-static',
+  'update-binfmts': 'binfmt-support',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
@@ -36,4 +38,9 @@ try {
 } catch {
   execFileSync('apt-get', ['update', '-q'], { stdio: 'inherit', env });
   execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+}
+// Foreign-ISA tests need QEMU registered with binfmt_misc (what `reexec init --setup-binfmt` does).
+if (missing.includes('qemu-user-static') || missing.includes('binfmt-support')) {
+  if (!existsSync('/proc/sys/fs/binfmt_misc/status')) spawnSync('mount', ['-t', 'binfmt_misc', 'binfmt_misc', '/proc/sys/fs/binfmt_misc'], { stdio: 'inherit' });
+  spawnSync('update-binfmts', ['--enable'], { stdio: 'inherit' });
 }

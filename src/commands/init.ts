@@ -2,6 +2,7 @@ import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
 import { defaultConfigPath, defaultDataDir, DEFAULT_LISTEN } from '../config/config.js';
 import { ConfigFileDiffersError, planInit, writeConfigFile, type ClientSnippets } from '../config/init-config.js';
+import { setupBinfmt, type BinfmtSetupStep } from '../host/binfmt-setup.js';
 import { runHostChecks, type HostCheck } from '../host/host-checks.js';
 
 const shellQuote = (s: string): string => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
@@ -12,6 +13,8 @@ export interface InitResult {
   dataDir: string;
   checks: HostCheck[];
   clients: ClientSnippets;
+  /** With --setup-binfmt: the commands run and how each went. */
+  binfmt?: BinfmtSetupStep[];
 }
 
 export default class Init extends BaseCommand {
@@ -32,6 +35,7 @@ export default class Init extends BaseCommand {
     'data-dir': Flags.string({ char: 'd', description: 'where the store will live (default: $XDG_DATA_HOME/reexec)' }),
     listen: Flags.string({ char: 'l', multiple: true, description: `HOST:PORT or unix:PATH clients connect to; repeat for several (default: ${DEFAULT_LISTEN})` }),
     force: Flags.boolean({ char: 'f', description: 'replace an existing config file that differs (the old one is kept as FILE.bak)' }),
+    'setup-binfmt': Flags.boolean({ description: 'as root: mount binfmt_misc and register the installed QEMU interpreters (fix-binary), so foreign-ISA actions run' }),
   };
 
   async run(): Promise<InitResult> {
@@ -49,6 +53,15 @@ export default class Init extends BaseCommand {
         throw new UserError(err.message, `To keep it, leave it as it is (reexec start reads it) or write elsewhere with --config FILE; --force keeps the old file as ${err.path}.bak.`);
       }
       throw err;
+    }
+    let binfmt: BinfmtSetupStep[] | undefined;
+    if (flags['setup-binfmt']) {
+      try {
+        binfmt = await setupBinfmt();
+      } catch (err) {
+        throw new UserError((err as Error).message);
+      }
+      for (const step of binfmt) this.log(`${step.ok ? '✓' : '✗'} ${step.command}${step.ok || !step.output ? '' : `: ${step.output}`}`);
     }
     const checks = await runHostChecks();
 
@@ -91,6 +104,6 @@ export default class Init extends BaseCommand {
     const start = plan.configPath === defaultConfigPath() ? 'reexec start' : `reexec start --config ${shellQuote(plan.configPath)}`;
     this.log(`\nStart the server with: ${start}`);
 
-    return { configPath: plan.configPath, written: write.outcome !== 'unchanged', dataDir: plan.dataDir, checks, clients: plan.clients };
+    return { configPath: plan.configPath, written: write.outcome !== 'unchanged', dataDir: plan.dataDir, checks, clients: plan.clients, ...(binfmt ? { binfmt } : {}) };
   }
 }

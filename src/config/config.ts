@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { availableParallelism, homedir } from 'node:os';
+import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { canonicalIsa, hostIsa } from '../scheduler/platform.js';
+import { canonicalIsa } from '../scheduler/platform.js';
 import type { LogFormat, LogLevel } from '../util/logger.js';
 
 /**
@@ -45,8 +45,11 @@ export interface PoolConfig {
 
 export interface ExecutionConfig {
   enabled: boolean;
-  /** Worker pools; default: one pool for the host's ISA with a slot per core. */
-  pools: PoolConfig[];
+  /**
+   * Worker pools; "auto" (the default): one pool for the host's ISA with a slot per core, plus
+   * one pool with half as many slots for every foreign ISA the host can emulate.
+   */
+  pools: PoolConfig[] | 'auto';
   /** Timeout of actions that set none. BuildStream never sets one and builds can take hours. */
   defaultTimeoutSeconds: number;
   maxTimeoutSeconds: number;
@@ -81,7 +84,7 @@ export function defaultConfig(): Config {
     log: { format: 'human', level: 'info' },
     execution: {
       enabled: true,
-      pools: [{ name: 'native', isa: [hostIsa()], slots: Math.max(1, availableParallelism()) }],
+      pools: 'auto',
       defaultTimeoutSeconds: 24 * 3600,
       maxTimeoutSeconds: 7 * 24 * 3600,
       operationRetentionSeconds: 3600,
@@ -101,7 +104,8 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
   const duration = (key: string, dflt: number): number => (raw[key] === undefined || raw[key] === null ? dflt : parseDuration(raw[key], `${where}: ${key}`));
   let pools = base.pools;
   const poolsRaw = raw['pools'];
-  if (poolsRaw !== undefined && poolsRaw !== null) {
+  if (poolsRaw === 'auto') pools = 'auto';
+  else if (poolsRaw !== undefined && poolsRaw !== null) {
     if (!Array.isArray(poolsRaw) || poolsRaw.length === 0) throw new ConfigError(`${where}: "pools" must be a non-empty list`);
     pools = poolsRaw.map((p, i) => {
       if (typeof p !== 'object' || p === null) throw new ConfigError(`${where}: pools[${i}] must be a mapping with name, isa, slots`);

@@ -7,7 +7,7 @@ import type { ExecutionConfig } from '../config/config.js';
 import type { Operation } from '../scheduler/operation.js';
 import { LmdbOperationJournal } from '../scheduler/operation-journal.js';
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
-import { Scheduler, type PoolSpec } from '../scheduler/scheduler.js';
+import { Scheduler } from '../scheduler/scheduler.js';
 import { findBubblewrap } from '../runner/bubblewrap-runner.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
@@ -15,6 +15,7 @@ import { errorToRpcStatus } from '../util/rpc-status.js';
 import { Code } from '../util/status-error.js';
 import { InputStager } from '../worker/input-stager.js';
 import { WorkerPool } from '../worker/worker-pool.js';
+import { detectIsaSupport, resolvePools, whyUnavailable, type IsaSupport } from './isa-support.js';
 import { buildJob, type JobOptions } from './job-builder.js';
 
 /** How many times an action interrupted by a daemon restart is run again. */
@@ -26,6 +27,7 @@ const MAX_ATTEMPTS = 3;
  */
 export class ExecutionEngine {
   private constructor(
+    readonly support: IsaSupport[],
     readonly scheduler: Scheduler,
     readonly workers: WorkerPool,
     readonly jobOptions: JobOptions,
@@ -38,22 +40,15 @@ export class ExecutionEngine {
     await rm(workDir, { recursive: true, force: true });
     await mkdir(workDir, { recursive: true });
     const bwrap = findBubblewrap();
-    const pools: PoolSpec[] = config.pools.map((p) => ({
-      name: p.name,
-      isas: p.isa,
-      slots: p.slots,
-      unavailable: !bwrap
-        ? 'bubblewrap is not installed on the server host (sudo apt-get install -y bubblewrap)'
-        : p.isa.some((i) => i !== hostIsa())
-          ? `ISA ${p.isa.filter((i) => i !== hostIsa()).join(', ')} needs emulation, which this version does not provide yet`
-          : undefined,
-    }));
+    const support = await detectIsaSupport({ bubblewrapOk: Boolean(bwrap) });
+    const pools = resolvePools(config.pools, support);
+    for (const s of support.filter((x) => !x.ok)) log.info(`ISA ${s.isa} not offered: ${s.detail}${s.fix ? ` (fix: ${s.fix})` : ''}`);
     for (const p of pools) {
       if (p.unavailable) log.warn(`worker pool "${p.name}" (${p.isas.join(', ')}) is unavailable: ${p.unavailable}`);
       else log.info(`worker pool "${p.name}": ${p.slots} slot(s) for ${p.isas.join(', ')}`);
     }
     const journal = new LmdbOperationJournal(opts.env);
-    const scheduler = new Scheduler(pools, journal, config.operationRetentionSeconds * 1000);
+    const scheduler = new Scheduler(pools, journal, config.operationRetentionSeconds * 1000, (isa) => whyUnavailable(support, isa));
     const jobOptions: JobOptions = {
       defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: config.maxTimeoutSeconds * 1000,
@@ -63,7 +58,7 @@ export class ExecutionEngine {
     const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], log }, log);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
-    return new ExecutionEngine(scheduler, workers, jobOptions);
+    return new ExecutionEngine(support, scheduler, workers, jobOptions);
   }
 
   /** Operations of a previous run: finished ones stay queryable, unfinished ones run again. */

@@ -3,7 +3,7 @@ import { Digest } from '../digest/digest.js';
 import type { InstanceName } from '../digest/instance-name.js';
 import { re } from '../proto.js';
 import type { Job } from '../scheduler/operation.js';
-import { parsePlatform } from '../scheduler/platform.js';
+import { parsePlatform, type PlatformRequirements } from '../scheduler/platform.js';
 import { failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
 import { fetchInputTree, type InputTree } from '../worker/input-tree.js';
 import { resolveOutputPath } from '../worker/output-collector.js';
@@ -64,8 +64,19 @@ function checkWorkingDirectory(tree: InputTree, wd: string): void {
  * with a status naming what is wrong: the Action, Command and every input blob present,
  * valid Directory messages, outputs inside the root, and a platform some pool can serve.
  */
-export async function buildJob(cas: BlobStore, instance: InstanceName, actionDigest: Digest, opts: JobOptions, priority = 0): Promise<Job> {
+export async function buildJob(
+  cas: BlobStore,
+  instance: InstanceName,
+  actionDigest: Digest,
+  opts: JobOptions,
+  priority = 0,
+  /** Throws when no worker can serve the platform: called as early as the platform is known. */
+  checkPlatform: (p: PlatformRequirements) => void = () => undefined,
+): Promise<Job> {
   const action = await loadMessage(cas, actionDigest, 'Action', (b) => re.Action.decode(b));
+  // REAPI 2.2+ clients put the platform in the Action: refuse an impossible one before
+  // looking at any input, so a client learns it without uploading anything more.
+  if ((action.platform?.properties?.length ?? 0) > 0) checkPlatform(parsePlatform(action.platform, opts.hostIsa));
   const fn = actionDigest.fn;
   const commandDigest = Digest.fromProto(action.commandDigest, fn, 'Action.command_digest');
   const rootDigest = Digest.fromProto(action.inputRootDigest, fn, 'Action.input_root_digest');
@@ -88,6 +99,7 @@ export async function buildJob(cas: BlobStore, instance: InstanceName, actionDig
   checkWorkingDirectory(inputTree, command.workingDirectory);
   // REAPI 2.2+: the platform lives in the Action; older clients put it in the Command.
   const platform = parsePlatform((action.platform?.properties?.length ?? 0) > 0 ? action.platform : command.platform, opts.hostIsa);
+  checkPlatform(platform);
   let timeoutMs = opts.defaultTimeoutMs;
   if (action.timeout && (Number(action.timeout.seconds) > 0 || Number(action.timeout.nanos) > 0)) {
     timeoutMs = Number(action.timeout.seconds) * 1000 + Math.floor(Number(action.timeout.nanos ?? 0) / 1e6);

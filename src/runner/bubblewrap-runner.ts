@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PlatformRequirements } from '../scheduler/platform.js';
+import { hostIsa, type PlatformRequirements } from '../scheduler/platform.js';
 import type { StagedInput } from '../worker/input-stager.js';
 
 export interface RunRequest {
@@ -65,12 +65,22 @@ export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath'
   return a;
 }
 
-let bwrapPath: string | undefined;
+const tools = new Map<string, string | undefined>();
+function findTool(name: string): string | undefined {
+  if (!tools.has(name)) {
+    const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
+    tools.set(name, r.status === 0 ? r.stdout.trim() : undefined);
+  }
+  return tools.get(name);
+}
+
 export function findBubblewrap(): string | undefined {
-  if (bwrapPath) return bwrapPath;
-  const r = spawnSync('sh', ['-c', 'command -v bwrap'], { encoding: 'utf8' });
-  bwrapPath = r.status === 0 ? r.stdout.trim() : undefined;
-  return bwrapPath;
+  return findTool('bwrap');
+}
+
+/** An action that asks for x86-32 alone, on an x86-64 host, runs under the linux32 personality. */
+export function needsLinux32(platform: PlatformRequirements): boolean {
+  return platform.isas.length === 1 && platform.isas[0] === 'x86-32' && hostIsa() === 'x86-64';
 }
 
 /** Runs one action under bubblewrap and reports how it ended. The one place that spawns actions. */
@@ -83,8 +93,18 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   const out = openSync(req.stdoutPath, 'w');
   const err = openSync(req.stderrPath, 'w');
   const args = bubblewrapArgs(req, 3);
+  // x86-32 on an x86-64 host: the linux32 personality (uname -m says i686), inherited by bwrap's children.
+  let file = bwrap;
+  if (needsLinux32(req.platform)) {
+    const setarch = findTool('setarch');
+    if (!setarch) {
+      return { exitCode: -1, timedOut: false, cancelled: false, setupError: 'x86-32 actions need setarch (util-linux) on the server host: install it with `sudo apt-get install -y util-linux`', startedAt, completedAt: new Date() };
+    }
+    args.unshift('i686', bwrap);
+    file = setarch;
+  }
   if (process.env.REEXEC_DEBUG_BWRAP) process.stderr.write(JSON.stringify(args) + '\n');
-  const child = spawn(bwrap, args, { env: Object.fromEntries(req.env), stdio: ['ignore', out, err, 'pipe'], detached: true });
+  const child = spawn(file, args, { env: Object.fromEntries(req.env), stdio: ['ignore', out, err, 'pipe'], detached: true });
   closeSync(out);
   closeSync(err);
   let status = '';

@@ -46,6 +46,8 @@ export class Scheduler extends EventEmitter {
     readonly pools: readonly PoolSpec[],
     private readonly journal?: OperationJournal,
     private readonly retentionMs = 60 * 60 * 1000,
+    /** Why the host cannot run an ISA (and the fix), for refusals that name it. */
+    private readonly isaHint: (isa: string) => string | undefined = () => undefined,
   ) {
     super();
     for (const p of pools) {
@@ -67,7 +69,7 @@ export class Scheduler extends EventEmitter {
     if (up) return up;
     const isa = platform.isas.join(' + ');
     const offered = this.pools.filter((p) => !p.unavailable).flatMap((p) => p.isas);
-    const reason = fits[0]?.unavailable;
+    const reason = fits[0]?.unavailable ?? platform.isas.map((i) => this.isaHint(i)).find(Boolean);
     throw failedPrecondition(
       `no worker can run ISA=${isa}: ${reason ?? `this server offers ${offered.join(', ') || 'no ISA'}`}` +
         (reason ? '' : '. Add a worker pool for it in the config (execution.pools), or run `reexec init` to see which ISAs the host can emulate'),

@@ -100,8 +100,7 @@ export function executionServices(
           r.result && (req.inlineStdout || req.inlineStderr || req.inlineOutputFiles.length > 0)
             ? { ...r, result: await inlineOutputs(cas, r.result, actionDigest.fn, { stdout: req.inlineStdout, stderr: req.inlineStderr, files: req.inlineOutputFiles }) }
             : r;
-        const job = await buildJob(cas, instance, actionDigest, opts.job, req.executionPolicy?.priority ?? 0);
-        scheduler.poolFor(job.platform);
+        const job = await buildJob(cas, instance, actionDigest, opts.job, req.executionPolicy?.priority ?? 0, (p) => void scheduler.poolFor(p));
         if (!req.skipCacheLookup && !job.doNotCache) {
           const cached = await ac.get(instance, actionDigest);
           if (cached) {

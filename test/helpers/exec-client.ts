@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { call } from '../../src/client/reapi-client.js';
 import type { connect } from '../../src/client/reapi-client.js';
@@ -19,11 +20,30 @@ export async function uploadTree(clients: Clients, tree: LocalTree): Promise<voi
     bytes = 0;
   };
   for (const b of all) {
+    if (b.data.byteLength > 1024 * 1024) {
+      await writeBlob(clients, b.digest, b.data);
+      continue;
+    }
     if (bytes + b.data.byteLength > 2 * 1024 * 1024) await flush();
     batch.push(b);
     bytes += b.data.byteLength;
   }
   await flush();
+}
+
+/** ByteStream.Write in 1 MiB chunks. */
+export function writeBlob(clients: Clients, digest: Digest, data: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const stream = (clients.byteStream as any).Write((err: grpc.ServiceError | null) => (err ? reject(err) : resolve()));
+    const name = `uploads/${randomUUID()}/blobs/${digest.hash}/${digest.sizeBytes}`;
+    const chunk = 1024 * 1024;
+    for (let off = 0; off < data.byteLength || off === 0; off += chunk) {
+      const end = Math.min(data.byteLength, off + chunk);
+      stream.write({ resourceName: off === 0 ? name : '', writeOffset: off, data: data.subarray(off, end), finishWrite: end === data.byteLength });
+      if (end === data.byteLength) break;
+    }
+    stream.end();
+  });
 }
 
 export async function uploadBlob(clients: Clients, data: Uint8Array): Promise<Digest> {
