@@ -1,0 +1,264 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { listOperations } from '../helpers/daemon-operations.js';
+import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
+
+/**
+ * BuildStream 2.8 (Debian testing, in the clients root) with reexec as artifact cache, source
+ * cache and remote executor. BuildStream reaches reexec only through its own buildbox-casd:
+ * CAS, ByteStream, ActionCache, Execute/WaitExecution, Remote Asset Fetch/Push, Capabilities.
+ * Actions run on reexec in the rootfs sandbox (the input root is "/", a busybox sysroot).
+ */
+const clients = isExecutable('/usr/bin/bwrap') ? prepareClientsRoot() : { skip: 'install the Debian package bubblewrap (reexec runs actions in bwrap)' };
+const skipReason = clients.skip ? `skipped: ${clients.skip}` : '';
+if (skipReason) console.warn(`BuildStream 2 remote execution end-to-end test ${skipReason}`);
+
+const TIMEOUT = 5 * 60_000;
+
+describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? ` (${skipReason})` : ''}`, () => {
+  const root = clients.root!;
+  let daemon: DaemonProcess | undefined;
+  let work: string; // host path, inside the clients root
+  let inside: string; // the same folder as the clients root sees it
+  let url: string;
+  // Unique per run: every cache key, and so every artifact and action, is new to the server.
+  const token = randomBytes(8).toString('hex');
+
+  const bst = (...args: string[]) =>
+    runInRoot(root, `bst --no-interactive -c ${inside}/buildstream.conf ${args.join(' ')}`, {
+      cwd: `${inside}/project`,
+      env: { HOME: `${inside}/home` },
+      timeoutMs: TIMEOUT - 10_000,
+    });
+
+  beforeAll(async () => {
+    mkdirSync(join(root, 'tmp'), { recursive: true });
+    work = mkdtempSync(join(root, 'tmp', 'reexec-bst2-'));
+    inside = work.slice(root.length);
+    daemon = await startDaemonProcess({ dataDir: join(work, 'server') });
+    url = `http://127.0.0.1:${daemon.port}`;
+    mkdirSync(join(work, 'home'));
+
+    // A busybox sysroot (Debian testing's busybox-static), applets as relative symlinks.
+    const project = join(work, 'project');
+    const sys = join(project, 'files', 'sysroot');
+    for (const d of ['usr/bin', 'usr/lib', 'etc', 'root', 'tmp', 'dev', 'proc']) mkdirSync(join(sys, d), { recursive: true });
+    copyFileSync(join(root, 'usr', 'bin', 'busybox'), join(sys, 'usr', 'bin', 'busybox'));
+    chmodSync(join(sys, 'usr', 'bin', 'busybox'), 0o755);
+    const applets = execFileSync(join(sys, 'usr', 'bin', 'busybox'), ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    for (const a of applets) if (a !== 'busybox') symlinkSync('busybox', join(sys, 'usr', 'bin', a));
+    symlinkSync('usr/bin', join(sys, 'bin'));
+    symlinkSync('usr/bin', join(sys, 'sbin'));
+    symlinkSync('usr/lib', join(sys, 'lib'));
+    writeFileSync(join(sys, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+    writeFileSync(join(sys, 'etc', 'group'), 'root:x:0:\n');
+    chmodSync(join(sys, 'tmp'), 0o1777);
+
+    mkdirSync(join(project, 'elements'));
+    writeFileSync(join(project, 'project.conf'), 'name: reexec-e2e\nmin-version: 2.0\nelement-path: elements\n');
+    writeFileSync(join(project, 'elements', 'base.bst'), 'kind: import\nsources:\n- kind: local\n  path: files/sysroot\n');
+    writeFileSync(
+      join(project, 'elements', 'hello.bst'),
+      [
+        'kind: manual',
+        'build-depends:',
+        '- base.bst',
+        'config:',
+        '  build-commands:',
+        // /dev/fd and procfs (<(...)), a writable /tmp, and the build directory being writable
+        `  - echo "token ${token}" > /tmp/t && cat /tmp/t > built.txt`,
+        '  - test "$(cat <(echo piped))" = piped',
+        '  install-commands:',
+        '  - mkdir -p %{install-root}/usr/share/hello',
+        '  - echo "hello from $(uname -s) $(uname -m) as $(id -u)" > %{install-root}/usr/share/hello/hello.txt',
+        '  - cp built.txt %{install-root}/usr/share/hello/',
+        '  - ln -s hello.txt %{install-root}/usr/share/hello/link',
+        // Plain and empty files at the top of the install root: the output's root Directory
+        // must be canonical, buildbox-casd looks it up by its own encoding.
+        '  - echo top > %{install-root}/top.txt && touch %{install-root}/empty',
+        '',
+      ].join('\n'),
+    );
+    writeFileSync(
+      join(project, 'elements', 'fail.bst'),
+      [
+        'kind: manual',
+        'build-depends:',
+        '- base.bst',
+        'config:',
+        '  install-commands:',
+        '  - mkdir -p %{install-root}/usr/share/fail',
+        `  - echo "written before failing ${token}" > %{install-root}/usr/share/fail/partial.txt`,
+        `  - echo "about to fail ${token}" >&2`,
+        '  - exit 7',
+        '',
+      ].join('\n'),
+    );
+    // Opened as a workspace: BuildStream sends mtimes (node properties) and asks for them back.
+    mkdirSync(join(project, 'files', 'src'));
+    writeFileSync(join(project, 'files', 'src', 'data.txt'), 'original\n');
+    writeFileSync(
+      join(project, 'elements', 'ws.bst'),
+      [
+        'kind: manual',
+        'build-depends:',
+        '- base.bst',
+        'sources:',
+        '- kind: local',
+        '  path: files/src',
+        'sandbox:',
+        '  build-uid: 1234',
+        '  build-gid: 4321',
+        'config:',
+        '  build-commands:',
+        '  - date -u -r data.txt +%Y-%m-%dT%H:%M:%S > mtime.txt',
+        '  - id -u > id.txt && id -g >> id.txt',
+        '  install-commands:',
+        '  - mkdir -p %{install-root}/out',
+        '  - cp mtime.txt id.txt data.txt %{install-root}/out/',
+        '',
+      ].join('\n'),
+    );
+    const server = `{url: "${url}", push: true}`;
+    writeFileSync(
+      join(work, 'buildstream.conf'),
+      [
+        `cachedir: ${inside}/cache`,
+        `logdir: ${inside}/logs`,
+        `artifacts: {override-project-caches: true, servers: [${server}]}`,
+        `source-caches: {override-project-caches: true, servers: [${server}]}`,
+        'remote-execution:',
+        `  execution-service: {url: "${url}"}`,
+        `  storage-service: {url: "${url}"}`,
+        `  action-cache-service: ${server}`,
+        '',
+      ].join('\n'),
+    );
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    if (work) removeTree(work);
+  });
+
+  const alive = () => {
+    expect(daemon!.running(), `reexec died:\n${daemon!.output()}`).toBe(true);
+    expect(daemon!.errorLines()).toEqual([]);
+  };
+
+  it(
+    'builds an element on reexec and pushes its artifacts and sources there',
+    async () => {
+      const build = await bst('build', 'hello.bst');
+      const why = describeRun('bst build hello.bst', build);
+      expect(build.code, why).toBe(0);
+      expect(build.output, why).toMatch(/hello\.bst.*Waiting for the remote build to complete/);
+      for (const el of ['base', 'hello']) expect(build.output, why).toMatch(new RegExp(`push:${el}\\.bst.*Pushed artifact [0-9a-f]+ -> ${url}`));
+      expect(build.output, why).toMatch(/Pushed source [0-9a-f]+ ->/);
+      expect(build.output, why).not.toMatch(/Failed to (push|pull|initialize)|WARNING/);
+
+      // The daemon itself ran the action (not a cache hit), and it succeeded.
+      const ops = await listOperations(daemon!.port);
+      expect(ops.filter((o) => o.done && !o.cachedResult && o.exitCode === 0).length, JSON.stringify(ops)).toBeGreaterThanOrEqual(1);
+
+      const co = await bst('artifact', 'checkout', 'hello.bst', '--directory', `${inside}/checkout`);
+      expect(co.code, describeRun('bst artifact checkout', co)).toBe(0);
+      const dir = join(work, 'checkout', 'usr', 'share', 'hello');
+      expect(readFileSync(join(dir, 'hello.txt'), 'utf8')).toBe(`hello from Linux x86_64 as 0\n`);
+      expect(readFileSync(join(dir, 'built.txt'), 'utf8')).toBe(`token ${token}\n`);
+      expect(readFileSync(join(dir, 'link'), 'utf8')).toBe(`hello from Linux x86_64 as 0\n`);
+      expect(readFileSync(join(work, 'checkout', 'top.txt'), 'utf8')).toBe('top\n');
+      expect(readFileSync(join(work, 'checkout', 'empty'), 'utf8')).toBe('');
+      alive();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'pulls the artifact from reexec into an empty local cache instead of building',
+    async () => {
+      removeTree(join(work, 'cache'));
+      removeTree(join(work, 'checkout'));
+      const before = (await listOperations(daemon!.port)).length;
+      const build = await bst('build', 'hello.bst');
+      const why = describeRun('bst build hello.bst (empty cache)', build);
+      expect(build.code, why).toBe(0);
+      expect(build.output, why).toMatch(new RegExp(`Pulled artifact [0-9a-f]+ <- ${url}`));
+      expect(build.output, why).toMatch(/Build Queue:\s+processed 0\b/);
+      expect(build.output, why).not.toMatch(/Waiting for the remote build/);
+      expect((await listOperations(daemon!.port)).length).toBe(before);
+      const co = await bst('artifact', 'checkout', 'hello.bst', '--directory', `${inside}/checkout`);
+      expect(co.code, describeRun('bst artifact checkout', co)).toBe(0);
+      expect(readFileSync(join(work, 'checkout', 'usr', 'share', 'hello', 'built.txt'), 'utf8')).toBe(`token ${token}\n`);
+      alive();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'caches a failed remote build with its partial install root, on reexec too',
+    async () => {
+      const build = await bst('build', 'fail.bst');
+      const why = describeRun('bst build fail.bst', build);
+      expect(build.code, why).not.toBe(0);
+      expect(build.output, why).toMatch(/fail\.bst.*Waiting for the remote build to complete/);
+      // stdout and stderr of the failed action came back
+      expect(build.output, why).toContain(`about to fail ${token}`);
+      expect(build.output, why).toMatch(/Command 'exit 7' failed with exitcode 7/);
+      const ops = await listOperations(daemon!.port);
+      // (BuildStream's batch script turns the failed command into exit 1)
+      expect(ops.some((o) => o.done && !o.cachedResult && o.exitCode !== 0 && o.statusCode === 0), JSON.stringify(ops)).toBe(true);
+
+      const show = await bst('artifact', 'show', 'fail.bst');
+      expect(show.output, describeRun('bst artifact show', show)).toMatch(/failed\s+fail\.bst/);
+
+      // The failed artifact holds the install root as the action left it: in the build tree
+      // BuildStream caches for failed builds, which `bst shell --use-buildtree` stages.
+      const shellCat = `cat /buildstream-install/usr/share/fail/partial.txt`;
+      const local = await bst('shell', '--build', '--use-buildtree', 'fail.bst', '--', 'sh', '-c', `'${shellCat}'`);
+      expect(local.output, describeRun('bst shell --use-buildtree (local cache)', local)).toContain(`written before failing ${token}`);
+
+      // Again from reexec alone: it has the failed artifact and its build tree.
+      removeTree(join(work, 'cache'));
+      const pull = await bst('--pull-buildtrees', 'artifact', 'pull', '--deps', 'all', 'fail.bst');
+      const pwhy = describeRun('bst artifact pull fail.bst', pull);
+      expect(pull.code, pwhy).toBe(0);
+      expect(pull.output, pwhy).toMatch(new RegExp(`Pulled artifact [0-9a-f]+ <- ${url}`));
+      const remote = await bst('shell', '--build', '--use-buildtree', 'fail.bst', '--', 'sh', '-c', `'${shellCat}'`);
+      expect(remote.output, describeRun('bst shell --use-buildtree (pulled)', remote)).toContain(`written before failing ${token}`);
+      alive();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'builds an open workspace remotely: mtimes in and out, build-uid and build-gid',
+    async () => {
+      const open = await bst('workspace', 'open', '--directory', `${inside}/workspace`, 'ws.bst');
+      expect(open.code, describeRun('bst workspace open', open)).toBe(0);
+      writeFileSync(join(work, 'workspace', 'data.txt'), `edited ${token}\n`);
+      const when = new Date('2001-02-03T04:05:06Z');
+      utimesSync(join(work, 'workspace', 'data.txt'), when, when);
+
+      const build = await bst('build', 'ws.bst');
+      const why = describeRun('bst build ws.bst (workspace)', build);
+      expect(build.code, why).toBe(0);
+      expect(build.output, why).toMatch(/ws\.bst.*Waiting for the remote build to complete/);
+      const co = await bst('artifact', 'checkout', 'ws.bst', '--directory', `${inside}/ws-checkout`);
+      expect(co.code, describeRun('bst artifact checkout ws.bst', co)).toBe(0);
+      const out = join(work, 'ws-checkout', 'out');
+      expect(readFileSync(join(out, 'data.txt'), 'utf8')).toBe(`edited ${token}\n`);
+      // The action saw the workspace file's mtime (an input node property)…
+      expect(readFileSync(join(out, 'mtime.txt'), 'utf8')).toBe('2001-02-03T04:05:06\n');
+      // …and ran as the project's build-uid and build-gid (unixUID, unixGID).
+      expect(readFileSync(join(out, 'id.txt'), 'utf8')).toBe('1234\n4321\n');
+      alive();
+    },
+    TIMEOUT,
+  );
+});

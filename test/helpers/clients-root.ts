@@ -1,0 +1,60 @@
+import { spawnSync } from 'node:child_process';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from './daemon-process.js';
+import { runClient, type ClientRun } from './run-client.js';
+
+/**
+ * The Debian testing root holding BuildStream 2, buildbox-casd, recc, trexe and casupload,
+ * built by test/e2e/harness/clients-root.sh on first use and kept between runs in a cache
+ * folder outside the repository:
+ *   $REEXEC_CLIENTS_ROOT, else $XDG_CACHE_HOME/reexec-test/clients-root, else (root)
+ *   /var/cache/reexec-test/clients-root, else ~/.cache/reexec-test/clients-root.
+ * Commands run inside share the host's network: 127.0.0.1 inside is the host's loopback.
+ */
+export const CLIENTS_ROOT_SCRIPT = join(REPO_ROOT, 'test', 'e2e', 'harness', 'clients-root.sh');
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+export function clientsRootPath(): string {
+  if (process.env.REEXEC_CLIENTS_ROOT) return process.env.REEXEC_CLIENTS_ROOT;
+  if (process.env.XDG_CACHE_HOME) return join(process.env.XDG_CACHE_HOME, 'reexec-test', 'clients-root');
+  return isRoot ? '/var/cache/reexec-test/clients-root' : join(homedir(), '.cache', 'reexec-test', 'clients-root');
+}
+
+export type ClientsRoot = { root: string; skip?: undefined; builtMs: number } | { root?: undefined; skip: string };
+
+let prepared: ClientsRoot | undefined;
+
+/**
+ * The clients root, built (debootstrap, a few minutes) when absent or incomplete. Resolves to
+ * a skip reason when it cannot be built here: not root, no debootstrap, no Debian mirror.
+ * Any other failure to build it throws: that is a broken harness, not a missing tool.
+ */
+export function prepareClientsRoot(): ClientsRoot {
+  if (prepared) return prepared;
+  if (process.platform !== 'linux') return (prepared = { skip: 'the clients root is a Debian root filesystem: Linux only' });
+  if (!isRoot) return (prepared = { skip: 'building and entering the clients root (debootstrap, mounts, pivot_root) needs root' });
+  const root = clientsRootPath();
+  const started = Date.now();
+  const r = spawnSync('sh', [CLIENTS_ROOT_SCRIPT, 'create', root], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 256 * 1024 * 1024 });
+  if (r.status === 3) return (prepared = { skip: r.stderr.trim().split('\n').pop() ?? 'the clients root cannot be built here' });
+  if (r.status !== 0) {
+    const tail = `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-40).join('\n');
+    throw new Error(`building the clients root in ${root} failed (exit ${r.status ?? r.signal}):\n${tail}`);
+  }
+  return (prepared = { root, builtMs: Date.now() - started });
+}
+
+/**
+ * Runs a shell command inside the clients root with a clean environment plus `env`, from
+ * `cwd` (a path inside the root). Never throws on failure: the test asserts on the result.
+ */
+export function runInRoot(root: string, script: string, opts: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<ClientRun> {
+  const envArgs = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`);
+  const body = opts.cwd ? `cd '${opts.cwd}' && ${script}` : script;
+  return runClient('sh', [CLIENTS_ROOT_SCRIPT, 'run', root, 'env', ...envArgs, 'sh', '-c', body], {
+    cwd: REPO_ROOT,
+    timeoutMs: opts.timeoutMs ?? 300_000,
+  });
+}
