@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { makeBusyboxSysroot, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { listOperations } from '../helpers/daemon-operations.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
@@ -30,7 +29,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
   const token = randomBytes(8).toString('hex');
 
   const bst = (...args: string[]) =>
-    runInRoot(root, `bst --no-interactive -c ${inside}/buildstream.conf ${args.join(' ')}`, {
+    runInRoot(root, ['bst', '--no-interactive', '-c', `${inside}/buildstream.conf`, ...args], {
       cwd: `${inside}/project`,
       env: { HOME: `${inside}/home` },
       timeoutMs: TIMEOUT - 10_000,
@@ -46,18 +45,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
 
     // A busybox sysroot (Debian testing's busybox-static), applets as relative symlinks.
     const project = join(work, 'project');
-    const sys = join(project, 'files', 'sysroot');
-    for (const d of ['usr/bin', 'usr/lib', 'etc', 'root', 'tmp', 'dev', 'proc']) mkdirSync(join(sys, d), { recursive: true });
-    copyFileSync(join(root, 'usr', 'bin', 'busybox'), join(sys, 'usr', 'bin', 'busybox'));
-    chmodSync(join(sys, 'usr', 'bin', 'busybox'), 0o755);
-    const applets = execFileSync(join(sys, 'usr', 'bin', 'busybox'), ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    for (const a of applets) if (a !== 'busybox') symlinkSync('busybox', join(sys, 'usr', 'bin', a));
-    symlinkSync('usr/bin', join(sys, 'bin'));
-    symlinkSync('usr/bin', join(sys, 'sbin'));
-    symlinkSync('usr/lib', join(sys, 'lib'));
-    writeFileSync(join(sys, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-    writeFileSync(join(sys, 'etc', 'group'), 'root:x:0:\n');
-    chmodSync(join(sys, 'tmp'), 0o1777);
+    makeBusyboxSysroot(root, join(project, 'files', 'sysroot'));
 
     mkdirSync(join(project, 'elements'));
     writeFileSync(join(project, 'project.conf'), 'name: reexec-e2e\nmin-version: 2.0\nelement-path: elements\n');
@@ -81,6 +69,21 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
         // Plain and empty files at the top of the install root: the output's root Directory
         // must be canonical, buildbox-casd looks it up by its own encoding.
         '  - echo top > %{install-root}/top.txt && touch %{install-root}/empty',
+        '',
+      ].join('\n'),
+    );
+    // Built remotely on top of hello.bst's remotely built artifact.
+    writeFileSync(
+      join(project, 'elements', 'chain.bst'),
+      [
+        'kind: manual',
+        'build-depends:',
+        '- base.bst',
+        '- hello.bst',
+        'config:',
+        '  install-commands:',
+        '  - mkdir -p %{install-root}/usr/share/chain',
+        '  - cat /usr/share/hello/built.txt /top.txt > %{install-root}/usr/share/chain/both.txt',
         '',
       ].join('\n'),
     );
@@ -152,19 +155,23 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
   };
 
   it(
-    'builds an element on reexec and pushes its artifacts and sources there',
+    'builds elements on reexec, one on top of the other, and pushes their artifacts and sources there',
     async () => {
-      const build = await bst('build', 'hello.bst');
-      const why = describeRun('bst build hello.bst', build);
+      const build = await bst('build', 'chain.bst');
+      const why = describeRun('bst build chain.bst', build);
       expect(build.code, why).toBe(0);
       expect(build.output, why).toMatch(/hello\.bst.*Waiting for the remote build to complete/);
-      for (const el of ['base', 'hello']) expect(build.output, why).toMatch(new RegExp(`push:${el}\\.bst.*Pushed artifact [0-9a-f]+ -> ${url}`));
+      expect(build.output, why).toMatch(/chain\.bst.*Waiting for the remote build to complete/);
+      for (const el of ['base', 'hello', 'chain']) expect(build.output, why).toMatch(new RegExp(`push:${el}\\.bst.*Pushed artifact [0-9a-f]+ -> ${url}`));
       expect(build.output, why).toMatch(/Pushed source [0-9a-f]+ ->/);
       expect(build.output, why).not.toMatch(/Failed to (push|pull|initialize)|WARNING/);
 
       // The daemon itself ran the action (not a cache hit), and it succeeded.
       const ops = await listOperations(daemon!.port);
-      expect(ops.filter((o) => o.done && !o.cachedResult && o.exitCode === 0).length, JSON.stringify(ops)).toBeGreaterThanOrEqual(1);
+      expect(ops.filter((o) => o.done && !o.cachedResult && o.exitCode === 0).length, JSON.stringify(ops)).toBeGreaterThanOrEqual(2);
+      const chain = await bst('artifact', 'checkout', 'chain.bst', '--directory', `${inside}/chain-checkout`);
+      expect(chain.code, describeRun('bst artifact checkout chain.bst', chain)).toBe(0);
+      expect(readFileSync(join(work, 'chain-checkout', 'usr', 'share', 'chain', 'both.txt'), 'utf8')).toBe(`token ${token}\ntop\n`);
 
       const co = await bst('artifact', 'checkout', 'hello.bst', '--directory', `${inside}/checkout`);
       expect(co.code, describeRun('bst artifact checkout', co)).toBe(0);
@@ -220,7 +227,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
       // The failed artifact holds the install root as the action left it: in the build tree
       // BuildStream caches for failed builds, which `bst shell --use-buildtree` stages.
       const shellCat = `cat /buildstream-install/usr/share/fail/partial.txt`;
-      const local = await bst('shell', '--build', '--use-buildtree', 'fail.bst', '--', 'sh', '-c', `'${shellCat}'`);
+      const local = await bst('shell', '--build', '--use-buildtree', 'fail.bst', '--', 'sh', '-c', shellCat);
       expect(local.output, describeRun('bst shell --use-buildtree (local cache)', local)).toContain(`written before failing ${token}`);
 
       // Again from reexec alone: it has the failed artifact and its build tree.
@@ -229,7 +236,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
       const pwhy = describeRun('bst artifact pull fail.bst', pull);
       expect(pull.code, pwhy).toBe(0);
       expect(pull.output, pwhy).toMatch(new RegExp(`Pulled artifact [0-9a-f]+ <- ${url}`));
-      const remote = await bst('shell', '--build', '--use-buildtree', 'fail.bst', '--', 'sh', '-c', `'${shellCat}'`);
+      const remote = await bst('shell', '--build', '--use-buildtree', 'fail.bst', '--', 'sh', '-c', shellCat);
       expect(remote.output, describeRun('bst shell --use-buildtree (pulled)', remote)).toContain(`written before failing ${token}`);
       alive();
     },

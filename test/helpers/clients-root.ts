@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from './daemon-process.js';
@@ -47,14 +48,35 @@ export function prepareClientsRoot(): ClientsRoot {
 }
 
 /**
- * Runs a shell command inside the clients root with a clean environment plus `env`, from
- * `cwd` (a path inside the root). Never throws on failure: the test asserts on the result.
+ * Runs `argv` inside the clients root with a clean environment plus `env`, from `cwd` (a path
+ * inside the root). No shell in between: names such as RECC_REMOTE_PLATFORM_reexec-sandbox
+ * are not valid shell identifiers, and dash drops them from the environment it passes on.
+ * Never throws on failure: the test asserts on the result.
  */
-export function runInRoot(root: string, script: string, opts: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<ClientRun> {
+export function runInRoot(root: string, argv: readonly string[], opts: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<ClientRun> {
   const envArgs = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`);
-  const body = opts.cwd ? `cd '${opts.cwd}' && ${script}` : script;
-  return runClient('sh', [CLIENTS_ROOT_SCRIPT, 'run', root, 'env', ...envArgs, 'sh', '-c', body], {
+  return runClient('sh', [CLIENTS_ROOT_SCRIPT, 'run', root, 'env', ...(opts.cwd ? ['-C', opts.cwd] : []), ...envArgs, ...argv], {
     cwd: REPO_ROOT,
     timeoutMs: opts.timeoutMs ?? 300_000,
   });
+}
+
+/**
+ * A busybox root filesystem in `dest` made from the clients root's static busybox (Debian's
+ * busybox-static): applets as relative symlinks in usr/bin, merged-/usr links, /etc/passwd,
+ * empty dev, proc and a sticky tmp.
+ */
+export function makeBusyboxSysroot(root: string, dest: string): void {
+  for (const d of ['usr/bin', 'usr/lib', 'etc', 'root', 'tmp', 'dev', 'proc']) mkdirSync(join(dest, d), { recursive: true });
+  const busybox = join(dest, 'usr', 'bin', 'busybox');
+  copyFileSync(join(root, 'usr', 'bin', 'busybox'), busybox);
+  chmodSync(busybox, 0o755);
+  const applets = execFileSync(busybox, ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const a of applets) if (a !== 'busybox') symlinkSync('busybox', join(dest, 'usr', 'bin', a));
+  symlinkSync('usr/bin', join(dest, 'bin'));
+  symlinkSync('usr/bin', join(dest, 'sbin'));
+  symlinkSync('usr/lib', join(dest, 'lib'));
+  writeFileSync(join(dest, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+  writeFileSync(join(dest, 'etc', 'group'), 'root:x:0:\n');
+  chmodSync(join(dest, 'tmp'), 0o1777);
 }
