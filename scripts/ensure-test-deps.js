@@ -14,6 +14,10 @@ const NEEDED = {
   tmux: 'tmux',
   'qemu-aarch64-static': 'qemu-user-static',
   'update-binfmts': 'binfmt-support',
+  // the Debian testing root with BuildStream 2 and buildbox (test/e2e/harness/clients-root.sh)
+  debootstrap: 'debootstrap',
+  // recc's compiles run in reexec's host-tools sandbox, with the host's gcc
+  gcc: 'gcc',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
