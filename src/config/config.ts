@@ -31,6 +31,8 @@ export interface Config {
     flowControlWindowBytes: number;
   };
   log: { format: LogFormat; level: LogLevel };
+  /** Prometheus metrics over HTTP at http://LISTEN/metrics; null: not served. */
+  metrics: { listen: string | null };
   execution: ExecutionConfig;
   /** The file this came from, if any. */
   source?: string;
@@ -73,6 +75,8 @@ export const defaultConfigPath = (): string => join(xdg('XDG_CONFIG_HOME', '.con
 export const defaultDataDir = (): string => join(xdg('XDG_DATA_HOME', join('.local', 'share')), 'reexec');
 
 export const DEFAULT_LISTEN = '127.0.0.1:50051';
+/** Loopback only: the metrics say what is built, so they stay private unless configured otherwise. */
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9464';
 
 export function defaultConfig(): Config {
   return {
@@ -82,6 +86,7 @@ export function defaultConfig(): Config {
     storage: { inlineMaxBytes: 64 * 1024, fsync: true, maxBatchBytes: 4 * 1024 * 1024 },
     grpc: { maxReceiveMessageBytes: 16 * 1024 * 1024, flowControlWindowBytes: 16 * 1024 * 1024 },
     log: { format: 'human', level: 'info' },
+    metrics: { listen: DEFAULT_METRICS_LISTEN },
     execution: {
       enabled: true,
       pools: 'auto',
@@ -181,6 +186,19 @@ export function validateListen(addr: string): string {
   return addr;
 }
 
+/** metrics.listen: "HOST:PORT", or off (false, "off", "none"). */
+function metricsListen(raw: Raw, where: string, dflt: string | null): string | null {
+  const v = raw['listen'];
+  if (v === undefined) return dflt;
+  if (v === null || v === false || v === 'off' || v === 'none') return null;
+  if (typeof v !== 'string' || v.startsWith('unix:')) throw new ConfigError(`${where}: "listen" must be HOST:PORT or off, got ${JSON.stringify(v)}`);
+  try {
+    return validateListen(v);
+  } catch {
+    throw new ConfigError(`${where}: "listen" must be HOST:PORT or off, got ${JSON.stringify(v)}`);
+  }
+}
+
 /** Apply defaults to what a config file says, checking every value. */
 export function compileConfig(raw: Raw, where = 'config', base: Config = defaultConfig()): Config {
   const listenRaw = raw['listen'];
@@ -203,6 +221,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
   const s = section(raw, 'storage', where);
   const g = section(raw, 'grpc', where);
   const l = section(raw, 'log', where);
+  const m = section(raw, 'metrics', where);
   return {
     listen,
     dataDir,
@@ -220,6 +239,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
       format: oneOf(l, 'format', `${where}: log`, ['human', 'json'] as const, base.log.format),
       level: oneOf(l, 'level', `${where}: log`, ['debug', 'info', 'warn', 'error'] as const, base.log.level),
     },
+    metrics: { listen: metricsListen(m, `${where}: metrics`, base.metrics.listen) },
     execution: compileExecution(section(raw, 'execution', where), `${where}: execution`, base.execution),
     source: base.source,
   };

@@ -21,6 +21,11 @@ import { assetServices, fetchDefinition, pushDefinition } from '../services/asse
 import { byteStreamDefinition, byteStreamService } from '../services/bytestream-service.js';
 import { capabilitiesDefinition, capabilitiesService } from '../services/capabilities-service.js';
 import { casDefinition, casService } from '../services/cas-service.js';
+import { MeteredActionCache } from '../metrics/metered-action-cache.js';
+import { MeteredBlobStore } from '../metrics/metered-blob-store.js';
+import { MetricsServer } from '../metrics/metrics-server.js';
+import { StoreUsageSampler } from '../metrics/store-usage.js';
+import { Telemetry } from '../metrics/telemetry.js';
 import { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -70,7 +75,12 @@ export class Daemon {
     readonly cas: BlobStore,
     readonly casBase: LmdbBlobStore,
     private readonly log: Logger,
-    readonly execution?: ExecutionEngine,
+    readonly execution: ExecutionEngine | undefined,
+    /** Metrics and recent activity; the garbage collector reports its runs to telemetry.gc. */
+    readonly telemetry: Telemetry,
+    private readonly usage: StoreUsageSampler,
+    /** Serves /metrics, unless metrics are off or their address was taken. */
+    readonly metricsServer: MetricsServer | undefined,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -78,19 +88,23 @@ export class Daemon {
     let env: LmdbEnv | undefined;
     let server: grpc.Server | undefined;
     let engineForCleanup: ExecutionEngine | undefined;
+    let usage: StoreUsageSampler | undefined;
     try {
       env = LmdbEnv.open(config.dataDir);
-      const { store: cas, base } = createBlobStore(env, config.dataDir, {
+      const { store: unmeteredCas, base } = createBlobStore(env, config.dataDir, {
         inlineMaxBytes: config.storage.inlineMaxBytes,
         fsync: config.storage.fsync,
       });
       await base.removeStaleUploads();
+      const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir));
+      const telemetry = new Telemetry(() => storeUsage.usage());
+      const cas = new MeteredBlobStore(unmeteredCas, telemetry.store);
       const instances = new InstancePolicy(config.instances);
-      const ac = new CompletenessCheckingActionCache(new LmdbActionCache(env), cas);
+      const ac = new MeteredActionCache(new CompletenessCheckingActionCache(new LmdbActionCache(env), cas), telemetry.store);
       const assets = new AssetStore(env, cas);
       const uploads = new UploadRegistry();
 
-      server = createGrpcServer(config.grpc);
+      server = createGrpcServer(config.grpc, [telemetry.rpc.interceptor]);
       server.addService(
         capabilitiesDefinition,
         capabilitiesService(log, {
@@ -115,13 +129,28 @@ export class Daemon {
         server.addService(operationsDefinition, impl.operations);
       }
       engineForCleanup = execution;
+      if (execution) telemetry.watchExecution(execution.scheduler, execution.workers);
 
       const startedAt = new Date();
       const addresses: string[] = [];
+      let metricsServer: MetricsServer | undefined;
+      let metricsError: string | undefined;
       server.addService(
         adminDefinition,
         adminService(log, {
-          status: async () => collectStatus({ version: VERSION, startedAt, listeners: addresses, dataDir: config.dataDir }),
+          status: async () =>
+            collectStatus({
+              version: VERSION,
+              startedAt,
+              listeners: addresses,
+              dataDir: config.dataDir,
+              metrics: () => ({ url: metricsServer?.url ?? null, ...(metricsError ? { error: metricsError } : {}) }),
+              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running } : undefined,
+              telemetry,
+              usage: () => storeUsage.usage(),
+              // No CAS size budget is configured yet (garbage collection will add one).
+              budgetBytes: () => undefined,
+            }),
         }),
       );
 
@@ -130,12 +159,23 @@ export class Daemon {
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
 
       for (const address of config.listen) addresses.push(await bindAddress(server, address));
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup);
+      if (config.metrics.listen) {
+        // Metrics are an aid, not the service: a taken port is worth a warning, not a refusal to start.
+        try {
+          metricsServer = await MetricsServer.listen(config.metrics.listen, telemetry.registry);
+          log.info(`Prometheus metrics at ${metricsServer.url}`);
+        } catch (err) {
+          metricsError = `cannot listen on ${config.metrics.listen}: ${(err as Error).message}`;
+          log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
+        }
+      }
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer);
       log.info(`reexec ${VERSION} serving on ${addresses.join(', ')}`, { addresses, dataDir: config.dataDir });
       return daemon;
     } catch (err) {
       await engineForCleanup?.stop().catch(() => undefined);
       server?.forceShutdown();
+      await usage?.close();
       await env?.close().catch(() => undefined);
       lock.release();
       throw err;
@@ -165,7 +205,9 @@ export class Daemon {
         resolve();
       });
     });
+    await this.metricsServer?.close();
     await this.uploads.close();
+    await this.usage.close();
     await this.env.close();
     this.lock.release();
     this.state = 'stopped';

@@ -12,8 +12,9 @@ export interface GrpcServerOptions {
  * control, and its 64 KiB default window caps uploads near 150-200 MiB/s on loopback; raising
  * the stream window (SETTINGS) and the connection window (per session) took them to ~800 MiB/s.
  */
-export function createGrpcServer(opts: GrpcServerOptions): grpc.Server {
+export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.ServerInterceptor[] = []): grpc.Server {
   const server = new grpc.Server({
+    interceptors,
     'grpc.max_receive_message_length': opts.maxReceiveMessageBytes,
     'grpc.max_send_message_length': -1,
     // BuildStream 1.6 pings every 60 s with no call in flight: never answer "too_many_pings".

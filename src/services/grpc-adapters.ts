@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { rpc, protobuf } from '../proto.js';
 import { toRpcStatus } from '../util/rpc-status.js';
 import type { Logger } from '../util/logger.js';
+import { noteReceived, noteSent } from '../metrics/message-bytes.js';
 import { asStatusError, Code, StatusError } from '../util/status-error.js';
 
 /** What protobufjs generates for every message type. */
@@ -28,8 +29,13 @@ export function method<Req, Res>(
     requestStream: streams.request ?? false,
     responseStream: streams.response ?? false,
     requestSerialize: (m: Req) => toBuffer(requestType.encode(m).finish()),
-    requestDeserialize: (b: Buffer) => requestType.decode(b),
-    responseSerialize: (m: Res) => toBuffer(responseType.encode(m).finish()),
+    // Sizes noted for the RPC metrics (bytes in and out per method).
+    requestDeserialize: (b: Buffer) => noteReceived(requestType.decode(b), b.byteLength),
+    responseSerialize: (m: Res) => {
+      const b = toBuffer(responseType.encode(m).finish());
+      noteSent(m, b.byteLength);
+      return b;
+    },
     responseDeserialize: (b: Buffer) => responseType.decode(b),
   };
 }

@@ -1,4 +1,16 @@
-import type { StatusSnapshot } from './status-snapshot.js';
+import type { StoreUsage } from '../metrics/store-usage.js';
+import type { Telemetry } from '../metrics/telemetry.js';
+import { codeName } from '../metrics/rpc-metrics.js';
+import type { Operation } from '../scheduler/operation.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import type { ActionSummary, CacheStatus, CompletedAction, ExecutionStatus, GcStatus, PoolStatus, StatusSnapshot } from './status-snapshot.js';
+
+/** At most this many waiting actions are listed (the total is always given). */
+export const QUEUE_LIMIT = 100;
+/** At most this many finished operations are listed. */
+export const RECENT_LIMIT = 50;
+const ARGV_WORDS = 8;
+const WORD_CHARS = 60;
 
 /** The parts of the daemon a status snapshot reads. */
 export interface StatusSources {
@@ -6,14 +18,149 @@ export interface StatusSources {
   startedAt: Date;
   listeners: string[];
   dataDir: string;
+  metrics?: () => { url: string | null; error?: string };
+  /** Absent when remote execution is disabled. */
+  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Operation> };
+  telemetry?: Telemetry;
+  usage?: () => StoreUsage;
+  /** The configured CAS budget, when there is one. */
+  budgetBytes?: () => number | undefined;
+  now?: () => number;
+}
+
+/** The first words of a command line, each cut to a readable length. */
+export function shortArgv(args: readonly string[] | null | undefined): string[] {
+  return (args ?? []).slice(0, ARGV_WORDS).map((w) => (w.length > WORD_CHARS ? `${w.slice(0, WORD_CHARS / 2 - 1)}…${w.slice(-(WORD_CHARS / 2))}` : w));
+}
+
+function summary(op: Operation): ActionSummary {
+  return { operation: op.name, argv: shortArgv(op.job.command.arguments), pool: op.pool, ...(op.client ? { client: op.client } : {}) };
+}
+
+const ratio = (hits: number, misses: number): number | null => (hits + misses > 0 ? hits / (hits + misses) : null);
+const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+const zeros = (n: number): number[] => new Array<number>(n).fill(0);
+
+function completed(op: Operation): CompletedAction {
+  const r = op.response ?? {};
+  const done = op.completedAt ?? op.queuedAt;
+  return {
+    ...summary(op),
+    completedAt: done.toISOString(),
+    durationMs: Math.max(0, done.getTime() - op.queuedAt.getTime()),
+    exitCode: r.result ? (r.result.exitCode ?? 0) : null,
+    status: codeName(r.status?.code ?? 0),
+    cached: Boolean(r.cachedResult),
+  };
+}
+
+function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Operation>, now: number): ExecutionStatus {
+  const depths = scheduler.queueDepths();
+  const pools: PoolStatus[] = scheduler.pools.map((p) => {
+    // WorkerPool names its slots POOL-0, POOL-1...; any other running slot of the pool is shown too.
+    const names = p.unavailable ? [] : Array.from({ length: p.slots }, (_, i) => `${p.name}-${i}`);
+    for (const [slot, op] of running) if (op.pool === p.name && !names.includes(slot)) names.push(slot);
+    return {
+      name: p.name,
+      isas: [...p.isas],
+      ...(p.unavailable ? { unavailable: p.unavailable } : {}),
+      queueDepth: depths[p.name] ?? 0,
+      slots: names.map((slot) => {
+        const op = running.get(slot);
+        if (!op) return { slot, action: null };
+        const started = op.startedAt ?? op.queuedAt;
+        return {
+          slot,
+          action: {
+            ...summary(op),
+            stage: op.stage,
+            startedAt: started.toISOString(),
+            elapsedMs: Math.max(0, now - started.getTime()),
+            queuedMs: Math.max(0, started.getTime() - op.queuedAt.getTime()),
+          },
+        };
+      }),
+    };
+  });
+
+  const all = scheduler.list();
+  const waiting = all
+    .filter((op) => op.stage === 'QUEUED')
+    .sort((a, b) => a.job.priority - b.job.priority || a.queuedAt.getTime() - b.queuedAt.getTime());
+  const finished = all.filter((op) => op.stage === 'COMPLETED');
+  finished.sort((a, b) => (b.completedAt?.getTime() ?? 0) - (a.completedAt?.getTime() ?? 0));
+
+  const window = 60;
+  const executed = zeros(window);
+  const cached = zeros(window);
+  const nowSec = Math.floor(now / 1000);
+  for (const op of finished) {
+    const t = op.completedAt?.getTime();
+    if (t === undefined) continue;
+    const age = nowSec - Math.floor(t / 1000);
+    if (age >= window) break;
+    if (age < 0) continue;
+    (op.response?.cachedResult ? cached : executed)[window - 1 - age]! += 1;
+  }
+
+  return {
+    pools,
+    queued: waiting.slice(0, QUEUE_LIMIT).map((op) => ({ ...summary(op), queuedAt: op.queuedAt.toISOString(), waitingMs: Math.max(0, now - op.queuedAt.getTime()), priority: op.job.priority })),
+    queuedTotal: waiting.length,
+    runningTotal: running.size,
+    recent: finished.slice(0, RECENT_LIMIT).map(completed),
+    throughput: { windowSeconds: window, executed, cached },
+  };
+}
+
+function collectCache(src: StatusSources): CacheStatus {
+  const usage = src.usage?.();
+  const lookups = src.telemetry?.store.acLookups() ?? { hits: 0, misses: 0, perSecond: { hits: zeros(60), misses: zeros(60) } };
+  const minuteHits = sum(lookups.perSecond.hits);
+  const minuteMisses = sum(lookups.perSecond.misses);
+  return {
+    ac: {
+      entries: usage?.acEntries ?? 0,
+      hits: lookups.hits,
+      misses: lookups.misses,
+      hitRate: ratio(lookups.hits, lookups.misses),
+      lastMinute: { hits: minuteHits, misses: minuteMisses, hitRate: ratio(minuteHits, minuteMisses) },
+      perSecond: lookups.perSecond,
+    },
+    cas: {
+      blobs: usage?.casBlobs ?? 0,
+      bytes: usage?.casBytes ?? 0,
+      bytesMeasuredAt: usage?.bytesMeasuredAt ? new Date(usage.bytesMeasuredAt).toISOString() : null,
+      budgetBytes: src.budgetBytes?.() ?? null,
+      disk: usage?.disk ?? null,
+    },
+  };
 }
 
 export function collectStatus(src: StatusSources): StatusSnapshot {
+  const now = (src.now ?? Date.now)();
+  const rpc = src.telemetry?.rpc.recent() ?? {
+    windowSeconds: 60,
+    calls: 0,
+    errors: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    perSecond: { calls: zeros(60), bytesIn: zeros(60), bytesOut: zeros(60) },
+    methods: [],
+  };
+  const lastGc = src.telemetry?.gc.lastRun();
+  const gc: GcStatus | null = lastGc ? { ...lastGc } : null;
   return {
     version: src.version,
     startedAt: src.startedAt.toISOString(),
-    uptimeSeconds: Math.round((Date.now() - src.startedAt.getTime()) / 1000),
+    uptimeSeconds: Math.max(0, Math.round((now - src.startedAt.getTime()) / 1000)),
+    takenAt: new Date(now).toISOString(),
     listeners: src.listeners,
+    metrics: src.metrics?.() ?? { url: null },
     dataDir: src.dataDir,
+    execution: src.execution ? collectExecution(src.execution.scheduler, src.execution.running, now) : null,
+    cache: collectCache(src),
+    rpc,
+    gc,
   };
 }

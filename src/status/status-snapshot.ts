@@ -1,11 +1,134 @@
 /**
  * What `reexec status` shows: one snapshot of the daemon, produced by the daemon
- * (collectStatus) and rendered by the CLI. Shared as JSON over the Admin API.
+ * (collectStatus) and rendered by the CLI. Shared as JSON over the Admin API, so this file is
+ * the contract of `reexec status --json`: add fields, never rename or remove them.
+ * Times are ISO 8601 strings; durations are milliseconds; sizes are bytes.
  */
 export interface StatusSnapshot {
   version: string;
   startedAt: string;
   uptimeSeconds: number;
+  /** When the daemon took this snapshot. */
+  takenAt: string;
+  /** gRPC addresses the daemon serves on. */
   listeners: string[];
+  /** Where Prometheus metrics are served, or why they are not. */
+  metrics: { url: string | null; error?: string };
   dataDir: string;
+  /** null when remote execution is disabled in the config. */
+  execution: ExecutionStatus | null;
+  cache: CacheStatus;
+  rpc: RpcStatus;
+  /** The last garbage collection, if one ran since the daemon started. */
+  gc: GcStatus | null;
+}
+
+export interface ExecutionStatus {
+  pools: PoolStatus[];
+  /** Waiting actions in the order they will run, across pools (at most QUEUE_LIMIT). */
+  queued: QueuedAction[];
+  /** Total waiting (queued may be cut short). */
+  queuedTotal: number;
+  runningTotal: number;
+  /** Finished operations, newest first (at most RECENT_LIMIT), executed and cached. */
+  recent: CompletedAction[];
+  /** Completions per second over the last minute, oldest first. */
+  throughput: { windowSeconds: number; executed: number[]; cached: number[] };
+}
+
+export interface PoolStatus {
+  name: string;
+  /** ISAs the pool's workers provide (canonical names). */
+  isas: string[];
+  /** Why the pool cannot run anything, when it cannot. */
+  unavailable?: string;
+  queueDepth: number;
+  slots: SlotStatus[];
+}
+
+export interface SlotStatus {
+  slot: string;
+  /** null: idle. */
+  action: RunningAction | null;
+}
+
+export interface ActionSummary {
+  /** The operation name ("operations/UUID"). */
+  operation: string;
+  /** The first words of the command line (each shortened). */
+  argv: string[];
+  pool: string;
+  /** The client's address, as gRPC names the peer. */
+  client?: string;
+}
+
+export interface RunningAction extends ActionSummary {
+  /** REAPI stage of the operation. */
+  stage: 'QUEUED' | 'EXECUTING' | 'COMPLETED';
+  startedAt: string;
+  elapsedMs: number;
+  /** How long it waited in the queue. */
+  queuedMs: number;
+}
+
+export interface QueuedAction extends ActionSummary {
+  queuedAt: string;
+  waitingMs: number;
+  priority: number;
+}
+
+export interface CompletedAction extends ActionSummary {
+  completedAt: string;
+  /** Queue to completion (0 for a cache hit). */
+  durationMs: number;
+  /** null when the action did not run to an exit (setup failure, cancelled before it ran). */
+  exitCode: number | null;
+  /** The gRPC status code name of the operation: OK, DEADLINE_EXCEEDED, CANCELLED... */
+  status: string;
+  /** Answered from the action cache, not run. */
+  cached: boolean;
+}
+
+export interface CacheStatus {
+  ac: {
+    entries: number;
+    /** Lookups (GetActionResult and Execute) since the daemon started. */
+    hits: number;
+    misses: number;
+    /** hits / (hits + misses); null before the first lookup. */
+    hitRate: number | null;
+    lastMinute: { hits: number; misses: number; hitRate: number | null };
+    perSecond: { hits: number[]; misses: number[] };
+  };
+  cas: {
+    blobs: number;
+    bytes: number;
+    /** When bytes was measured (it is counted periodically). */
+    bytesMeasuredAt: string | null;
+    /** The configured size budget; null when none is configured. */
+    budgetBytes: number | null;
+    disk: { totalBytes: number; freeBytes: number } | null;
+  };
+}
+
+export interface RpcStatus {
+  /** Admin calls (the dashboard's own polling) are left out. */
+  windowSeconds: number;
+  calls: number;
+  errors: number;
+  bytesIn: number;
+  bytesOut: number;
+  perSecond: { calls: number[]; bytesIn: number[]; bytesOut: number[] };
+  /** Busiest first. */
+  methods: Array<{ method: string; calls: number; errors: number; meanMs: number }>;
+}
+
+export interface GcStatus {
+  at: string;
+  trigger: 'auto' | 'manual';
+  evictedBlobs: number;
+  evictedBytes: number;
+  durationSeconds: number;
+  dryRun?: boolean;
+  failed?: boolean;
 }

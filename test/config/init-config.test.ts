@@ -26,6 +26,7 @@ function everythingDifferent(): Config {
     storage: { inlineMaxBytes: 1, fsync: false, maxBatchBytes: 2048 },
     grpc: { maxReceiveMessageBytes: 2 * 1024 * 1024, flowControlWindowBytes: 70000 },
     log: { format: 'json', level: 'error' },
+    metrics: { listen: null },
   };
 }
 
@@ -55,6 +56,7 @@ describe('templates/config.yaml', () => {
       'inline-max-bytes', 'fsync', 'max-batch-bytes',
       'max-receive-message-bytes', 'flow-control-window-bytes',
       'format', 'level',
+      'listen',
     ]);
     for (const { l, i } of settings) expect(lines[i - 1], `comment above "${l.trim()}"`).toMatch(/^\s*#/);
   });

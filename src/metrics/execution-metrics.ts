@@ -1,0 +1,91 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { re } from '../proto.js';
+import type { Operation } from '../scheduler/operation.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import { codeName } from './rpc-metrics.js';
+
+/** Seconds: from a few milliseconds (a cached input tree) to hours (a whole BuildStream element). */
+const ACTION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400];
+
+type Timestamp = { seconds?: unknown; nanos?: unknown } | null | undefined;
+const seconds = (t: Timestamp): number | undefined => (t && t.seconds !== undefined ? Number(t.seconds) + Number(t.nanos ?? 0) / 1e9 : undefined);
+const between = (a: Timestamp, b: Timestamp): number | undefined => {
+  const x = seconds(a);
+  const y = seconds(b);
+  return x !== undefined && y !== undefined && y >= x ? y - x : undefined;
+};
+
+/** How an executed action ended: "success", "exit_nonzero", or the status code's name. */
+export function outcomeOf(response: re.IExecuteResponse | undefined): string {
+  const code = response?.status?.code ?? 0;
+  if (code !== 0) return codeName(code).toLowerCase();
+  return (response?.result?.exitCode ?? 0) === 0 ? 'success' : 'exit_nonzero';
+}
+
+/** The running operations, by pool: what the worker slots hold. */
+export interface RunningSource {
+  readonly running: ReadonlyMap<string, Operation>;
+}
+
+/**
+ * Execution metrics, fed by the scheduler's change events and read from its queues: executed
+ * actions by outcome, time queued, staging inputs, running and uploading outputs (from the
+ * ExecutedActionMetadata the worker fills in), queue depth and running actions per pool.
+ */
+export class ExecutionMetrics {
+  constructor(registry: Registry, scheduler: Scheduler, workers: RunningSource) {
+    const registers = [registry];
+    const executed = new Counter({ name: 'reexec_actions_executed_total', help: 'Actions run by a worker, by pool and outcome (success, exit_nonzero, or the status code).', labelNames: ['pool', 'outcome'], registers });
+    const histogram = (name: string, help: string): Histogram<'pool'> => new Histogram({ name, help, labelNames: ['pool'], buckets: ACTION_BUCKETS, registers });
+    const queued = histogram('reexec_action_queued_seconds', 'Time actions waited in the queue before a worker took them.');
+    const staging = histogram('reexec_action_staging_seconds', 'Time spent fetching and staging input trees.');
+    const execution = histogram('reexec_action_execution_seconds', 'Time the action process ran.');
+    const upload = histogram('reexec_action_output_upload_seconds', 'Time spent collecting and storing outputs.');
+    for (const p of scheduler.pools) executed.inc({ pool: p.name, outcome: 'success' }, 0);
+
+    new Gauge({
+      name: 'reexec_queue_depth',
+      help: 'Actions waiting for a worker, per pool.',
+      labelNames: ['pool'],
+      registers,
+      collect() {
+        for (const [pool, depth] of Object.entries(scheduler.queueDepths())) this.set({ pool }, depth);
+      },
+    });
+    new Gauge({
+      name: 'reexec_running_actions',
+      help: 'Actions running, per pool.',
+      labelNames: ['pool'],
+      registers,
+      collect() {
+        const counts = new Map(scheduler.pools.map((p) => [p.name, 0]));
+        for (const op of workers.running.values()) counts.set(op.pool, (counts.get(op.pool) ?? 0) + 1);
+        for (const [pool, n] of counts) this.set({ pool }, n);
+      },
+    });
+    new Gauge({
+      name: 'reexec_worker_slots',
+      help: 'Worker slots per pool (0 when the pool is unavailable).',
+      labelNames: ['pool'],
+      registers,
+      collect() {
+        for (const p of scheduler.pools) this.set({ pool: p.name }, p.unavailable ? 0 : p.slots);
+      },
+    });
+
+    scheduler.on('change', (op: Operation) => {
+      if (op.stage !== 'COMPLETED') return;
+      const pool = { pool: op.pool };
+      executed.inc({ ...pool, outcome: outcomeOf(op.response) });
+      const meta = op.response?.result?.executionMetadata;
+      if (!meta) return;
+      const observe = (h: Histogram<'pool'>, s: number | undefined): void => {
+        if (s !== undefined) h.observe(pool, s);
+      };
+      observe(queued, between(meta.queuedTimestamp, meta.workerStartTimestamp));
+      observe(staging, between(meta.inputFetchStartTimestamp, meta.inputFetchCompletedTimestamp));
+      observe(execution, between(meta.executionStartTimestamp, meta.executionCompletedTimestamp));
+      observe(upload, between(meta.outputUploadStartTimestamp, meta.outputUploadCompletedTimestamp));
+    });
+  }
+}

@@ -1,0 +1,32 @@
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import { ExecutionMetrics, type RunningSource } from './execution-metrics.js';
+import { GcMetrics } from './gc-metrics.js';
+import { RpcMetrics } from './rpc-metrics.js';
+import { StoreMetrics } from './store-metrics.js';
+import type { StoreUsage } from './store-usage.js';
+
+/**
+ * Everything the daemon measures, in one registry per daemon (never prom-client's global
+ * one: tests run several daemons in one process). /metrics exposes the registry; the status
+ * snapshot reads the same objects' recent windows.
+ */
+export class Telemetry {
+  readonly registry = new Registry();
+  readonly rpc: RpcMetrics;
+  readonly store: StoreMetrics;
+  /** The garbage collector reports each run here. */
+  readonly gc: GcMetrics;
+
+  constructor(usage: () => StoreUsage, now: () => number = Date.now) {
+    collectDefaultMetrics({ register: this.registry });
+    this.rpc = new RpcMetrics(this.registry, now);
+    this.store = new StoreMetrics(this.registry, usage, now);
+    this.gc = new GcMetrics(this.registry);
+  }
+
+  /** Start measuring remote execution (when it is enabled). */
+  watchExecution(scheduler: Scheduler, workers: RunningSource): void {
+    new ExecutionMetrics(this.registry, scheduler, workers);
+  }
+}
