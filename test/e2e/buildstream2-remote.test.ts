@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeBusyboxSysroot, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
@@ -18,6 +18,28 @@ const skipReason = clients.skip ? `skipped: ${clients.skip}` : '';
 if (skipReason) console.warn(`BuildStream 2 remote execution end-to-end test ${skipReason}`);
 
 const TIMEOUT = 5 * 60_000;
+// A sleep nobody else runs, to find the action's processes on the host.
+const SLOW_SECONDS = `900.${Math.floor(Math.random() * 1e6)}`;
+const slowProcesses = (): string[] =>
+  readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .flatMap((p) => {
+      try {
+        const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+        return argv[0]?.endsWith('sleep') && argv[1] === SLOW_SECONDS ? [p] : [];
+      } catch {
+        return [];
+      }
+    });
+const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+};
 
 describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? ` (${skipReason})` : ''}`, () => {
   const root = clients.root!;
@@ -101,6 +123,16 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
         '  - exit 7',
         '',
       ].join('\n'),
+    );
+    // Asks for a REAPI socket inside the sandbox (platform property remoteApisSocketPath).
+    writeFileSync(
+      join(project, 'elements', 'socket.bst'),
+      ['kind: manual', 'build-depends:', '- base.bst', 'sandbox:', '  remote-apis-socket:', '    path: /tmp/reapi.sock', 'config:', '  install-commands:', '  - touch %{install-root}/x', ''].join('\n'),
+    );
+    // Runs until cancelled.
+    writeFileSync(
+      join(project, 'elements', 'slow.bst'),
+      ['kind: manual', 'build-depends:', '- base.bst', 'config:', '  install-commands:', `  - sleep ${SLOW_SECONDS}`, ''].join('\n'),
     );
     // Opened as a workspace: BuildStream sends mtimes (node properties) and asks for them back.
     mkdirSync(join(project, 'files', 'src'));
@@ -264,6 +296,43 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
       expect(readFileSync(join(out, 'mtime.txt'), 'utf8')).toBe('2001-02-03T04:05:06\n');
       // …and ran as the project's build-uid and build-gid (unixUID, unixGID).
       expect(readFileSync(join(out, 'id.txt'), 'utf8')).toBe('1234\n4321\n');
+      alive();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'a sandbox feature reexec cannot provide fails the build loudly, naming the platform property',
+    async () => {
+      // BuildStream 2.5+ expects a refusal, never a silent build without the socket.
+      const build = await bst('build', 'socket.bst');
+      const why = describeRun('bst build socket.bst', build);
+      expect(build.code, why).not.toBe(0);
+      expect(build.output, why).toMatch(/FAILED_PRECONDITION.*remoteApisSocketPath/);
+      alive();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'SIGTERM to bst cancels the remote action: the operation ends CANCELLED and its processes are gone',
+    async () => {
+      const pidFile = `${inside}/bst.pid`;
+      const running = runInRoot(
+        root,
+        ['sh', '-c', `bst --no-interactive -c ${inside}/buildstream.conf build slow.bst & echo $! > ${pidFile}; wait $!`],
+        { cwd: `${inside}/project`, env: { HOME: `${inside}/home` }, timeoutMs: TIMEOUT - 10_000 },
+      );
+      const op = await waitFor('the slow action to run on reexec', async () => {
+        const executing = (await listOperations(daemon!.port)).find((o) => o.stage === 3);
+        return executing && slowProcesses().length > 0 ? executing : undefined;
+      });
+      process.kill(Number(readFileSync(join(work, 'bst.pid'), 'utf8').trim()), 'SIGTERM');
+      const build = await running;
+      expect(build.code, describeRun('bst build slow.bst (terminated)', build)).not.toBe(0);
+      const done = await waitFor('the operation to end', async () => (await listOperations(daemon!.port)).find((o) => o.name === op.name && o.done), 30_000);
+      expect(done.statusCode, JSON.stringify(done)).toBe(1); // CANCELLED
+      await waitFor('the action processes to go', async () => (slowProcesses().length === 0 ? true : undefined), 10_000);
       alive();
     },
     TIMEOUT,
