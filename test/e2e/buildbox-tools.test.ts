@@ -172,6 +172,22 @@ describe.skipIf(!!clients.skip)(`buildbox tools: casupload, trexe, recc${skipRea
     TIMEOUT,
   );
 
+  it(
+    'trexe: more actions at once than reexec has slots: all queue, run and come back right',
+    async () => {
+      expect(rootDigest, 'needs the casupload test').toBeTruthy();
+      const runs = await Promise.all(
+        [1, 2, 3, 4, 5, 6].map((i) => trexe(['--output-path=out/x', `--d=par${i}`], ['sh', '-c', `sleep 1; echo ${i} > out/x`])),
+      );
+      runs.forEach((r, i) => {
+        expect(r.code, describeRun(`trexe #${i + 1}`, r)).toBe(0);
+        expect(readFileSync(join(work, `par${i + 1}`, 'out', 'x'), 'utf8')).toBe(`${i + 1}\n`);
+      });
+      alive();
+    },
+    TIMEOUT,
+  );
+
   it.skipIf(!!reccSkip)(
     `recc compiles C remotely in the host-tools sandbox, then hits the action cache${reccSkip ? ` (${reccSkip})` : ''}`,
     async () => {
@@ -204,6 +220,22 @@ describe.skipIf(!!clients.skip)(`buildbox tools: casupload, trexe, recc${skipRea
       expect(second.code, describeRun('recc (second)', second)).toBe(0);
       expect(second.output, describeRun('recc (second)', second)).toMatch(/Action Cache hit/);
       expect(existsSync(join(src, 'answer.o'))).toBe(true);
+
+      // The project root above the working directory (inputs from ../include), outputs in a
+      // subdirectory that does not exist yet, and a second output (-MD).
+      mkdirSync(join(work, 'proj', 'src', 'lib'), { recursive: true });
+      mkdirSync(join(work, 'proj', 'include'));
+      writeFileSync(join(work, 'proj', 'include', 'v.h'), '#define V 7\n');
+      writeFileSync(join(work, 'proj', 'src', 'lib', 'v.c'), '#include "v.h"\nint v(void) { return V; }\n');
+      const nested = await inRoot(
+        ['recc', '/usr/bin/gcc', '-I../include', '-MD', '-MF', 'obj/v.d', '-c', 'lib/v.c', '-o', 'obj/v.o'],
+        `${inside}/proj/src`,
+        { ...env, RECC_PROJECT_ROOT: `${inside}/proj` },
+      );
+      expect(nested.code, describeRun('recc (project root above cwd)', nested)).toBe(0);
+      expect(nested.output, describeRun('recc (project root above cwd)', nested)).toMatch(/Remote execution finished with exit code 0/);
+      expect(readFileSync(join(work, 'proj', 'src', 'obj', 'v.o')).toString('latin1')).toContain(`GCC: ${hostGcc.replace(/^\S+ /, '')}`);
+      expect(readFileSync(join(work, 'proj', 'src', 'obj', 'v.d'), 'utf8')).toMatch(/^obj\/v\.o: lib\/v\.c .*\.\.\/include\/v\.h/s);
 
       // A compile error comes back as the remote gcc's exit code and diagnostics.
       writeFileSync(join(src, 'broken.c'), 'int broken(void) { return undeclared_name; }\n');
