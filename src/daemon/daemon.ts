@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -123,7 +124,8 @@ export class Daemon {
 
       let execution: ExecutionEngine | undefined;
       if (config.execution.enabled) {
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log });
+        const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(a.slice('unix:'.length).replace(/^\/\/(?=\/)/, '')));
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);

@@ -33,7 +33,17 @@ export class ExecutionEngine {
     readonly jobOptions: JobOptions,
   ) {}
 
-  static async start(opts: { config: ExecutionConfig; dataDir: string; env: LmdbEnv; cas: BlobStore; casBase: LmdbBlobStore; ac: ActionCache; log: Logger }): Promise<ExecutionEngine> {
+  static async start(opts: {
+    config: ExecutionConfig;
+    dataDir: string;
+    env: LmdbEnv;
+    cas: BlobStore;
+    casBase: LmdbBlobStore;
+    ac: ActionCache;
+    log: Logger;
+    /** The daemon's unix sockets: hidden from actions like the data dir. */
+    sockets?: string[];
+  }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     const workDir = join(dataDir, 'work');
     // Build directories of a previous run are garbage: their operations are re-run from the journal.
@@ -55,7 +65,7 @@ export class ExecutionEngine {
       hostIsa: hostIsa(),
     };
     const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
-    const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], log }, log);
+    const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], log }, log);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
     return new ExecutionEngine(support, scheduler, workers, jobOptions);

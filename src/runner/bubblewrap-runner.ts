@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostIsa, type PlatformRequirements } from '../scheduler/platform.js';
 import type { StagedInput } from '../worker/input-stager.js';
@@ -18,6 +18,8 @@ export interface RunRequest {
   signal?: AbortSignal;
   /** Host paths the action must not see (the daemon's data dir) in the host-tools sandbox. */
   hide: string[];
+  /** Host files (the daemon's unix sockets) the host-tools sandbox covers with /dev/null. */
+  hideFiles?: string[];
 }
 
 export interface RunResult {
@@ -49,8 +51,12 @@ export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath'
   a.push('--hostname', 'reexec', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
   let cwd: string;
   if (platform.sandbox === 'host-tools') {
-    a.push('--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp');
+    // /run holds the host's sockets (D-Bus, container engines, ...): a unix socket on a
+    // read-only mount still accepts connections, so it is covered like /tmp.
+    const covered = ['/tmp', '/run', ...req.hide];
+    a.push('--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp', '--tmpfs', '/run');
     for (const h of req.hide) a.push('--tmpfs', h);
+    for (const f of req.hideFiles ?? []) if (!covered.some((c) => f.startsWith(c + '/'))) a.push('--ro-bind', '/dev/null', f);
     a.push('--bind', staged.rootDir, HOST_TOOLS_ROOT);
     for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, HOST_TOOLS_ROOT + m.dest);
     cwd = join(HOST_TOOLS_ROOT, req.workingDirectory);
@@ -92,7 +98,8 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   }
   const out = openSync(req.stdoutPath, 'w');
   const err = openSync(req.stderrPath, 'w');
-  const args = bubblewrapArgs(req, 3);
+  // A socket file removed meanwhile cannot be covered (nor reached): leave it out.
+  const args = bubblewrapArgs({ ...req, hideFiles: req.hideFiles?.filter((f) => existsSync(f)) }, 3);
   // x86-32 on an x86-64 host: the linux32 personality (uname -m says i686), inherited by bwrap's children.
   let file = bwrap;
   if (needsLinux32(req.platform)) {

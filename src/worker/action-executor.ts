@@ -4,7 +4,7 @@ import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
-import { runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
+import { HOST_TOOLS_ROOT, runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
 import type { Job } from '../scheduler/operation.js';
 import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
@@ -12,6 +12,7 @@ import { asStatusError, Code } from '../util/status-error.js';
 import { fetchInputTree } from './input-tree.js';
 import type { InputStager } from './input-stager.js';
 import { OutputCollector, resolveOutputPath } from './output-collector.js';
+import { resolveInRoot } from './root-path.js';
 
 export interface ExecutorContext {
   cas: BlobStore;
@@ -20,6 +21,8 @@ export interface ExecutorContext {
   workDir: string;
   /** Host paths actions must never see (the data dir). */
   hide: string[];
+  /** Host files actions must never reach (the daemon's unix sockets). */
+  hideFiles?: string[];
   log: Logger;
 }
 
@@ -69,12 +72,15 @@ export async function executeAction(ctx: ExecutorContext, job: Job, opId: string
       }
     }
     const outputs = requestedOutputs(job.command);
-    // The spec: directories leading up to output paths exist before the command runs.
+    // The spec: directories leading up to output paths exist before the command runs. Made one
+    // at a time, resolving input symlinks inside the root: `x -> /somewhere` with an output
+    // `x/y/z` must not create /somewhere/y on the host. Never inside the shared read-only cache.
+    const mountPoint = job.platform.sandbox === 'host-tools' ? HOST_TOOLS_ROOT : '/';
+    const cached = [...staged.cachedDirs.keys()];
+    const view = { hostPath: (rel: string) => join(rootDir, rel), mountPoint, readOnly: (rel: string) => cached.some((c) => rel === c || rel.startsWith(c + '/')) };
     for (const o of outputs) {
       const parent = o.rel.includes('/') ? o.rel.slice(0, o.rel.lastIndexOf('/')) : '';
-      if (parent && ![...staged.cachedDirs.keys()].some((c) => parent === c || parent.startsWith(c + '/'))) {
-        await mkdir(join(rootDir, parent), { recursive: true }).catch(() => undefined);
-      }
+      if (parent) await resolveInRoot(view, parent, { followLast: true, create: true });
     }
     meta.inputFetchCompletedTimestamp = ts(new Date());
 
@@ -91,6 +97,7 @@ export async function executeAction(ctx: ExecutorContext, job: Job, opId: string
       timeoutMs: job.timeoutMs,
       signal,
       hide: ctx.hide,
+      hideFiles: ctx.hideFiles,
     });
     meta.executionStartTimestamp = ts(run.startedAt);
     meta.executionCompletedTimestamp = ts(run.completedAt);
@@ -104,7 +111,7 @@ export async function executeAction(ctx: ExecutorContext, job: Job, opId: string
     const stdoutDigest = Digest.compute(stdout, fn);
     const stderrDigest = Digest.compute(stderr, fn);
     await Promise.all([ctx.cas.put(stdoutDigest, stdout), ctx.cas.put(stderrDigest, stderr)]);
-    const collector = new OutputCollector(ctx.cas, staged, tree, { fn, nodeProperties: job.command.outputNodeProperties ?? [], ignore });
+    const collector = new OutputCollector(ctx.cas, staged, tree, { fn, nodeProperties: job.command.outputNodeProperties ?? [], ignore, mountPoint });
     const collected = await collector.collect(outputs);
     meta.outputUploadCompletedTimestamp = ts(new Date());
     meta.workerCompletedTimestamp = ts(new Date());

@@ -8,6 +8,7 @@ import type { DigestFunction } from '../digest/digest-function.js';
 import { re } from '../proto.js';
 import type { InputTree } from './input-tree.js';
 import type { StagedInput } from './input-stager.js';
+import { resolveInRoot } from './root-path.js';
 
 export interface CollectOptions {
   fn: DigestFunction;
@@ -15,6 +16,8 @@ export interface CollectOptions {
   nodeProperties: readonly string[];
   /** Sandbox-relative paths the server created as mount points: not part of any output. */
   ignore: ReadonlySet<string>;
+  /** Where the input root is inside the sandbox ("/" unless host-tools): symlinks resolve against it. */
+  mountPoint?: string;
 }
 
 export interface CollectedOutputs {
@@ -56,8 +59,13 @@ export class OutputCollector {
    */
   async collect(outputs: Array<{ rel: string; reported: string; kind: 'any' | 'file' | 'directory' }>): Promise<CollectedOutputs> {
     const result: CollectedOutputs = { outputFiles: [], outputDirectories: [], outputSymlinks: [] };
+    const view = { hostPath: (rel: string) => this.hostPath(rel), mountPoint: this.opts.mountPoint ?? '/' };
     for (const o of outputs) {
-      const host = this.hostPath(o.rel);
+      // Symlinks on the way resolve inside the sandbox, never on the host: an output path
+      // through `x -> /etc` must not read the host's /etc. Paths that leave the root are skipped.
+      const rel = await resolveInRoot(view, o.rel);
+      if (rel === undefined) continue;
+      const host = this.hostPath(rel);
       let st: Stats;
       try {
         st = await lstat(host);
@@ -67,7 +75,7 @@ export class OutputCollector {
       if (st.isSymbolicLink()) {
         result.outputSymlinks.push({ path: o.reported, target: await readlink(host), nodeProperties: this.props(st, false) });
       } else if (st.isDirectory() && o.kind !== 'file') {
-        const { root, children } = await this.directory(o.rel, host);
+        const { root, children } = await this.directory(rel, host);
         const rootDigest = await this.store(re.Directory.encode(root).finish());
         const unique = new Map<string, re.IDirectory>();
         for (const c of children) unique.set(c.digest.key, c.directory);
