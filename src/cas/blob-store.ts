@@ -7,6 +7,10 @@ import type { Digest } from '../digest/digest.js';
 export interface BlobWriter {
   /** Bytes accepted so far: what QueryWriteStatus reports for a resumable upload. */
   readonly written: number;
+  /**
+   * Accept the next bytes. As with Node's streams, the writer may keep a reference to `chunk`
+   * until commit() or abort() settles (file blobs are written behind): never modify it after.
+   */
   write(chunk: Uint8Array): Promise<void>;
   commit(): Promise<void>;
   /** Throw the partial data away. Safe to call more than once, or after commit. */
