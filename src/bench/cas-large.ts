@@ -1,4 +1,6 @@
 import { randomUUID, createHash } from 'node:crypto';
+import { open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ReapiClients } from '../client/reapi-client.js';
 import type { bytestream } from '../proto.js';
@@ -16,6 +18,8 @@ export interface CasLargeOptions {
   chunkBytes: number;
   repeat: number;
   progress: (line: string) => void;
+  /** Where the disk baseline writes its file (the target's filesystem when it is local), and whether it fsyncs. */
+  disk: { dir: string; fsync: boolean; where: string };
 }
 
 function prefix(instance: string): string {
@@ -58,6 +62,31 @@ export function byteStreamRead(clients: ReapiClients, instance: string, hash: st
   });
 }
 
+/**
+ * The disk baseline: `data` written to a new file in `chunk`-byte writes, then fsynced if
+ * asked. Returns the seconds and a remover: the caller keeps the file until the measurement
+ * it is compared with is done, so that both write into new space (not over just-freed blocks).
+ */
+export async function diskWrite(dir: string, data: Buffer, chunk: number, fsync: boolean): Promise<{ seconds: number; remove: () => Promise<void> }> {
+  const path = join(dir, `bench-disk-baseline-${randomUUID()}`);
+  const remove = (): Promise<void> => rm(path, { force: true });
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    const t0 = process.hrtime.bigint();
+    for (let off = 0; off < data.byteLength; ) {
+      const { bytesWritten } = await fh.write(data, off, Math.min(chunk, data.byteLength - off), off);
+      off += bytesWritten;
+    }
+    if (fsync) await fh.sync();
+    return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, remove };
+  } catch (err) {
+    await remove();
+    throw err;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
 const mibps = (bytes: number, seconds: number): number => bytes / MiB / seconds;
 
 /**
@@ -65,7 +94,7 @@ const mibps = (bytes: number, seconds: number): number => bytes / MiB / seconds;
  * raw grpc-js stream of the same bytes in the same chunks; SHA-256 of the same bytes too.
  */
 export async function runCasLarge(o: CasLargeOptions): Promise<SuiteResult> {
-  const s = { write: [] as number[], read: [] as number[], rawUp: [] as number[], rawDown: [] as number[], sha: [] as number[] };
+  const s = { write: [] as number[], read: [] as number[], rawUp: [] as number[], rawDown: [] as number[], sha: [] as number[], disk: [] as number[] };
   let bytesWritten = 0;
   let bytesRead = 0;
   let committedBytes = 0;
@@ -91,7 +120,10 @@ export async function runCasLarge(o: CasLargeOptions): Promise<SuiteResult> {
     rawBytesUploaded += up.result;
     s.rawUp.push(mibps(o.sizeBytes, up.seconds));
 
-    const write = await timed(() => byteStreamWrite(o.clients, o.instance, data!, sha.hex, o.chunkBytes));
+    const disk = await diskWrite(o.disk.dir, data, o.chunkBytes, o.disk.fsync);
+    s.disk.push(mibps(o.sizeBytes, disk.seconds));
+
+    const write = await timed(() => byteStreamWrite(o.clients, o.instance, data!, sha.hex, o.chunkBytes)).finally(disk.remove);
     committedBytes += write.result;
     bytesWritten += o.sizeBytes;
     s.write.push(mibps(o.sizeBytes, write.seconds));
@@ -115,7 +147,7 @@ export async function runCasLarge(o: CasLargeOptions): Promise<SuiteResult> {
 
     o.progress(
       `cas-large ${rep}/${o.repeat}: ByteStream.Write ${formatNumber(s.write.at(-1)!)} MiB/s (raw ${formatNumber(s.rawUp.at(-1)!)}), ` +
-        `ByteStream.Read ${formatNumber(s.read.at(-1)!)} MiB/s (raw ${formatNumber(s.rawDown.at(-1)!)}), SHA-256 ${formatNumber(s.sha.at(-1)!)} MiB/s`,
+        `ByteStream.Read ${formatNumber(s.read.at(-1)!)} MiB/s (raw ${formatNumber(s.rawDown.at(-1)!)}), SHA-256 ${formatNumber(s.sha.at(-1)!)} MiB/s, disk ${formatNumber(s.disk.at(-1)!)} MiB/s`,
     );
   }
   data = undefined;
@@ -127,10 +159,11 @@ export async function runCasLarge(o: CasLargeOptions): Promise<SuiteResult> {
   };
   return {
     name: 'cas-large',
-    params: { sizeBytes: o.sizeBytes, chunkBytes: o.chunkBytes, repeat: o.repeat },
+    params: { sizeBytes: o.sizeBytes, chunkBytes: o.chunkBytes, repeat: o.repeat, diskBaselineDir: o.disk.dir, diskBaselineFsync: String(o.disk.fsync) },
     metrics: [
       metric('bytestream-write', 'ByteStream.Write', s.write, 'raw-grpc-client-stream', 'raw grpc-js client stream, same bytes', s.rawUp),
       metric('bytestream-read', 'ByteStream.Read', s.read, 'raw-grpc-server-stream', 'raw grpc-js server stream, same bytes', s.rawDown),
+      metric('bytestream-write-vs-disk', 'ByteStream.Write vs disk', s.write, 'file-write', `file write of the same bytes in ${o.chunkBytes / MiB} MiB writes${o.disk.fsync ? ' + fsync' : ''}, ${o.disk.where}`, s.disk),
       metric('bytestream-write-vs-sha256', 'ByteStream.Write vs hashing', s.write, 'sha256', 'SHA-256, node crypto, same chunks', s.sha),
     ],
     checks: {

@@ -108,6 +108,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   try {
     let target: BenchTarget;
     let endpoint: string;
+    let disk: { dir: string; fsync: boolean; where: string };
     if (opts.endpoint) {
       endpoint = opts.endpoint;
       target = {
@@ -116,6 +117,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
         instance: opts.instance,
         note: 'an external server: its storage settings (fsync...) are its own; the baselines run in this process',
       };
+      const dir = opts.tmpRoot ?? tmpdir();
+      disk = { dir, fsync: true, where: `in ${dir} on this machine` };
     } else {
       const dataDir = mkdtempSync(join(opts.tmpRoot ?? tmpdir(), 'reexec-bench-'));
       cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -131,6 +134,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       const daemon = await Daemon.start(config, opts.log ?? silentLogger);
       cleanups.push(() => daemon.stop(5_000));
       endpoint = daemon.addresses[0]!;
+      disk = { dir: dataDir, fsync: config.storage.fsync, where: "in the daemon's data dir" };
       target = {
         kind: 'in-process',
         endpoint,
@@ -150,7 +154,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     for (const name of opts.suites) {
       progress(`running ${name} against ${endpoint} (${opts.repeat} repetition${opts.repeat === 1 ? '' : 's'})`);
       if (name === 'cas-large') {
-        suites.push(await runCasLarge({ clients, instance: opts.instance, raw, sizeBytes: opts.sizeBytes, chunkBytes: opts.chunkBytes, repeat: opts.repeat, progress }));
+        suites.push(await runCasLarge({ clients, instance: opts.instance, raw, sizeBytes: opts.sizeBytes, chunkBytes: opts.chunkBytes, repeat: opts.repeat, progress, disk }));
       } else {
         suites.push(
           await runCasSmall({
@@ -173,7 +177,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       durationSeconds: Number(process.hrtime.bigint() - t0) / 1e9,
       repeat: opts.repeat,
       baselines:
-        'measured in this run on this machine: a raw grpc-js server and client in this process (identity serializers, 16 MiB HTTP/2 windows on both ends, the same message sizes), and SHA-256 with node crypto; figures are medians over the repetitions',
+        'measured in this run on this machine: a raw grpc-js server and client in this process (identity serializers, 16 MiB HTTP/2 windows on both ends, the same message sizes), SHA-256 with node crypto, and a plain file write of the same bytes (the disk); figures are medians over the repetitions',
       suites,
     };
   } finally {

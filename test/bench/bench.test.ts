@@ -41,7 +41,7 @@ function expectConsistent(r: BenchResult, repeat: number): void {
   }
 
   const large = suite(r, 'cas-large');
-  expect(large.metrics.map((m) => m.name)).toEqual(['bytestream-write', 'bytestream-read', 'bytestream-write-vs-sha256']);
+  expect(large.metrics.map((m) => m.name)).toEqual(['bytestream-write', 'bytestream-read', 'bytestream-write-vs-disk', 'bytestream-write-vs-sha256']);
   expect(large.metrics.every((m) => m.unit === 'MiB/s')).toBe(true);
   expect(large.checks).toEqual({
     bytesWritten: SIZE * repeat,
