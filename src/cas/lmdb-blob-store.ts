@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Digest } from '../digest/digest.js';
@@ -15,6 +15,21 @@ export interface BlobRecord {
   /** Last access, seconds since the epoch (coarse: refreshed at most every touchIntervalSeconds). */
   t: number;
 }
+
+/** What the CAS holds: blob bytes (their sizes, not disk usage) and blob count. */
+export interface StoreUsage {
+  bytes: number;
+  count: number;
+}
+
+/** A blob as an index scan sees it: the garbage collector's unit. */
+export interface IndexEntry extends BlobRecord {
+  /** The index key: Digest.key ("sha256:abc…"). */
+  key: string;
+}
+
+/** The key of the usage counters in the cas-meta database. */
+const USAGE_KEY = 'usage';
 
 export interface LmdbBlobStoreOptions {
   /** Blobs up to this size live inside LMDB; larger ones are files committed by rename. */
@@ -48,12 +63,37 @@ export class LmdbBlobStore implements BlobStore {
   private readonly blobDir: string;
   private readonly tmpDir: string;
   private readonly madeDirs = new Set<string>();
+  /** Blob count and bytes, changed in the same transaction as the index (see commitRecord, evict). */
+  private readonly meta: Database<StoreUsage, string>;
+  /**
+   * Keys whose blob file is being published or deleted. Publishing renames the file into place
+   * before the record is committed, and eviction deletes the file after the record is gone:
+   * without this, one could interleave with the other and leave a record without its file.
+   */
+  private readonly fileLocks = new Map<string, Promise<void>>();
 
   constructor(env: LmdbEnv, dataDir: string, readonly options: LmdbBlobStoreOptions = DEFAULT_BLOB_STORE_OPTIONS) {
     this.index = env.records<BlobRecord>('cas-index');
     this.inline = env.binary('cas-inline');
+    this.meta = env.records<StoreUsage>('cas-meta');
     this.blobDir = dataSubdir(dataDir, 'blobs');
     this.tmpDir = dataSubdir(dataDir, 'tmp');
+    // A store written before the counters existed: count once, in one transaction.
+    if (!this.meta.get(USAGE_KEY)) {
+      this.index.transactionSync(() => {
+        const usage: StoreUsage = { bytes: 0, count: 0 };
+        for (const { value } of this.index.getRange({})) {
+          usage.bytes += value.s;
+          usage.count++;
+        }
+        this.meta.putSync(USAGE_KEY, usage);
+      });
+    }
+  }
+
+  /** Blob bytes and count, as last committed. */
+  usage(): StoreUsage {
+    return this.meta.get(USAGE_KEY) ?? { bytes: 0, count: 0 };
   }
 
   /** Remove leftovers of uploads that a crash interrupted. Call once at start-up. */
@@ -71,7 +111,15 @@ export class LmdbBlobStore implements BlobStore {
     const now = nowSeconds();
     if (now - rec.t < this.options.touchIntervalSeconds) return;
     // Fire and forget: access times are advisory (eviction order), never worth a stall.
-    this.index.put(digest.key, { ...rec, t: now }).catch(() => undefined);
+    // Conditional: a touch that loses a race with an eviction must not bring the record back.
+    // Queued now, it commits before any eviction queued later, which then sees the new time.
+    const key = digest.key;
+    this.index
+      .transaction(() => {
+        const cur = this.index.get(key);
+        if (cur && cur.t < now) this.index.put(key, { ...cur, t: now });
+      })
+      .catch(() => undefined);
   }
 
   async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
@@ -141,15 +189,36 @@ export class LmdbBlobStore implements BlobStore {
   }
 
   private async commitRecord(digest: Digest, inlineData: Uint8Array | undefined): Promise<void> {
+    const key = digest.key;
     const rec: BlobRecord = { s: digest.sizeBytes, f: inlineData ? 0 : 1, t: nowSeconds() };
-    // Both puts are issued in the same turn, so lmdb-js commits them in one transaction.
-    const writes = [this.index.put(digest.key, rec)];
-    if (inlineData) writes.unshift(this.inline.put(digest.key, Buffer.from(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength)));
-    await Promise.all(writes);
+    const data = inlineData && Buffer.from(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength);
+    // One transaction: the blob, its record and the usage counters change together or not at all.
+    await this.index.transaction(() => {
+      const old = this.index.get(key);
+      if (data) this.inline.put(key, data);
+      else if (old && !old.f) this.inline.remove(key);
+      this.index.put(key, rec);
+      const u = this.usage();
+      this.meta.put(USAGE_KEY, old ? { bytes: u.bytes - old.s + rec.s, count: u.count } : { bytes: u.bytes + rec.s, count: u.count + 1 });
+    });
+  }
+
+  /** Run `fn` holding the file lock of `key`, after whoever holds it now. */
+  private async withFileLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    for (let held = this.fileLocks.get(key); held; held = this.fileLocks.get(key)) await held;
+    let release!: () => void;
+    this.fileLocks.set(key, new Promise<void>((r) => (release = r)));
+    try {
+      return await fn();
+    } finally {
+      this.fileLocks.delete(key);
+      release();
+    }
   }
 
   async put(digest: Digest, data: Uint8Array): Promise<void> {
-    if (this.record(digest)) return;
+    const existing = this.record(digest);
+    if (existing) return this.touch(digest, existing);
     if (data.byteLength <= this.options.inlineMaxBytes) return this.commitRecord(digest, data);
     const writer = await this.beginWrite(digest);
     try {
@@ -164,12 +233,104 @@ export class LmdbBlobStore implements BlobStore {
     if (digest.sizeBytes <= this.options.inlineMaxBytes) return new InlineWriter(digest, (d, data) => this.commitRecord(d, data));
     const tmpPath = join(this.tmpDir, `${digest.hash}.${randomBytes(8).toString('hex')}`);
     const fh = await open(tmpPath, 'wx', 0o444);
-    return new FileWriter(fh, tmpPath, this.options.fsync, async () => {
-      const finalPath = this.filePath(digest);
-      await this.ensureDir(join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2)));
-      await rename(tmpPath, finalPath);
-      await this.commitRecord(digest, undefined);
-    });
+    return new FileWriter(fh, tmpPath, this.options.fsync, () =>
+      this.withFileLock(digest.key, async () => {
+        const finalPath = this.filePath(digest);
+        await this.ensureDir(join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2)));
+        await rename(tmpPath, finalPath);
+        await this.commitRecord(digest, undefined);
+      }),
+    );
+  }
+
+  /**
+   * Up to `limit` index entries in key order, starting after the key `after`. Reads without a
+   * long-lived snapshot, so a scan in steps never holds LMDB's free pages.
+   */
+  scan(after: string | undefined, limit: number): IndexEntry[] {
+    const out: IndexEntry[] = [];
+    for (const { key, value } of this.index.getRange({ start: after, limit: limit + 1, snapshot: false })) {
+      if (key === after) continue;
+      out.push({ key, s: value.s, f: value.f, t: value.t });
+      if (out.length === limit) break;
+    }
+    return out;
+  }
+
+  private keyPath(key: string): string {
+    const i = key.indexOf(':');
+    const hash = key.slice(i + 1);
+    return join(this.blobDir, key.slice(0, i), hash.slice(0, 2), hash);
+  }
+
+  /**
+   * Delete blobs the garbage collector chose, each only if it is still as the collector saw it
+   * (same size and access time) and `stillEvictable` agrees when the transaction runs. The
+   * records and counters go in one transaction; the files of the deleted blobs after it has
+   * committed, so a crash in between leaves orphan files (removed by removeOrphanFiles), never
+   * a record without its bytes. A reader that opened a file before keeps reading it.
+   */
+  async evict(candidates: readonly IndexEntry[], stillEvictable: (entry: IndexEntry) => boolean): Promise<StoreUsage> {
+    const locked: Array<() => void> = [];
+    const mine: IndexEntry[] = [];
+    for (const c of candidates) {
+      // A file being published (or deleted by someone else) right now is in use.
+      if (c.f && this.fileLocks.has(c.key)) continue;
+      if (c.f) this.fileLocks.set(c.key, new Promise<void>((r) => locked.push(() => (this.fileLocks.delete(c.key), r()))));
+      mine.push(c);
+    }
+    const gone: IndexEntry[] = [];
+    try {
+      await this.index.transaction(() => {
+        let bytes = 0;
+        for (const c of mine) {
+          const cur = this.index.get(c.key);
+          if (!cur || cur.s !== c.s || cur.t !== c.t || cur.f !== c.f || !stillEvictable(c)) continue;
+          this.index.remove(c.key);
+          if (!cur.f) this.inline.remove(c.key);
+          bytes += cur.s;
+          gone.push(c);
+        }
+        if (gone.length > 0) {
+          const u = this.usage();
+          this.meta.put(USAGE_KEY, { bytes: u.bytes - bytes, count: u.count - gone.length });
+        }
+      });
+      const files = gone.filter((c) => c.f);
+      for (let i = 0; i < files.length; i += 32) {
+        await Promise.all(files.slice(i, i + 32).map((c) => rm(this.keyPath(c.key), { force: true })));
+      }
+    } finally {
+      for (const release of locked) release();
+    }
+    return { bytes: gone.reduce((n, c) => n + c.s, 0), count: gone.length };
+  }
+
+  /**
+   * Delete files under blobs/ that no record refers to: what a crash between writing a file and
+   * committing its record (or between deleting a record and its file) leaves behind.
+   */
+  async removeOrphanFiles(): Promise<{ files: number; bytes: number }> {
+    const found = { files: 0, bytes: 0 };
+    const list = (dir: string): Promise<string[]> => readdir(dir).catch(() => [] as string[]);
+    for (const fn of await list(this.blobDir)) {
+      for (const prefix of await list(join(this.blobDir, fn))) {
+        for (const hash of await list(join(this.blobDir, fn, prefix))) {
+          const key = `${fn}:${hash}`;
+          if (this.fileLocks.has(key) || this.index.get(key)?.f) continue;
+          await this.withFileLock(key, async () => {
+            if (this.index.get(key)?.f) return;
+            const path = this.keyPath(key);
+            const st = await lstat(path).catch(() => undefined);
+            if (!st) return;
+            await unlink(path).catch(() => undefined);
+            found.files++;
+            found.bytes += st.size;
+          });
+        }
+      }
+    }
+    return found;
   }
 }
 

@@ -1,0 +1,248 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { IndexEntry, StoreUsage } from '../cas/lmdb-blob-store.js';
+
+/** What the collector needs of a store (LmdbBlobStore). */
+export interface CollectableStore {
+  usage(): StoreUsage;
+  scan(after: string | undefined, limit: number): IndexEntry[];
+  evict(candidates: readonly IndexEntry[], stillEvictable: (entry: IndexEntry) => boolean): Promise<StoreUsage>;
+}
+
+export interface GcRequest {
+  /** Evict least-recently-used blobs until the CAS holds at most this many bytes. */
+  targetBytes?: number;
+  /** Also evict every blob not used for this long. */
+  maxAgeSeconds?: number;
+  /** Count what would go; delete nothing. */
+  dryRun?: boolean;
+}
+
+export interface GcProgress {
+  phase: 'scanning' | 'evicting';
+  /** Index entries looked at in this phase, of `total`. */
+  scanned: number;
+  total: number;
+  /** Bytes this run means to free (what the target and the age limit ask for, as far as allowed). */
+  goalBytes: number;
+  freedBlobs: number;
+  freedBytes: number;
+}
+
+export interface GcSummary {
+  dryRun: boolean;
+  targetBytes?: number;
+  maxAgeSeconds?: number;
+  before: StoreUsage;
+  after: StoreUsage;
+  /** Evicted (or, in a dry run, would be). */
+  freedBlobs: number;
+  freedBytes: number;
+  /** Blobs no collection may take (counted when there was something to collect): used within the grace period… */
+  keptRecent: { blobs: number; bytes: number };
+  /** …or inputs of queued and running actions. */
+  keptInUse: { blobs: number; bytes: number };
+  /** The CAS is at or under targetBytes (always true without one). */
+  reachedTarget: boolean;
+  durationMs: number;
+}
+
+export interface GarbageCollectorOptions {
+  /** Blobs used this recently are never evicted. */
+  graceSeconds: number;
+  /** Digest keys that must stay: inputs of queued and running actions. */
+  isInUse?: (key: string) => boolean;
+  /** Seconds since the epoch (injectable for tests). */
+  now?: () => number;
+  /** Index entries read per step; other work runs between steps. */
+  scanSlice?: number;
+  /** Blobs deleted per LMDB transaction. */
+  batchSize?: number;
+}
+
+/** Access times are bucketed by minute to choose the oldest blobs without sorting them all. */
+const BUCKET_SECONDS = 60;
+
+/**
+ * Least-recently-used eviction over the CAS index, in bounded memory: a first pass over the
+ * index builds a histogram of evictable bytes by access minute, which tells how old a blob must
+ * be to go; a second pass deletes those blobs in batches. Both passes read the index in slices
+ * and yield between them, so reads and writes keep being served; each batch is one LMDB
+ * transaction that re-checks every blob (not used since it was seen, not in use now).
+ */
+export class GarbageCollector {
+  private readonly now: () => number;
+  private readonly scanSlice: number;
+  private readonly batchSize: number;
+  private readonly isInUse: (key: string) => boolean;
+
+  constructor(
+    private readonly store: CollectableStore,
+    private readonly options: GarbageCollectorOptions,
+  ) {
+    this.now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    this.scanSlice = options.scanSlice ?? 5000;
+    this.batchSize = options.batchSize ?? 1000;
+    this.isInUse = options.isInUse ?? (() => false);
+  }
+
+  async collect(request: GcRequest, progress?: (p: GcProgress) => void | Promise<void>, signal?: AbortSignal): Promise<GcSummary> {
+    const started = performance.now();
+    const dryRun = request.dryRun ?? false;
+    const before = this.store.usage();
+    const summary: GcSummary = {
+      dryRun,
+      targetBytes: request.targetBytes,
+      maxAgeSeconds: request.maxAgeSeconds,
+      before,
+      after: before,
+      freedBlobs: 0,
+      freedBytes: 0,
+      keptRecent: { blobs: 0, bytes: 0 },
+      keptInUse: { blobs: 0, bytes: 0 },
+      reachedTarget: true,
+      durationMs: 0,
+    };
+    // A second round catches what the first could not take because it was used meanwhile.
+    for (let round = 0; round < 2 && !signal?.aborted; round++) {
+      const freed = await this.round(request, summary, round === 0, progress, signal);
+      if (dryRun || freed === 0) break;
+      if (request.targetBytes === undefined || this.store.usage().bytes <= request.targetBytes) break;
+    }
+    summary.after = dryRun ? { bytes: before.bytes - summary.freedBytes, count: before.count - summary.freedBlobs } : this.store.usage();
+    summary.reachedTarget = request.targetBytes === undefined || summary.after.bytes <= request.targetBytes;
+    summary.durationMs = Math.round(performance.now() - started);
+    return summary;
+  }
+
+  /** One histogram pass and one eviction pass; returns the bytes freed. */
+  private async round(
+    request: GcRequest,
+    summary: GcSummary,
+    countKept: boolean,
+    progress: ((p: GcProgress) => void | Promise<void>) | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
+    const dryRun = request.dryRun ?? false;
+    const usage = dryRun ? { bytes: summary.before.bytes - summary.freedBytes, count: summary.before.count } : this.store.usage();
+    const need = request.targetBytes === undefined ? 0 : Math.max(0, usage.bytes - request.targetBytes);
+    const now = this.now();
+    const graceCutoff = now - this.options.graceSeconds;
+    const ageCutoff = request.maxAgeSeconds === undefined ? -Infinity : now - request.maxAgeSeconds;
+    if (need === 0 && ageCutoff === -Infinity) return 0;
+
+    // Pass 1: evictable bytes by access minute; everything older than the age limit goes anyway.
+    const buckets = new Map<number, number>();
+    let oldBytes = 0;
+    const report = throttle(progress);
+    let scanned = 0;
+    await this.forEachSlice(signal, async (slice) => {
+      for (const e of slice) {
+        if (e.t > graceCutoff) {
+          if (countKept) add(summary.keptRecent, e.s);
+        } else if (this.isInUse(e.key)) {
+          if (countKept) add(summary.keptInUse, e.s);
+        } else if (e.t < ageCutoff) {
+          oldBytes += e.s;
+        } else {
+          const b = Math.floor(e.t / BUCKET_SECONDS);
+          buckets.set(b, (buckets.get(b) ?? 0) + e.s);
+        }
+      }
+      scanned += slice.length;
+      await report({ phase: 'scanning', scanned, total: usage.count, goalBytes: 0, freedBlobs: summary.freedBlobs, freedBytes: summary.freedBytes });
+    });
+
+    // The oldest minute that must go, and how much of it.
+    let boundary = -Infinity;
+    let boundaryLeft = 0;
+    const lruNeed = need - oldBytes;
+    if (lruNeed > 0) {
+      boundary = Infinity;
+      let acc = 0;
+      for (const b of [...buckets.keys()].sort((x, y) => x - y)) {
+        const bytes = buckets.get(b)!;
+        if (acc + bytes >= lruNeed) {
+          boundary = b;
+          boundaryLeft = lruNeed - acc;
+          break;
+        }
+        acc += bytes;
+      }
+    }
+    let goal = oldBytes;
+    for (const [b, bytes] of buckets) if (b < boundary) goal += bytes;
+    if (boundary !== Infinity && boundary !== -Infinity) goal += boundaryLeft;
+    if (goal === 0) return 0;
+
+    // Pass 2: delete, in key order, the blobs the histogram marked.
+    let chosenBytes = 0;
+    let freedBytes = 0;
+    let batch: IndexEntry[] = [];
+    scanned = 0;
+    const stillEvictable = (e: IndexEntry): boolean => e.t <= this.now() - this.options.graceSeconds && !this.isInUse(e.key);
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const chosen = batch;
+      batch = [];
+      const freed = dryRun ? { count: chosen.length, bytes: chosen.reduce((n, c) => n + c.s, 0) } : await this.store.evict(chosen, stillEvictable);
+      summary.freedBlobs += freed.count;
+      summary.freedBytes += freed.bytes;
+      freedBytes += freed.bytes;
+    };
+    const onlyLru = ageCutoff === -Infinity;
+    await this.forEachSlice(signal, async (slice) => {
+      for (const e of slice) {
+        scanned++;
+        if (e.t > graceCutoff || this.isInUse(e.key)) continue;
+        const bucket = Math.floor(e.t / BUCKET_SECONDS);
+        let take = e.t < ageCutoff || bucket < boundary;
+        if (!take && bucket === boundary && boundaryLeft > 0) {
+          boundaryLeft -= e.s;
+          take = true;
+        }
+        if (!take) continue;
+        batch.push(e);
+        chosenBytes += e.s;
+        if (batch.length >= this.batchSize) await flush();
+        // Everything chosen: the rest of the index need not be read.
+        if (onlyLru && chosenBytes >= goal) return true;
+      }
+      await report({ phase: 'evicting', scanned, total: usage.count, goalBytes: goal, freedBlobs: summary.freedBlobs, freedBytes: summary.freedBytes });
+      return false;
+    });
+    await flush();
+    await report({ phase: 'evicting', scanned, total: usage.count, goalBytes: goal, freedBlobs: summary.freedBlobs, freedBytes: summary.freedBytes }, true);
+    return freedBytes;
+  }
+
+  /** The index in key order, a slice at a time; `visit` returns true to stop early. */
+  private async forEachSlice(signal: AbortSignal | undefined, visit: (slice: IndexEntry[]) => Promise<boolean | void>): Promise<void> {
+    let after: string | undefined;
+    for (;;) {
+      if (signal?.aborted) return;
+      const slice = this.store.scan(after, this.scanSlice);
+      if (slice.length === 0) return;
+      if (await visit(slice)) return;
+      after = slice[slice.length - 1]!.key;
+      // Let requests in between slices.
+      await nextTurn();
+    }
+  }
+}
+
+function add(into: { blobs: number; bytes: number }, bytes: number): void {
+  into.blobs++;
+  into.bytes += bytes;
+}
+
+/** Progress at most every 100 ms (and when forced), awaiting a slow consumer. */
+function throttle(progress: ((p: GcProgress) => void | Promise<void>) | undefined): (p: GcProgress, force?: boolean) => Promise<void> {
+  let last = 0;
+  return async (p, force = false) => {
+    if (!progress) return;
+    const now = performance.now();
+    if (!force && now - last < 100) return;
+    last = now;
+    await progress(p);
+  };
+}
