@@ -23,6 +23,20 @@ export interface Config {
     fsync: boolean;
     /** Advertised max_batch_total_size_bytes (BatchUpdateBlobs/BatchReadBlobs). */
     maxBatchBytes: number;
+    /** The CAS budget in blob bytes: a size, or a share of the file system holding the data dir. */
+    maxBytes: SizeOrShare;
+    /** Past this, least-recently-used blobs are evicted in the background (a size or a share of maxBytes)… */
+    highWatermark: SizeOrShare;
+    /** …down to this. */
+    lowWatermark: SizeOrShare;
+    /** Past this, uploads fail with RESOURCE_EXHAUSTED (a size or a share of maxBytes). */
+    hardLimit: SizeOrShare;
+    /** Uploads also fail when the file system would keep less free space than this (a size or a share of it). */
+    minFreeDisk: SizeOrShare;
+    /** Blobs written or used this recently are never evicted. */
+    gracePeriodSeconds: number;
+    /** Bound of remote execution's staging cache (DATA/cache): a size or a share of maxBytes. */
+    stagingCacheMaxBytes: SizeOrShare;
   };
   grpc: {
     /** Largest message the server accepts. */
@@ -59,6 +73,9 @@ export interface ExecutionConfig {
   operationRetentionSeconds: number;
 }
 
+/** A size in bytes, or a share of something else (the file system, or storage.max-bytes). */
+export type SizeOrShare = { bytes: number } | { share: number };
+
 export class ConfigError extends Error {
   constructor(message: string) {
     super(message);
@@ -83,7 +100,18 @@ export function defaultConfig(): Config {
     listen: [DEFAULT_LISTEN],
     dataDir: defaultDataDir(),
     instances: '*',
-    storage: { inlineMaxBytes: 64 * 1024, fsync: true, maxBatchBytes: 4 * 1024 * 1024 },
+    storage: {
+      inlineMaxBytes: 64 * 1024,
+      fsync: true,
+      maxBatchBytes: 4 * 1024 * 1024,
+      maxBytes: { share: 0.5 },
+      highWatermark: { share: 0.9 },
+      lowWatermark: { share: 0.8 },
+      hardLimit: { share: 1.1 },
+      minFreeDisk: { share: 0.05 },
+      gracePeriodSeconds: 600,
+      stagingCacheMaxBytes: { share: 0.1 },
+    },
     grpc: { maxReceiveMessageBytes: 16 * 1024 * 1024, flowControlWindowBytes: 16 * 1024 * 1024 },
     log: { format: 'human', level: 'info' },
     metrics: { listen: DEFAULT_METRICS_LISTEN },
@@ -167,6 +195,32 @@ function oneOf<T extends string>(raw: Raw, key: string, where: string, allowed: 
   return v as T;
 }
 
+/**
+ * A size ("10GiB", 1073741824) or a share ("90%"). With `fractions`, a plain number up to 4 is
+ * a share too (0.9 = 90%): nobody means a watermark of one byte.
+ */
+function sizeOrShare(raw: Raw, key: string, where: string, dflt: SizeOrShare, opts: { fractions: boolean; maxShare: number }): SizeOrShare {
+  const v = raw[key];
+  if (v === undefined || v === null) return dflt;
+  const bad = (why: string): ConfigError =>
+    new ConfigError(`${where}: "${key}" ${why}, got ${JSON.stringify(v)} (examples: ${opts.fractions ? '90%, 0.9, 20GiB' : '50%, 200GiB'})`);
+  let share: number | undefined;
+  if (typeof v === 'string' && /%\s*$/.test(v)) {
+    const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*%\s*$/.exec(v);
+    if (!m) throw bad('is not a percentage');
+    share = Number(m[1]) / 100;
+  } else if (typeof v === 'number' && opts.fractions && v <= 4) {
+    share = v;
+  }
+  if (share !== undefined) {
+    if (!(share > 0) || share > opts.maxShare) throw bad(`must be a share above 0% and at most ${opts.maxShare * 100}%`);
+    return { share };
+  }
+  const bytes = typeof v === 'string' ? parseSize(v, `${where}: ${key}`) : v;
+  if (typeof bytes !== 'number' || !Number.isFinite(bytes) || bytes < 1) throw bad('must be a size or a percentage');
+  return { bytes: Math.round(bytes) };
+}
+
 /** "64KiB", "4 MiB", "10GB", "1024" → bytes. */
 export function parseSize(text: string, what = 'size'): number {
   const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$/i.exec(text);
@@ -230,6 +284,14 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
       inlineMaxBytes: num(s, 'inline-max-bytes', `${where}: storage`, base.storage.inlineMaxBytes),
       fsync: bool(s, 'fsync', `${where}: storage`, base.storage.fsync),
       maxBatchBytes: num(s, 'max-batch-bytes', `${where}: storage`, base.storage.maxBatchBytes, 1024),
+      maxBytes: sizeOrShare(s, 'max-bytes', `${where}: storage`, base.storage.maxBytes, { fractions: false, maxShare: 1 }),
+      highWatermark: sizeOrShare(s, 'high-watermark', `${where}: storage`, base.storage.highWatermark, { fractions: true, maxShare: 4 }),
+      lowWatermark: sizeOrShare(s, 'low-watermark', `${where}: storage`, base.storage.lowWatermark, { fractions: true, maxShare: 4 }),
+      hardLimit: sizeOrShare(s, 'hard-limit', `${where}: storage`, base.storage.hardLimit, { fractions: true, maxShare: 4 }),
+      minFreeDisk: sizeOrShare(s, 'min-free-disk', `${where}: storage`, base.storage.minFreeDisk, { fractions: false, maxShare: 0.9 }),
+      // 0 (no grace at all) is allowed here, unlike other durations: tests and tiny disks want it.
+      gracePeriodSeconds: s['grace-period'] === 0 || s['grace-period'] === '0' ? 0 : s['grace-period'] === undefined || s['grace-period'] === null ? base.storage.gracePeriodSeconds : parseDuration(s['grace-period'], `${where}: storage: grace-period`),
+      stagingCacheMaxBytes: sizeOrShare(s, 'staging-cache-max-bytes', `${where}: storage`, base.storage.stagingCacheMaxBytes, { fractions: true, maxShare: 4 }),
     },
     grpc: {
       maxReceiveMessageBytes: num(g, 'max-receive-message-bytes', `${where}: grpc`, base.grpc.maxReceiveMessageBytes, 1024 * 1024),

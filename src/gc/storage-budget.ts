@@ -1,0 +1,77 @@
+import { statfs } from 'node:fs/promises';
+import { ConfigError, type Config, type SizeOrShare } from '../config/config.js';
+
+/** The storage settings of the config, resolved to bytes for the file system the data dir is on. */
+export interface StorageBudget {
+  /** The budget: what the CAS is kept under. */
+  maxBytes: number;
+  /** Background eviction starts above this… */
+  highBytes: number;
+  /** …and stops at this. */
+  lowBytes: number;
+  /** Uploads that would take the CAS past this fail with RESOURCE_EXHAUSTED. */
+  hardLimitBytes: number;
+  /** Uploads that would leave less free space than this on the file system fail too. */
+  minFreeBytes: number;
+  /** Blobs used this recently are never evicted. */
+  graceSeconds: number;
+  /** Bound of remote execution's staging cache. */
+  stagingCacheBytes: number;
+}
+
+const resolve = (v: SizeOrShare, of: number): number => ('bytes' in v ? v.bytes : Math.floor(v.share * of));
+
+/** The budget for a file system of `fsBytes` bytes, checked for consistency. */
+export function resolveBudget(storage: Config['storage'], fsBytes: number): StorageBudget {
+  const maxBytes = resolve(storage.maxBytes, fsBytes);
+  const budget: StorageBudget = {
+    maxBytes,
+    highBytes: resolve(storage.highWatermark, maxBytes),
+    lowBytes: resolve(storage.lowWatermark, maxBytes),
+    hardLimitBytes: resolve(storage.hardLimit, maxBytes),
+    minFreeBytes: resolve(storage.minFreeDisk, fsBytes),
+    graceSeconds: storage.gracePeriodSeconds,
+    stagingCacheBytes: resolve(storage.stagingCacheMaxBytes, maxBytes),
+  };
+  const { lowBytes, highBytes, hardLimitBytes } = budget;
+  if (!(lowBytes < highBytes)) {
+    throw new ConfigError(`storage: low-watermark (${formatBytes(lowBytes)}) must be below high-watermark (${formatBytes(highBytes)})`);
+  }
+  if (hardLimitBytes < highBytes) {
+    throw new ConfigError(`storage: hard-limit (${formatBytes(hardLimitBytes)}) must not be below high-watermark (${formatBytes(highBytes)}): eviction would never start before writes fail`);
+  }
+  return budget;
+}
+
+/** The size of the file system holding `dir`. */
+export async function fileSystemBytes(dir: string): Promise<{ totalBytes: number; freeBytes: number }> {
+  const fs = await statfs(dir);
+  return { totalBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize };
+}
+
+/** The budget for the file system the data dir is on. */
+export async function resolveStorageBudget(config: Pick<Config, 'storage' | 'dataDir'>): Promise<StorageBudget> {
+  return resolveBudget(config.storage, (await fileSystemBytes(config.dataDir)).totalBytes);
+}
+
+/**
+ * How stale a blob's access time may get before a read refreshes it. Below the grace period,
+ * so that a blob used within it always carries a time within it: the collector, which reads
+ * only access times, then never takes a blob a client was just told exists.
+ */
+export function touchIntervalFor(graceSeconds: number): number {
+  return Math.max(1, Math.min(600, Math.floor(graceSeconds / 2)));
+}
+
+/** 1536 → "1.5 KiB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = Math.abs(n);
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  const text = u === 0 ? String(v) : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+  return `${n < 0 ? '-' : ''}${text} ${units[u]}`;
+}
