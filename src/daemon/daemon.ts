@@ -97,7 +97,7 @@ export class Daemon {
         fsync: config.storage.fsync,
       });
       await base.removeStaleUploads();
-      const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir));
+      const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir, () => base.usage()));
       const telemetry = new Telemetry(() => storeUsage.usage());
       const cas = new MeteredBlobStore(unmeteredCas, telemetry.store);
       const instances = new InstancePolicy(config.instances);

@@ -1,6 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { RollingCounter } from './rolling-counter.js';
-import type { StoreUsage } from './store-usage.js';
+import type { StoreSizes } from './store-usage.js';
 
 /** Action cache lookups since the daemon started and over the last minute. */
 export interface AcLookups {
@@ -20,7 +20,7 @@ export class StoreMetrics {
   /** Set by the daemon: what the CAS budget is, when one is configured. */
   budgetBytes: () => number | undefined = () => undefined;
 
-  constructor(registry: Registry, usage: () => StoreUsage, now: () => number = Date.now) {
+  constructor(registry: Registry, usage: () => StoreSizes, now: () => number = Date.now) {
     const registers = [registry];
     this.acLookupsTotal = new Counter({ name: 'reexec_ac_lookups_total', help: 'Action cache lookups (GetActionResult and Execute), by result: hit or miss.', labelNames: ['result'], registers });
     this.casLookups = new Counter({
@@ -35,7 +35,7 @@ export class StoreMetrics {
       for (const operation of ['find_missing', 'read']) this.casLookups.inc({ operation, result }, 0);
     }
     new Gauge({ name: 'reexec_cas_blobs', help: 'Blobs in the CAS.', registers, collect() { this.set(usage().casBlobs); } });
-    new Gauge({ name: 'reexec_cas_bytes', help: 'Bytes of the blobs in the CAS (measured periodically).', registers, collect() { this.set(usage().casBytes); } });
+    new Gauge({ name: 'reexec_cas_bytes', help: 'Bytes of the blobs in the CAS (their sizes, not disk usage).', registers, collect() { this.set(usage().casBytes); } });
     const self = this;
     new Gauge({
       name: 'reexec_cas_budget_bytes',

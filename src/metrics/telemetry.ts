@@ -4,7 +4,7 @@ import { ExecutionMetrics, type RunningSource } from './execution-metrics.js';
 import { GcMetrics } from './gc-metrics.js';
 import { RpcMetrics } from './rpc-metrics.js';
 import { StoreMetrics } from './store-metrics.js';
-import type { StoreUsage } from './store-usage.js';
+import type { StoreSizes } from './store-usage.js';
 
 /**
  * Everything the daemon measures, in one registry per daemon (never prom-client's global
@@ -18,7 +18,7 @@ export class Telemetry {
   /** The garbage collector reports each run here. */
   readonly gc: GcMetrics;
 
-  constructor(usage: () => StoreUsage, now: () => number = Date.now) {
+  constructor(usage: () => StoreSizes, now: () => number = Date.now) {
     collectDefaultMetrics({ register: this.registry });
     this.rpc = new RpcMetrics(this.registry, now);
     this.store = new StoreMetrics(this.registry, usage, now);

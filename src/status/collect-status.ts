@@ -1,4 +1,4 @@
-import type { StoreUsage } from '../metrics/store-usage.js';
+import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Telemetry } from '../metrics/telemetry.js';
 import { codeName } from '../metrics/rpc-metrics.js';
 import type { Operation } from '../scheduler/operation.js';
@@ -22,7 +22,7 @@ export interface StatusSources {
   /** Absent when remote execution is disabled. */
   execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Operation> };
   telemetry?: Telemetry;
-  usage?: () => StoreUsage;
+  usage?: () => StoreSizes;
   /** The configured CAS budget, when there is one. */
   budgetBytes?: () => number | undefined;
   now?: () => number;

@@ -130,17 +130,15 @@ describe.skipIf(missing)(`Status snapshot of a daemon running actions${missing ?
   });
 
   it('reports the CAS size, the data dir and the daemon', async () => {
-    const s = await until('the CAS byte count', async () => {
-      const x = await status(d);
-      return x.cache.cas.bytes > 1_000_000 ? x : undefined;
-    });
+    const s = await status(d);
+    expect(s.cache.cas.bytes).toBeGreaterThan(1_000_000); // busybox and the action logs
     expect(s.cache.cas.blobs).toBeGreaterThan(10);
-    expect(s.cache.cas.budgetBytes).toBeNull();
+    // A number once a budget is configured (garbage collection), null before.
+    if (s.cache.cas.budgetBytes !== null) expect(s.cache.cas.budgetBytes).toBeGreaterThan(0);
     expect(s.cache.cas.disk!.totalBytes).toBeGreaterThan(s.cache.cas.disk!.freeBytes);
     expect(s.version).toMatch(/^\d+\.\d+\.\d+/);
     expect(s.listeners).toEqual([d.address]);
     expect(s.metrics).toEqual({ url: null });
     expect(Date.parse(s.takenAt)).toBeGreaterThanOrEqual(Date.parse(s.startedAt));
-    expect(s.gc).toBeNull();
   });
 });
