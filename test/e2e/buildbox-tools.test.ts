@@ -32,7 +32,9 @@ describe.skipIf(!!clients.skip)(`buildbox tools: casupload, trexe, recc${skipRea
   let remote: string;
   let rootDigest: string;
 
-  const inRoot = (argv: string[], cwd = inside, env: Record<string, string> = {}) => runInRoot(root, argv, { cwd, env, timeoutMs: TIMEOUT - 10_000 });
+  // Temporary files go with the test's folder, not into the cached root's /tmp.
+  const inRoot = (argv: string[], cwd = inside, env: Record<string, string> = {}) =>
+    runInRoot(root, argv, { cwd, env: { TMPDIR: `${inside}/tmp`, ...env }, timeoutMs: TIMEOUT - 10_000 });
   const trexe = (args: string[], argv: string[]) =>
     inRoot(['trexe', `--remote=${remote}`, `--input-root-digest=${rootDigest}`, '--platform-properties=OSFamily=linux,ISA=x86-64', ...args, '--', ...argv]);
   const alive = () => {
@@ -46,6 +48,7 @@ describe.skipIf(!!clients.skip)(`buildbox tools: casupload, trexe, recc${skipRea
     inside = work.slice(root.length);
     daemon = await startDaemonProcess({ dataDir: join(work, 'server') });
     remote = `http://127.0.0.1:${daemon.port}`;
+    mkdirSync(join(work, 'tmp'));
     makeBusyboxSysroot(root, join(work, 'rootfs'));
   });
 

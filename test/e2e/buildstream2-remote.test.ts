@@ -53,7 +53,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
   const bst = (...args: string[]) =>
     runInRoot(root, ['bst', '--no-interactive', '-c', `${inside}/buildstream.conf`, ...args], {
       cwd: `${inside}/project`,
-      env: { HOME: `${inside}/home` },
+      env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` },
       timeoutMs: TIMEOUT - 10_000,
     });
 
@@ -64,6 +64,9 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
     daemon = await startDaemonProcess({ dataDir: join(work, 'server') });
     url = `http://127.0.0.1:${daemon.port}`;
     mkdirSync(join(work, 'home'));
+    // BuildStream's and buildbox-casd's temporary files go with the test's folder, not into
+    // the cached root's /tmp.
+    mkdirSync(join(work, 'tmp'));
 
     // A busybox sysroot (Debian testing's busybox-static), applets as relative symlinks.
     const project = join(work, 'project');
@@ -321,7 +324,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
       const running = runInRoot(
         root,
         ['sh', '-c', `bst --no-interactive -c ${inside}/buildstream.conf build slow.bst & echo $! > ${pidFile}; wait $!`],
-        { cwd: `${inside}/project`, env: { HOME: `${inside}/home` }, timeoutMs: TIMEOUT - 10_000 },
+        { cwd: `${inside}/project`, env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` }, timeoutMs: TIMEOUT - 10_000 },
       );
       const op = await waitFor('the slow action to run on reexec', async () => {
         const executing = (await listOperations(daemon!.port)).find((o) => o.stage === 3);
