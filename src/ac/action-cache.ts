@@ -6,4 +6,6 @@ import type { IActionResult } from '../proto.js';
 export interface ActionCache {
   get(instance: InstanceName, action: Digest): Promise<IActionResult | undefined>;
   put(instance: InstanceName, action: Digest, result: IActionResult): Promise<void>;
+  /** Forget an entry (one whose blobs were evicted). */
+  delete?(instance: InstanceName, action: Digest): Promise<void>;
 }

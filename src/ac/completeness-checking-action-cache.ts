@@ -12,18 +12,38 @@ import type { ActionCache } from './action-cache.js';
  * Checking refreshes the access time of every referenced blob, so they stay together.
  */
 export class CompletenessCheckingActionCache implements ActionCache {
+  /** When entries were stored, by key, for `keepIncompleteSeconds`. */
+  private readonly recentPuts = new Map<string, number>();
+
   constructor(
     private readonly base: ActionCache,
     private readonly cas: BlobStore,
+    /**
+     * An incomplete entry found on lookup is deleted (its blobs were evicted: it can never be a
+     * hit again), unless stored this recently: a client may store a result before its blobs.
+     */
+    private readonly keepIncompleteSeconds = 600,
   ) {}
 
   async get(instance: InstanceName, action: Digest): Promise<IActionResult | undefined> {
     const result = await this.base.get(instance, action);
     if (!result) return undefined;
-    return (await this.isComplete(result, action)) ? result : undefined;
+    if (await this.isComplete(result, action)) return result;
+    const key = `${instance.value}\u0000${action.key}`;
+    if (Date.now() - (this.recentPuts.get(key) ?? 0) > this.keepIncompleteSeconds * 1000) await this.base.delete?.(instance, action);
+    return undefined;
   }
 
   put(instance: InstanceName, action: Digest, result: IActionResult): Promise<void> {
+    const now = Date.now();
+    const cutoff = now - this.keepIncompleteSeconds * 1000;
+    for (const [k, at] of this.recentPuts) {
+      if (at >= cutoff) break; // insertion order is time order
+      this.recentPuts.delete(k);
+    }
+    const key = `${instance.value}\u0000${action.key}`;
+    this.recentPuts.delete(key);
+    this.recentPuts.set(key, now);
     return this.base.put(instance, action, result);
   }
 

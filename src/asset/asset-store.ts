@@ -59,6 +59,11 @@ export class AssetStore {
   constructor(
     env: LmdbEnv,
     private readonly cas: BlobStore,
+    /**
+     * An incomplete binding found by a fetch is deleted (its blobs were evicted: it can never
+     * be served again), unless pushed this recently: a client may push it before its blobs.
+     */
+    private readonly keepIncompleteSeconds = 600,
   ) {
     this.db = env.records<AssetRecord>('assets');
   }
@@ -91,7 +96,8 @@ export class AssetStore {
   ): Promise<FoundAsset | undefined> {
     const now = Date.now();
     for (const uri of uris) {
-      const rec = this.db.get(AssetStore.key(instance, kind, uri, qualifiers));
+      const key = AssetStore.key(instance, kind, uri, qualifiers);
+      const rec = this.db.get(key);
       if (!rec) continue;
       if (rec.exp !== undefined && rec.exp <= now) continue;
       if (oldestAcceptedMs !== undefined && rec.at < oldestAcceptedMs) continue;
@@ -106,6 +112,12 @@ export class AssetStore {
         pushedAt: rec.at,
       };
       if (await this.isComplete(found)) return found;
+      if (now - rec.at > this.keepIncompleteSeconds * 1000) {
+        // Unless pushed anew meanwhile.
+        await this.db.transaction(() => {
+          if (this.db.get(key)?.at === rec.at) this.db.remove(key);
+        });
+      }
     }
     return undefined;
   }
