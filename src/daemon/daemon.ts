@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -14,6 +15,9 @@ import { UploadRegistry } from '../cas/upload-registry.js';
 import type { Config } from '../config/config.js';
 import { InstancePolicy } from '../digest/instance-name.js';
 import { ExecutionEngine } from '../execution/execution-engine.js';
+import { SizeLimitingBlobStore } from '../gc/size-limiting-blob-store.js';
+import { fileSystemBytes, formatBytes, resolveStorageBudget, touchIntervalFor } from '../gc/storage-budget.js';
+import { StorageGc } from '../gc/storage-gc.js';
 import { actionCacheDefinition, actionCacheService } from '../services/action-cache-service.js';
 import { adminDefinition, adminService } from '../services/admin-service.js';
 import { collectStatus } from '../status/collect-status.js';
@@ -82,6 +86,8 @@ export class Daemon {
     private readonly usage: StoreUsageSampler,
     /** Serves /metrics, unless metrics are off or their address was taken. */
     readonly metricsServer: MetricsServer | undefined,
+    /** Keeps the store within its budget: background eviction, `reexec gc`. */
+    readonly gc: StorageGc,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -92,17 +98,24 @@ export class Daemon {
     let usage: StoreUsageSampler | undefined;
     try {
       env = LmdbEnv.open(config.dataDir);
-      const { store: unmeteredCas, base } = createBlobStore(env, config.dataDir, {
+      const budget = await resolveStorageBudget(config);
+      const { store: unlimitedCas, base } = createBlobStore(env, config.dataDir, {
         inlineMaxBytes: config.storage.inlineMaxBytes,
         fsync: config.storage.fsync,
+        touchIntervalSeconds: touchIntervalFor(budget.graceSeconds),
       });
       await base.removeStaleUploads();
+      const unmeteredCas = new SizeLimitingBlobStore(unlimitedCas, budget, {
+        usage: () => base.usage(),
+        freeSpace: async () => (await fileSystemBytes(config.dataDir)).freeBytes,
+        configHint: config.source ?? 'the config file',
+      });
       const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir, () => base.usage()));
       const telemetry = new Telemetry(() => storeUsage.usage());
       const cas = new MeteredBlobStore(unmeteredCas, telemetry.store);
       const instances = new InstancePolicy(config.instances);
-      const ac = new MeteredActionCache(new CompletenessCheckingActionCache(new LmdbActionCache(env), cas), telemetry.store);
-      const assets = new AssetStore(env, cas);
+      const ac = new MeteredActionCache(new CompletenessCheckingActionCache(new LmdbActionCache(env), cas, budget.graceSeconds), telemetry.store);
+      const assets = new AssetStore(env, cas, budget.graceSeconds);
       const uploads = new UploadRegistry();
 
       server = createGrpcServer(config.grpc, [telemetry.rpc.interceptor]);
@@ -132,6 +145,7 @@ export class Daemon {
       }
       engineForCleanup = execution;
       if (execution) telemetry.watchExecution(execution.scheduler, execution.workers);
+      const gc = new StorageGc({ store: base, budget, cacheDir: join(config.dataDir, 'cache'), inUse: execution?.inUse, log, onRun: (run) => telemetry.gc.recordRun(run) });
 
       const startedAt = new Date();
       const addresses: string[] = [];
@@ -150,9 +164,9 @@ export class Daemon {
               execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running } : undefined,
               telemetry,
               usage: () => storeUsage.usage(),
-              // No CAS size budget is configured yet (garbage collection will add one).
-              budgetBytes: () => undefined,
+              budgetBytes: () => budget.maxBytes,
             }),
+          collectGarbage: (req, progress) => gc.collect(req, progress),
         }),
       );
 
@@ -171,7 +185,11 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc);
+      gc.start();
+      log.info(
+        `CAS budget ${formatBytes(budget.maxBytes)}: holds ${formatBytes(base.usage().bytes)} in ${base.usage().count} blobs; eviction from ${formatBytes(budget.highBytes)} down to ${formatBytes(budget.lowBytes)}, uploads refused past ${formatBytes(budget.hardLimitBytes)}`,
+      );
       log.info(`reexec ${VERSION} serving on ${addresses.join(', ')}`, { addresses, dataDir: config.dataDir });
       return daemon;
     } catch (err) {
@@ -196,6 +214,8 @@ export class Daemon {
     for (const s of ['', ...SERVICE_NAMES]) this.health.setStatus(s, 'NOT_SERVING');
     // Running actions are stopped, not finished: their operations run again after a restart.
     await this.execution?.stop();
+    // A collection in progress stops after its current batch: the store stays consistent.
+    await this.gc.stop();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.log.warn(`calls still running after ${graceMs} ms: cancelling them`);

@@ -17,6 +17,7 @@ import { InputStager } from '../worker/input-stager.js';
 import { WorkerPool } from '../worker/worker-pool.js';
 import { detectIsaSupport, resolvePools, whyUnavailable, type IsaSupport } from './isa-support.js';
 import { buildJob, type JobOptions } from './job-builder.js';
+import { holdInputsOfQueuedActions, InUseDigests } from '../gc/in-use-digests.js';
 
 /** How many times an action interrupted by a daemon restart is run again. */
 const MAX_ATTEMPTS = 3;
@@ -31,6 +32,8 @@ export class ExecutionEngine {
     readonly scheduler: Scheduler,
     readonly workers: WorkerPool,
     readonly jobOptions: JobOptions,
+    /** Inputs of queued and running actions: the garbage collector leaves them alone. */
+    readonly inUse: InUseDigests,
   ) {}
 
   static async start(opts: {
@@ -66,9 +69,11 @@ export class ExecutionEngine {
     };
     const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
     const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], log }, log);
+    const inUse = new InUseDigests();
+    holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
-    return new ExecutionEngine(support, scheduler, workers, jobOptions);
+    return new ExecutionEngine(support, scheduler, workers, jobOptions, inUse);
   }
 
   /** Operations of a previous run: finished ones stay queryable, unfinished ones run again. */

@@ -14,8 +14,11 @@ export const adminDefinition = {
 
 export interface AdminBackend {
   status(): Promise<unknown>;
-  /** Evict blobs; calls progress with JSON-serialisable updates; resolves to the summary. */
-  collectGarbage?(req: { targetBytes: number; maxAgeSeconds: number; dryRun: boolean }, progress: (p: unknown) => Promise<void>): Promise<unknown>;
+  /**
+   * Evict blobs; calls progress with JSON-serialisable updates; resolves to the summary.
+   * targetBytes undefined: down to the configured low watermark; maxAgeSeconds undefined: no age limit.
+   */
+  collectGarbage?(req: { targetBytes?: number; maxAgeSeconds?: number; dryRun: boolean }, progress: (p: unknown) => Promise<void>): Promise<unknown>;
 }
 
 export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedServiceImplementation {
@@ -24,7 +27,11 @@ export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedSe
     CollectGarbage: serverStream(log, 'CollectGarbage', async (req: reexec.admin.v1.CollectGarbageRequest, out) => {
       if (!backend.collectGarbage) throw unimplemented('garbage collection is not available in this daemon');
       const summary = await backend.collectGarbage(
-        { targetBytes: Number(req.targetBytes), maxAgeSeconds: Number(req.maxAgeSeconds), dryRun: req.dryRun },
+        {
+          targetBytes: req.targetBytes === null || req.targetBytes === undefined ? undefined : Math.max(0, Number(req.targetBytes)),
+          maxAgeSeconds: Number(req.maxAgeSeconds) > 0 ? Number(req.maxAgeSeconds) : undefined,
+          dryRun: req.dryRun,
+        },
         (p) => out.write({ json: JSON.stringify(p), done: false }),
       );
       await out.write({ json: JSON.stringify(summary), done: true });

@@ -1,0 +1,188 @@
+import { join } from 'node:path';
+import type { StoreUsage } from '../cas/lmdb-blob-store.js';
+import type { Digest } from '../digest/digest.js';
+import type { Logger } from '../util/logger.js';
+import { GarbageCollector, type CollectableStore, type GcProgress, type GcRequest, type GcSummary } from './garbage-collector.js';
+import type { InUseDigests } from './in-use-digests.js';
+import { StagingCacheSweeper, type StagingSweepResult } from './staging-cache-sweeper.js';
+import { formatBytes, type StorageBudget } from './storage-budget.js';
+
+/** What the storage GC needs of the CAS (LmdbBlobStore). */
+export interface GcStore extends CollectableStore {
+  removeOrphanFiles(): Promise<{ files: number; bytes: number }>;
+  record(digest: Digest): { t: number } | undefined;
+}
+
+/** The outcome of one collection, as `reexec gc` shows it and the Admin API sends it. */
+export interface GcRunSummary extends GcSummary {
+  reason: 'requested' | 'high watermark';
+  /** Files under blobs/ without a record (left by a crash), removed. */
+  orphanFiles: { files: number; bytes: number };
+  stagingCache?: StagingSweepResult;
+  budget: Pick<StorageBudget, 'maxBytes' | 'highBytes' | 'lowBytes' | 'hardLimitBytes' | 'graceSeconds'>;
+}
+
+export interface StorageGcOptions {
+  store: GcStore;
+  budget: StorageBudget;
+  /** DATA/cache, remote execution's staging cache; undefined: not swept. */
+  cacheDir?: string;
+  inUse?: InUseDigests;
+  log: Logger;
+  /** How often the background checks the CAS against the high watermark. */
+  pollMs?: number;
+  /** How often the background measures the staging cache. */
+  stagingSweepMs?: number;
+  /** Seconds since the epoch (tests). */
+  now?: () => number;
+  /** Told of every collection (metrics, status). */
+  onRun?: (run: GcRunReport) => void;
+}
+
+/** One collection, for metrics. */
+export interface GcRunReport {
+  /** "auto": the CAS passed its high watermark; "manual": `reexec gc` or the Admin API. */
+  trigger: 'auto' | 'manual';
+  evictedBlobs: number;
+  evictedBytes: number;
+  durationSeconds: number;
+  dryRun?: boolean;
+  failed?: boolean;
+}
+
+/**
+ * Everything that keeps the data dir within its budget: least-recently-used eviction of the CAS
+ * (in the background from the high to the low watermark, or on request), removal of orphan
+ * blob files, and the staging cache's bound. One collection runs at a time.
+ */
+export class StorageGc {
+  private readonly collector: GarbageCollector;
+  private readonly sweeper?: StagingCacheSweeper;
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly abort = new AbortController();
+  private timers: NodeJS.Timeout[] = [];
+  private backgroundBusy = false;
+  /** After a background run that could free nothing, wait before trying again (and warn once). */
+  private retryAfter = 0;
+
+  constructor(private readonly options: StorageGcOptions) {
+    const isInUse = (key: string): boolean => options.inUse?.has(key) ?? false;
+    this.collector = new GarbageCollector(options.store, { graceSeconds: options.budget.graceSeconds, isInUse, now: options.now });
+    if (options.cacheDir) {
+      this.sweeper = new StagingCacheSweeper(options.cacheDir, { isInUse, lastUsed: (d) => options.store.record(d)?.t ?? 0 });
+    }
+  }
+
+  usage(): StoreUsage {
+    return this.options.store.usage();
+  }
+
+  /** Background work: eviction past the high watermark, the staging cache's bound, orphan files. */
+  start(): void {
+    const { pollMs = 1000, stagingSweepMs = 10 * 60_000 } = this.options;
+    this.timers.push(setInterval(() => this.poll(), pollMs));
+    if (this.sweeper) this.timers.push(setInterval(() => void this.sweepStagingCache(), stagingSweepMs));
+    for (const t of this.timers) t.unref();
+    // Crash leftovers first; the store serves meanwhile.
+    void this.exclusive(async () => {
+      const orphans = await this.options.store.removeOrphanFiles();
+      if (orphans.files) this.options.log.info(`removed ${orphans.files} orphan blob file(s) (${formatBytes(orphans.bytes)}) left by an interrupted run`);
+    }).catch((err: Error) => this.options.log.warn(`could not look for orphan blob files: ${err.message}`));
+    this.poll();
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.abort.abort();
+    await this.chain.catch(() => undefined);
+  }
+
+  /** A collection on request: down to targetBytes (default: the low watermark), plus orphans and the staging cache. */
+  collect(request: GcRequest, progress?: (p: GcProgress) => void | Promise<void>): Promise<GcRunSummary> {
+    return this.exclusive(async () => {
+      const { budget } = this.options;
+      const req: GcRequest = { ...request, targetBytes: request.targetBytes ?? budget.lowBytes };
+      const started = performance.now();
+      const summary = await this.collector.collect(req, progress, this.abort.signal).catch((err: unknown) => {
+        this.report('manual', { freedBlobs: 0, freedBytes: 0, durationMs: performance.now() - started, dryRun: req.dryRun ?? false }, true);
+        throw err;
+      });
+      this.report('manual', summary);
+      const orphanFiles = req.dryRun ? { files: 0, bytes: 0 } : await this.options.store.removeOrphanFiles();
+      let stagingCache: StagingSweepResult | undefined;
+      if (this.sweeper) {
+        // Emptying the CAS (--target 0) empties the staging cache too; otherwise it is kept to its bound.
+        const max = req.targetBytes === 0 ? 0 : budget.stagingCacheBytes;
+        stagingCache = await this.sweeper.sweep({ maxBytes: max, targetBytes: Math.floor(max * 0.8), dryRun: req.dryRun });
+      }
+      return { ...summary, reason: 'requested' as const, orphanFiles, stagingCache, budget: this.budgetSummary() };
+    });
+  }
+
+  private budgetSummary(): GcRunSummary['budget'] {
+    const { maxBytes, highBytes, lowBytes, hardLimitBytes, graceSeconds } = this.options.budget;
+    return { maxBytes, highBytes, lowBytes, hardLimitBytes, graceSeconds };
+  }
+
+  private poll(): void {
+    if (this.backgroundBusy || this.abort.signal.aborted || Date.now() < this.retryAfter) return;
+    const { budget, log } = this.options;
+    const usage = this.options.store.usage();
+    if (usage.bytes <= budget.highBytes) return;
+    this.backgroundBusy = true;
+    log.info(`the CAS holds ${formatBytes(usage.bytes)}, past its high watermark of ${formatBytes(budget.highBytes)}: evicting least-recently-used blobs down to ${formatBytes(budget.lowBytes)}`);
+    const started = performance.now();
+    this.exclusive(() => this.collector.collect({ targetBytes: budget.lowBytes }, undefined, this.abort.signal))
+      .then((s) => {
+        this.report('auto', s);
+        log.info(`evicted ${s.freedBlobs} blob(s), ${formatBytes(s.freedBytes)} in ${s.durationMs} ms: the CAS holds ${formatBytes(s.after.bytes)}`, {
+          freedBlobs: s.freedBlobs,
+          freedBytes: s.freedBytes,
+          durationMs: s.durationMs,
+          casBytes: s.after.bytes,
+        });
+        if (s.after.bytes > budget.highBytes) {
+          this.retryAfter = Date.now() + 60_000;
+          log.warn(
+            `the CAS is still past its high watermark (${formatBytes(s.after.bytes)} > ${formatBytes(budget.highBytes)}): ` +
+              `${formatBytes(s.keptRecent.bytes)} were used within the grace period (${budget.graceSeconds} s) and ${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions; trying again in a minute`,
+          );
+        }
+      })
+      .catch((err: Error) => {
+        this.report('auto', { freedBlobs: 0, freedBytes: 0, durationMs: performance.now() - started, dryRun: false }, true);
+        log.error(`background eviction failed: ${err.message}`, { stack: err.stack });
+      })
+      .finally(() => (this.backgroundBusy = false));
+  }
+
+  private report(trigger: 'auto' | 'manual', s: Pick<GcSummary, 'freedBlobs' | 'freedBytes' | 'durationMs' | 'dryRun'>, failed = false): void {
+    this.options.onRun?.({
+      trigger,
+      evictedBlobs: s.freedBlobs,
+      evictedBytes: s.freedBytes,
+      durationSeconds: s.durationMs / 1000,
+      ...(s.dryRun ? { dryRun: true } : {}),
+      ...(failed ? { failed: true } : {}),
+    });
+  }
+
+  private async sweepStagingCache(): Promise<void> {
+    const sweeper = this.sweeper;
+    if (!sweeper || this.abort.signal.aborted) return;
+    const max = this.options.budget.stagingCacheBytes;
+    await this.exclusive(() => sweeper.sweep({ maxBytes: max, targetBytes: Math.floor(max * 0.8) }))
+      .then((r) => {
+        if (r.freedEntries) this.options.log.info(`staging cache: removed ${r.freedEntries} least-recently-used entries (${formatBytes(r.freedBytes)}) of ${formatBytes(r.bytes)}`);
+      })
+      .catch((err: Error) => this.options.log.warn(`staging cache sweep failed: ${err.message}`));
+  }
+
+  /** Run `fn` after every collection queued before it. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+}
