@@ -326,11 +326,17 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
         ['sh', '-c', `bst --no-interactive -c ${inside}/buildstream.conf build slow.bst & echo $! > ${pidFile}; wait $!`],
         { cwd: `${inside}/project`, env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` }, timeoutMs: TIMEOUT - 10_000 },
       );
-      const op = await waitFor('the slow action to run on reexec', async () => {
-        const executing = (await listOperations(daemon!.port)).find((o) => o.stage === 3);
-        return executing && slowProcesses().length > 0 ? executing : undefined;
-      });
-      process.kill(Number(readFileSync(join(work, 'bst.pid'), 'utf8').trim()), 'SIGTERM');
+      const bstPid = () => Number(readFileSync(join(work, 'bst.pid'), 'utf8').trim());
+      let op;
+      try {
+        op = await waitFor('the slow action to run on reexec', async () => {
+          const executing = (await listOperations(daemon!.port)).find((o) => o.stage === 3);
+          return executing && slowProcesses().length > 0 ? executing : undefined;
+        });
+      } finally {
+        // Also when waiting failed: never leave bst running behind the test.
+        process.kill(bstPid(), 'SIGTERM');
+      }
       const build = await running;
       expect(build.code, describeRun('bst build slow.bst (terminated)', build)).not.toBe(0);
       const done = await waitFor('the operation to end', async () => (await listOperations(daemon!.port)).find((o) => o.name === op.name && o.done), 30_000);
