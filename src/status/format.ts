@@ -1,0 +1,101 @@
+/** Formatting shared by the plain-text snapshot and the dashboard. */
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** 1536 → "1.5 KiB". */
+export function formatBytes(n: number): string {
+  let v = n;
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${UNITS[u]}`;
+}
+
+/** 850 → "850ms", 12345 → "12.3s", 245000 → "4m05s", 7980000 → "2h13m", 3 days → "3d04h". */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)}s`;
+  const total = Math.floor(s);
+  const pad = (x: number): string => String(x).padStart(2, '0');
+  if (total < 3600) return `${Math.floor(total / 60)}m${pad(total % 60)}s`;
+  if (total < 86400) return `${Math.floor(total / 3600)}h${pad(Math.floor((total % 3600) / 60))}m`;
+  return `${Math.floor(total / 86400)}d${pad(Math.floor((total % 86400) / 3600))}h`;
+}
+
+/** 0.734 → "73%"; null → "–". */
+export function formatPercent(r: number | null | undefined): string {
+  return r === null || r === undefined ? '–' : `${Math.round(r * 100)}%`;
+}
+
+/** A per-second rate from a count over a window: "4.2/s", "0.05/s". */
+export function formatRate(count: number, seconds: number): string {
+  const r = seconds > 0 ? count / seconds : 0;
+  return `${r >= 10 ? r.toFixed(0) : r >= 0.1 ? r.toFixed(1) : r === 0 ? '0' : r.toFixed(2)}/s`;
+}
+
+/** "12:04:05" in local time. */
+export function formatClock(iso: string): string {
+  const d = new Date(iso);
+  const pad = (x: number): string => String(x).padStart(2, '0');
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** Cut to `width` characters, ending with "…" when cut. */
+export function truncate(text: string, width: number): string {
+  if (width <= 0) return '';
+  const chars = [...text];
+  return chars.length <= width ? text : `${chars.slice(0, Math.max(0, width - 1)).join('')}…`;
+}
+
+/** Pad or cut to exactly `width` characters. */
+export function fit(text: string, width: number, align: 'left' | 'right' = 'left'): string {
+  const t = truncate(text, width);
+  const pad = ' '.repeat(Math.max(0, width - [...t].length));
+  return align === 'left' ? t + pad : pad + t;
+}
+
+/** A command line for display: words joined, newlines shown as "⏎". */
+export function formatArgv(argv: readonly string[]): string {
+  return argv.length === 0 ? '(command unknown)' : argv.map((w) => w.replace(/\n/g, '⏎')).join(' ');
+}
+
+/** "ipv4:127.0.0.1:41234" → "127.0.0.1:41234"; "unix:..." stays. */
+export function formatClient(client: string | undefined): string {
+  if (!client) return '';
+  return client.replace(/^ipv[46]:/, '');
+}
+
+const BARS = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/**
+ * A sparkline of the last `width` values: blank for zero (or null: no data), then eight
+ * heights scaled to the largest value shown (or to `max` when given, e.g. 1 for ratios).
+ */
+export function sparkline(values: ReadonlyArray<number | null>, width: number, max?: number): string {
+  const shown = values.slice(Math.max(0, values.length - width));
+  const top = max ?? Math.max(0, ...shown.map((v) => v ?? 0));
+  const line = shown
+    .map((v) => {
+      if (v === null || v <= 0 || top <= 0) return ' ';
+      return BARS[Math.min(BARS.length - 1, Math.max(0, Math.ceil((v / top) * BARS.length) - 1))]!;
+    })
+    .join('');
+  return line.padStart(Math.max(0, width), ' ');
+}
+
+/** A bar `width` wide filled to `ratio` (0..1): "█████░░░░░". */
+export function bar(ratio: number, width: number): string {
+  const filled = Math.max(0, Math.min(width, Math.round(ratio * width)));
+  return '█'.repeat(filled) + '░'.repeat(Math.max(0, width - filled));
+}
+
+/** Per-second hit ratios (null where nothing was looked up). */
+export function hitRatios(hits: readonly number[], misses: readonly number[]): Array<number | null> {
+  return hits.map((h, i) => {
+    const total = h + (misses[i] ?? 0);
+    return total > 0 ? h / total : null;
+  });
+}

@@ -1,0 +1,75 @@
+import { Box, Text } from 'ink';
+import type { ReactNode } from 'react';
+import { bar, formatBytes, formatDuration, formatPercent, formatRate, fit, hitRatios, formatClock } from '../../status/format.js';
+import type { StatusSnapshot } from '../../status/status-snapshot.js';
+import { Row, Title } from './row.js';
+import { SparklineRow } from './sparkline-row.js';
+
+export interface CacheViewProps {
+  snapshot: StatusSnapshot;
+  width: number;
+  height: number;
+}
+
+const LABEL = 13;
+
+/** Whether the cache helps (hit rate), how full the store is, and the RPC traffic. */
+export function CacheView({ snapshot, width, height }: CacheViewProps): ReactNode {
+  const { ac, cas } = snapshot.cache;
+  const rpc = snapshot.rpc;
+  const perSecond = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const limit = cas.budgetBytes ?? (cas.disk ? cas.bytes + cas.disk.freeBytes : null);
+  const ratio = limit ? cas.bytes / limit : 0;
+  const barWidth = Math.max(10, Math.min(40, width - 60));
+  const rows: ReactNode[] = [
+    <Row key="ac">
+      <Text bold>{fit('Action cache', LABEL)}</Text>  <Text color="green" bold>{formatPercent(ac.hitRate)}</Text> hits since start ({ac.hits} hits, {ac.misses} misses) · {ac.entries}{' '}
+      entries
+    </Row>,
+    <SparklineRow key="acs" label="  hit rate/s" labelWidth={LABEL} values={hitRatios(ac.perSecond.hits, ac.perSecond.misses)} max={1} value={`${formatPercent(ac.lastMinute.hitRate)} last min`} width={width} color="green" />,
+    <Row key="gap1"> </Row>,
+    <Row key="cas">
+      <Text bold>{fit('CAS', LABEL)}</Text>  {cas.blobs.toLocaleString('en-US')} blobs · {formatBytes(cas.bytes)}
+      {cas.budgetBytes !== null ? ` of ${formatBytes(cas.budgetBytes)} budget` : ' (no budget configured)'}
+    </Row>,
+    <Row key="bar">
+      {fit('', LABEL)}  <Text color={ratio > 0.9 ? 'red' : ratio > 0.75 ? 'yellow' : 'green'}>{bar(ratio, barWidth)}</Text> {formatPercent(ratio)}{' '}
+      {cas.budgetBytes !== null ? 'of budget' : 'of what the disk allows'}
+    </Row>,
+    <Row key="disk" dim>
+      {fit('', LABEL)}  {cas.disk ? `disk: ${formatBytes(cas.disk.freeBytes)} free of ${formatBytes(cas.disk.totalBytes)}` : 'disk: unknown'}
+      {snapshot.gc ? ` · last GC ${formatClock(snapshot.gc.at)}: ${formatBytes(snapshot.gc.evictedBytes)} freed in ${formatDuration(snapshot.gc.durationSeconds * 1000)}` : ''}
+    </Row>,
+    <Row key="gap2"> </Row>,
+    <Row key="rpc">
+      <Text bold>{fit('RPCs (1 min)', LABEL)}</Text>  {rpc.calls} calls · <Text color={rpc.errors ? 'red' : undefined}>{rpc.errors} errors</Text> · in {formatBytes(rpc.bytesIn)} · out{' '}
+      {formatBytes(rpc.bytesOut)}
+    </Row>,
+    <SparklineRow key="calls" label="  calls/s" labelWidth={LABEL} values={rpc.perSecond.calls} value={formatRate(rpc.calls, rpc.windowSeconds)} width={width} />,
+    <SparklineRow key="in" label="  in/s" labelWidth={LABEL} values={rpc.perSecond.bytesIn} value={`${formatBytes(perSecond(rpc.perSecond.bytesIn))}/s`} width={width} color="magenta" />,
+    <SparklineRow key="out" label="  out/s" labelWidth={LABEL} values={rpc.perSecond.bytesOut} value={`${formatBytes(perSecond(rpc.perSecond.bytesOut))}/s`} width={width} color="blue" />,
+  ];
+  const methodRoom = height - rows.length - 2;
+  if (methodRoom > 0 && rpc.methods.length > 0) {
+    const nameWidth = Math.min(48, Math.max(...rpc.methods.map((m) => m.method.length)));
+    rows.push(<Row key="gap3"> </Row>);
+    rows.push(
+      <Title key="mh">
+        {fit('  method', nameWidth + 2)}  {fit('calls', 7, 'right')}  {fit('errors', 7, 'right')}  {fit('mean', 8, 'right')}
+      </Title>,
+    );
+    for (const m of rpc.methods.slice(0, methodRoom)) {
+      rows.push(
+        <Row key={m.method}>
+          {'  '}
+          {fit(m.method, nameWidth)}  {fit(String(m.calls), 7, 'right')}  <Text color={m.errors ? 'red' : undefined}>{fit(String(m.errors), 7, 'right')}</Text>  {fit(formatDuration(m.meanMs), 8, 'right')}
+        </Row>,
+      );
+    }
+  }
+  return (
+    <Box flexDirection="column" width={width} height={height}>
+      {rows.slice(0, height)}
+    </Box>
+  );
+}
