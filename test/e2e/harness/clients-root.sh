@@ -20,7 +20,19 @@
 set -eu
 RECIPE='testing minbase: buildstream python3-buildstream-plugins buildbox bubblewrap fuse3 busybox-static gcc libc6-dev ca-certificates; v1'
 PACKAGES='buildstream python3-buildstream-plugins buildbox bubblewrap fuse3 busybox-static gcc libc6-dev ca-certificates'
-MIRROR=${REEXEC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive the host's apt already uses (no mirror is written here): the first
+# non-security entry of its deb822 .sources files, else of its one-line sources.list files.
+host_mirror() {
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk 'function flush() { if (u != "" && s !~ /security/ && t ~ /(^| )deb( |$)/) { print u; found = 1; exit } u = s = t = "" }
+         /^[ \t]*$/ { flush(); next }
+         /^Types:/ { t = $0 } /^URIs:/ { u = $2 } /^Suites:/ { s = $0 }
+         END { if (!found) flush() }' "$f"
+  done
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }'
+}
+MIRROR=${REEXEC_DEBIAN_MIRROR:-$(host_mirror | head -n 1)}
 SUITE=${REEXEC_DEBIAN_SUITE:-testing}
 
 usage() { echo "usage: clients-root.sh create|check|run ROOT [CMD ARG…]" >&2; exit 2; }
@@ -53,6 +65,7 @@ create() {
   [ "$(id -u)" = 0 ] || cannot "building the clients root needs root (debootstrap, mounts)"
   command -v debootstrap >/dev/null 2>&1 || cannot "debootstrap is not installed (apt-get install debootstrap)"
   command -v unshare >/dev/null 2>&1 || cannot "unshare (util-linux) is not installed"
+  [ -n "$MIRROR" ] || cannot "no Debian archive in the host's apt sources: set REEXEC_DEBIAN_MIRROR"
   mkdir -p "$(dirname "$R")"
   exec 9>"$R.lock"
   flock 9
