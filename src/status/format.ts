@@ -72,14 +72,17 @@ const BARS = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /**
  * A sparkline of the last `width` values: blank for zero (or null: no data), then eight
- * heights scaled to the largest value shown (or to `max` when given, e.g. 1 for ratios).
+ * heights scaled to the largest value shown; or, given `max` (1 for ratios), scaled to it,
+ * with 0 drawn as the lowest bar and only null left blank.
  */
 export function sparkline(values: ReadonlyArray<number | null>, width: number, max?: number): string {
   const shown = values.slice(Math.max(0, values.length - width));
   const top = max ?? Math.max(0, ...shown.map((v) => v ?? 0));
   const line = shown
     .map((v) => {
-      if (v === null || v <= 0 || top <= 0) return ' ';
+      if (v === null) return ' ';
+      // A ratio of 0 is a measurement (every lookup missed), unlike a second with no lookups.
+      if (v <= 0 || top <= 0) return max !== undefined && v === 0 ? BARS[0]! : ' ';
       return BARS[Math.min(BARS.length - 1, Math.max(0, Math.ceil((v / top) * BARS.length) - 1))]!;
     })
     .join('');

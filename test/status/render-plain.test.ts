@@ -18,6 +18,7 @@ describe('formatting', () => {
     expect(sparkline([8, 8, 0, 4], 3)).toBe('█ ▄');
     expect(sparkline([1], 4)).toBe('   █');
     expect(sparkline([null, 0.5, 1], 3, 1)).toBe(' ▄█');
+    expect(sparkline([null, 0, 0.25], 3, 1)).toBe(' ▁▂');
     expect(hitRatios([1, 0, 3], [1, 0, 1])).toEqual([0.5, null, 0.75]);
   });
 });
