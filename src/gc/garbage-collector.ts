@@ -59,15 +59,62 @@ export interface GarbageCollectorOptions {
   batchSize?: number;
 }
 
-/** Access times are bucketed by minute to choose the oldest blobs without sorting them all. */
-const BUCKET_SECONDS = 60;
+/**
+ * Distinct access times a histogram holds before it coarsens (seconds → minutes → hours →
+ * days): what bounds the collector's memory, whatever the number of blobs.
+ */
+const MAX_BUCKETS = 50_000;
+const RESOLUTIONS = [1, 60, 3600, 86400];
+
+/** Evictable bytes by access time, at the finest resolution that fits in MAX_BUCKETS. */
+class AccessHistogram {
+  private level = 0;
+  private buckets = new Map<number, number>();
+
+  constructor(private readonly fixedResolution?: number) {
+    if (fixedResolution) this.level = -1;
+  }
+
+  get resolution(): number {
+    return this.fixedResolution ?? RESOLUTIONS[this.level]!;
+  }
+
+  add(t: number, bytes: number): void {
+    const b = Math.floor(t / this.resolution);
+    this.buckets.set(b, (this.buckets.get(b) ?? 0) + bytes);
+    if (this.buckets.size > MAX_BUCKETS && this.level >= 0 && this.level < RESOLUTIONS.length - 1) {
+      this.level++;
+      const old = this.buckets;
+      this.buckets = new Map();
+      for (const [k, v] of old) {
+        const c = Math.floor((k * RESOLUTIONS[this.level - 1]!) / this.resolution);
+        this.buckets.set(c, (this.buckets.get(c) ?? 0) + v);
+      }
+    }
+  }
+
+  /**
+   * The bucket in which `need` bytes, taken oldest first, run out: its start time, and how many
+   * of its bytes must go. Infinity when all of it is not enough.
+   */
+  cut(need: number): { start: number; left: number; sum: number } {
+    let acc = 0;
+    for (const b of [...this.buckets.keys()].sort((x, y) => x - y)) {
+      const bytes = this.buckets.get(b)!;
+      if (acc + bytes >= need) return { start: b * this.resolution, left: need - acc, sum: acc + (need - acc) };
+      acc += bytes;
+    }
+    return { start: Infinity, left: 0, sum: acc };
+  }
+}
 
 /**
  * Least-recently-used eviction over the CAS index, in bounded memory: a first pass over the
- * index builds a histogram of evictable bytes by access minute, which tells how old a blob must
- * be to go; a second pass deletes those blobs in batches. Both passes read the index in slices
- * and yield between them, so reads and writes keep being served; each batch is one LMDB
- * transaction that re-checks every blob (not used since it was seen, not in use now).
+ * index builds a histogram of evictable bytes by access time (a second one refines the bucket
+ * where the cut falls when the first had to coarsen), which tells how old a blob must be to
+ * go; a last pass deletes those blobs in batches. The passes read the index in slices and yield
+ * between them, so reads and writes keep being served; each batch is one LMDB transaction
+ * that re-checks every blob (not used since it was seen, not in use now).
  */
 export class GarbageCollector {
   private readonly now: () => number;
@@ -130,8 +177,8 @@ export class GarbageCollector {
     const ageCutoff = request.maxAgeSeconds === undefined ? -Infinity : now - request.maxAgeSeconds;
     if (need === 0 && ageCutoff === -Infinity) return 0;
 
-    // Pass 1: evictable bytes by access minute; everything older than the age limit goes anyway.
-    const buckets = new Map<number, number>();
+    // Pass 1: evictable bytes by access time; everything older than the age limit goes anyway.
+    const histogram = new AccessHistogram();
     let oldBytes = 0;
     const report = throttle(progress);
     let scanned = 0;
@@ -144,34 +191,38 @@ export class GarbageCollector {
         } else if (e.t < ageCutoff) {
           oldBytes += e.s;
         } else {
-          const b = Math.floor(e.t / BUCKET_SECONDS);
-          buckets.set(b, (buckets.get(b) ?? 0) + e.s);
+          histogram.add(e.t, e.s);
         }
       }
       scanned += slice.length;
       await report({ phase: 'scanning', scanned, total: usage.count, goalBytes: 0, freedBlobs: summary.freedBlobs, freedBytes: summary.freedBytes });
     });
 
-    // The oldest minute that must go, and how much of it.
-    let boundary = -Infinity;
-    let boundaryLeft = 0;
+    // The cut: blobs last used before cutT go, and `cutLeft` bytes of those used at cutT.
+    let cutT = -Infinity;
+    let cutLeft = 0;
+    let goal = oldBytes;
     const lruNeed = need - oldBytes;
     if (lruNeed > 0) {
-      boundary = Infinity;
-      let acc = 0;
-      for (const b of [...buckets.keys()].sort((x, y) => x - y)) {
-        const bytes = buckets.get(b)!;
-        if (acc + bytes >= lruNeed) {
-          boundary = b;
-          boundaryLeft = lruNeed - acc;
-          break;
-        }
-        acc += bytes;
+      const cut = histogram.cut(lruNeed);
+      goal += cut.sum;
+      cutT = cut.start;
+      cutLeft = cut.left;
+      if (cut.start !== Infinity && histogram.resolution > 1) {
+        // The histogram had to coarsen: find the second within the bucket where the cut falls.
+        const end = cut.start + histogram.resolution;
+        const fine = new AccessHistogram(1);
+        await this.forEachSlice(signal, async (slice) => {
+          for (const e of slice) {
+            if (e.t >= cut.start && e.t < end && e.t <= graceCutoff && e.t >= ageCutoff && !this.isInUse(e.key)) fine.add(e.t, e.s);
+          }
+        });
+        // Everything in the bucket before the cut second goes too (t < cutT).
+        const inner = fine.cut(cut.left);
+        cutT = inner.start;
+        cutLeft = inner.left;
       }
     }
-    let goal = oldBytes;
-    for (const [b, bytes] of buckets) if (b < boundary) goal += bytes;
-    if (boundary !== Infinity && boundary !== -Infinity) goal += boundaryLeft;
     if (goal === 0) return 0;
 
     // Pass 2: delete, in key order, the blobs the histogram marked.
@@ -194,10 +245,9 @@ export class GarbageCollector {
       for (const e of slice) {
         scanned++;
         if (e.t > graceCutoff || this.isInUse(e.key)) continue;
-        const bucket = Math.floor(e.t / BUCKET_SECONDS);
-        let take = e.t < ageCutoff || bucket < boundary;
-        if (!take && bucket === boundary && boundaryLeft > 0) {
-          boundaryLeft -= e.s;
+        let take = e.t < ageCutoff || e.t < cutT;
+        if (!take && e.t === cutT && cutLeft > 0) {
+          cutLeft -= e.s;
           take = true;
         }
         if (!take) continue;

@@ -188,3 +188,36 @@ describe('garbage collection of the CAS', () => {
     expect(Math.max(...evicted.map((x) => x.t))).toBeLessThanOrEqual(Math.min(...kept.map((x) => x.t)));
   });
 });
+
+describe('garbage collection of a store with many distinct access times', () => {
+  it('still takes the oldest seconds first when its histogram has to coarsen', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'reexec-gc-'));
+    const env = LmdbEnv.open(dir, { noSync: true });
+    try {
+      const store = new LmdbBlobStore(env, dir, { inlineMaxBytes: INLINE_MAX, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096 });
+      // 60,000 blobs, each used at its own second: more distinct times than the histogram holds.
+      let clock = T0;
+      const spy = vi.spyOn(Date, 'now').mockImplementation(() => clock * 1000);
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 60_000; i++) {
+        clock = T0 + i;
+        const data = Buffer.from(`blob ${i}`.padEnd(16, '.'));
+        writes.push(store.put(Digest.compute(data), data));
+        if (writes.length === 5000) await Promise.all(writes.splice(0));
+      }
+      await Promise.all(writes);
+      clock = T0 + 100_000;
+      const gc = new GarbageCollector(store, { graceSeconds: 0, now: () => clock });
+      const summary = await gc.collect({ targetBytes: 16 * 30_000 + 5 });
+      spy.mockRestore();
+      expect(summary.after.count).toBe(30_000);
+      // Exactly the 30,000 oldest went.
+      const left = store.scan(undefined, 100_000);
+      expect(Math.min(...left.map((e) => e.t))).toBe(T0 + 30_000);
+    } finally {
+      vi.restoreAllMocks();
+      await env.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});

@@ -1,23 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { adminCollect } from '../helpers/gc.js';
 import { bsWrite, bytes, call, digestOf, expectGrpcError } from '../helpers/storage.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** Collect garbage through the Admin API; resolves to the summary. */
-export function adminCollect(d: TestDaemon, req: Record<string, unknown>): Promise<any> {
-  return new Promise((resolve, reject) => {
-    let summary: any;
-    const s = (d.clients.admin as any).CollectGarbage(req);
-    s.on('data', (m: { json: string; done: boolean }) => {
-      if (m.done) summary = JSON.parse(m.json);
-    });
-    s.on('error', reject);
-    s.on('end', () => resolve(summary));
-  });
-}
 
 describe('the hard limit', () => {
   let d: TestDaemon | undefined;
