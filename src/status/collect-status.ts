@@ -83,32 +83,35 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Ope
     };
   });
 
-  const all = scheduler.list();
-  const waiting = all
-    .filter((op) => op.stage === 'QUEUED')
-    .sort((a, b) => a.job.priority - b.job.priority || a.queuedAt.getTime() - b.queuedAt.getTime());
-  const finished = all.filter((op) => op.stage === 'COMPLETED');
-  finished.sort((a, b) => (b.completedAt?.getTime() ?? 0) - (a.completedAt?.getTime() ?? 0));
-
+  // One pass over the operations the scheduler keeps (an hour of them by default): a big
+  // build leaves tens of thousands, so finished ones are never sorted whole.
+  const waiting: Operation[] = [];
+  const newest: Operation[] = [];
   const window = 60;
   const executed = zeros(window);
   const cached = zeros(window);
   const nowSec = Math.floor(now / 1000);
-  for (const op of finished) {
-    const t = op.completedAt?.getTime();
-    if (t === undefined) continue;
+  const doneAt = (op: Operation): number => op.completedAt?.getTime() ?? 0;
+  for (const op of scheduler.list()) {
+    if (op.stage === 'QUEUED') waiting.push(op);
+    if (op.stage !== 'COMPLETED') continue;
+    const t = doneAt(op);
     const age = nowSec - Math.floor(t / 1000);
-    if (age >= window) break;
-    if (age < 0) continue;
-    (op.response?.cachedResult ? cached : executed)[window - 1 - age]! += 1;
+    if (age >= 0 && age < window) (op.response?.cachedResult ? cached : executed)[window - 1 - age]! += 1;
+    if (newest.length === RECENT_LIMIT && t <= doneAt(newest[RECENT_LIMIT - 1]!)) continue;
+    let i = newest.length;
+    while (i > 0 && doneAt(newest[i - 1]!) < t) i--;
+    newest.splice(i, 0, op);
+    if (newest.length > RECENT_LIMIT) newest.pop();
   }
+  waiting.sort((a, b) => a.job.priority - b.job.priority || a.queuedAt.getTime() - b.queuedAt.getTime());
 
   return {
     pools,
     queued: waiting.slice(0, QUEUE_LIMIT).map((op) => ({ ...summary(op), queuedAt: op.queuedAt.toISOString(), waitingMs: Math.max(0, now - op.queuedAt.getTime()), priority: op.job.priority })),
     queuedTotal: waiting.length,
     runningTotal: running.size,
-    recent: finished.slice(0, RECENT_LIMIT).map(completed),
+    recent: newest.map(completed),
     throughput: { windowSeconds: window, executed, cached },
   };
 }

@@ -21,6 +21,8 @@ export async function startTestDaemon(overrides: (c: Config) => void = () => und
   config.listen = ['127.0.0.1:0'];
   config.dataDir = dir;
   config.storage.fsync = false;
+  // Not the fixed default port: parallel test daemons would race for it (set one to test metrics).
+  config.metrics.listen = null;
   overrides(config);
   const daemon = await Daemon.start(config, silentLogger);
   const address = daemon.addresses[0]!;
