@@ -1,0 +1,93 @@
+import { resolve } from 'node:path';
+import { Flags } from '@oclif/core';
+import { BaseCommand, UserError } from '../cli/base-command.js';
+import { loadConfig, parseSize } from '../config/config.js';
+import { clientEndpoint } from '../config/init-config.js';
+import { DataDirLockedError } from '../daemon/data-dir-lock.js';
+import type { GcProgress, GcRequest } from '../gc/garbage-collector.js';
+import { formatGcSummary, GcProgressBar } from '../gc/gc-report.js';
+import { collectGarbageOffline, NoStoreError } from '../gc/offline-gc.js';
+import { collectGarbageRemote, DaemonUnreachableError } from '../gc/remote-gc.js';
+import type { GcRunSummary } from '../gc/storage-gc.js';
+
+export type GcResult = GcRunSummary & { via: 'daemon' | 'data-dir'; endpoint?: string; dataDir?: string };
+
+export default class Gc extends BaseCommand {
+  static override summary = 'Evict least-recently-used blobs from the cache now.';
+  static override description =
+    'Asks the running daemon (at the config\'s listen address, or --endpoint) to evict least-recently-used blobs until the CAS is down to --target ' +
+    '(default: the low watermark of the config), and blobs unused for more than --keep-days. With --data-dir, or when no daemon answers, it opens the store itself; ' +
+    'that needs the data dir free (no daemon using it). Blobs used within the grace period (storage.grace-period) and inputs of queued or running actions are never evicted. ' +
+    'Action-cache entries and assets whose blobs are gone are never served, and are dropped when next looked up.';
+  static override examples = [
+    '<%= config.bin %> gc',
+    '<%= config.bin %> gc --dry-run --target 50GiB',
+    '<%= config.bin %> gc --keep-days 30',
+    '<%= config.bin %> gc --data-dir /srv/reexec --target 0 --json',
+    '<%= config.bin %> gc --endpoint grpc://127.0.0.1:50051',
+  ];
+
+  static override flags = {
+    endpoint: Flags.string({ description: 'the daemon to ask (grpc://HOST:PORT or unix:PATH); default: the config\'s listen address', exclusive: ['data-dir'] }),
+    'data-dir': Flags.string({ char: 'd', description: 'collect in this data dir directly; no daemon may be using it' }),
+    target: Flags.string({ description: 'evict until the CAS holds at most this much (e.g. 50GiB; 0 evicts everything evictable); default: the low watermark' }),
+    'keep-days': Flags.integer({ min: 0, description: 'also evict every blob not used for this many days' }),
+    'dry-run': Flags.boolean({ description: 'report what would be evicted; evict nothing' }),
+  };
+
+  async run(): Promise<GcResult> {
+    const { flags } = await this.parse(Gc);
+    const request: GcRequest = { dryRun: flags['dry-run'] };
+    if (flags.target !== undefined) request.targetBytes = /^\s*0+\s*$/.test(flags.target) ? 0 : parseSize(flags.target, '--target');
+    if (flags['keep-days'] !== undefined) request.maxAgeSeconds = flags['keep-days'] * 86400;
+    const tty = !this.jsonEnabled() && process.stderr.isTTY;
+    const bar = tty ? new GcProgressBar(process.stderr) : undefined;
+    const progress = bar ? (p: GcProgress) => bar.update(p) : undefined;
+
+    let result: GcResult;
+    try {
+      if (flags.endpoint) {
+        if (!/^((grpc|http):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
+          throw new UserError(`--endpoint "${flags.endpoint}" is not grpc://HOST:PORT or unix:PATH`);
+        }
+        result = { ...(await collectGarbageRemote(flags.endpoint, request, progress)), via: 'daemon', endpoint: flags.endpoint };
+      } else {
+        const config = loadConfig(flags.config);
+        if (flags['data-dir']) {
+          config.dataDir = resolve(flags['data-dir']);
+          result = { ...(await collectGarbageOffline(config, request, progress)), via: 'data-dir', dataDir: config.dataDir };
+        } else {
+          const endpoint = clientEndpoint(config.listen).grpcUrl;
+          try {
+            result = { ...(await collectGarbageRemote(endpoint, request, progress)), via: 'daemon', endpoint };
+          } catch (err) {
+            if (!(err instanceof DaemonUnreachableError)) throw err;
+            // No daemon: collect in its data dir directly (refused if a daemon holds it after all).
+            result = { ...(await collectGarbageOffline(config, request, progress)), via: 'data-dir', dataDir: config.dataDir };
+          }
+        }
+      }
+    } catch (err) {
+      bar?.done();
+      if (err instanceof DataDirLockedError) {
+        throw new UserError(
+          `a reexec daemon (pid ${err.pid}) is using ${err.dataDir}, so this command cannot open the store itself`,
+          'Ask the daemon instead: run `reexec gc` without --data-dir (it finds the daemon through the config), or pass --endpoint grpc://HOST:PORT.',
+        );
+      }
+      if (err instanceof NoStoreError) throw new UserError(err.message, 'Pass the data dir of a reexec store with --data-dir, or the config of one with --config.');
+      if (err instanceof DaemonUnreachableError) throw new UserError(err.message, 'Is the daemon running (reexec start)? Without a daemon, use --data-dir DIR.');
+      const code = (err as { code?: number }).code;
+      if (typeof code === 'number' && (err as { details?: string }).details !== undefined) {
+        throw new UserError(`the daemon refused: ${(err as { details: string }).details}`);
+      }
+      throw err;
+    }
+    bar?.done();
+    if (!this.jsonEnabled()) {
+      this.log(result.via === 'daemon' ? `reexec daemon at ${result.endpoint}:` : `data dir ${result.dataDir} (no daemon running):`);
+      this.log(formatGcSummary(result));
+    }
+    return result;
+  }
+}

@@ -1,0 +1,44 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_BLOB_STORE_OPTIONS, LmdbBlobStore } from '../cas/lmdb-blob-store.js';
+import type { Config } from '../config/config.js';
+import { DataDirLock } from '../daemon/data-dir-lock.js';
+import { LmdbEnv } from '../store/lmdb-env.js';
+import { silentLogger } from '../util/logger.js';
+import type { GcProgress, GcRequest } from './garbage-collector.js';
+import { resolveStorageBudget } from './storage-budget.js';
+import { StorageGc, type GcRunSummary } from './storage-gc.js';
+
+export class NoStoreError extends Error {
+  constructor(readonly dataDir: string) {
+    super(`there is no reexec store in ${dataDir} (no ${join(dataDir, 'lmdb')})`);
+    this.name = 'NoStoreError';
+  }
+}
+
+/**
+ * Collect garbage in a data dir no daemon is using: takes the data dir's lock (so a daemon
+ * cannot start meanwhile; DataDirLockedError when one runs), opens the store, collects, closes.
+ * Nothing runs, so nothing is in use but what the grace period protects.
+ */
+export async function collectGarbageOffline(
+  config: Pick<Config, 'dataDir' | 'storage'>,
+  request: GcRequest,
+  progress?: (p: GcProgress) => void | Promise<void>,
+): Promise<GcRunSummary> {
+  const { dataDir } = config;
+  if (!existsSync(join(dataDir, 'lmdb'))) throw new NoStoreError(dataDir);
+  const lock = DataDirLock.acquire(dataDir);
+  let env: LmdbEnv | undefined;
+  try {
+    env = LmdbEnv.open(dataDir);
+    const store = new LmdbBlobStore(env, dataDir, { ...DEFAULT_BLOB_STORE_OPTIONS, inlineMaxBytes: config.storage.inlineMaxBytes, fsync: config.storage.fsync });
+    await store.removeStaleUploads();
+    const budget = await resolveStorageBudget(config);
+    const gc = new StorageGc({ store, budget, cacheDir: join(dataDir, 'cache'), log: silentLogger });
+    return await gc.collect(request, progress);
+  } finally {
+    await env?.close();
+    lock.release();
+  }
+}

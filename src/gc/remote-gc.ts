@@ -1,0 +1,45 @@
+import type * as grpc from '@grpc/grpc-js';
+import { connect } from '../client/reapi-client.js';
+import type { reexec } from '../gen/proto.js';
+import type { GcProgress, GcRequest } from './garbage-collector.js';
+import type { GcRunSummary } from './storage-gc.js';
+
+/** Ask the daemon at `endpoint` to collect garbage (Admin.CollectGarbage), following its progress. */
+export async function collectGarbageRemote(
+  endpoint: string,
+  request: GcRequest,
+  progress?: (p: GcProgress) => void,
+  options: { connectTimeoutMs?: number } = {},
+): Promise<GcRunSummary> {
+  const clients = connect(endpoint);
+  try {
+    await new Promise<void>((resolve, reject) =>
+      clients.admin.waitForReady(Date.now() + (options.connectTimeoutMs ?? 3000), (err?: Error) => (err ? reject(new DaemonUnreachableError(endpoint, err)) : resolve())),
+    );
+    return await new Promise<GcRunSummary>((resolve, reject) => {
+      let summary: GcRunSummary | undefined;
+      const req: reexec.admin.v1.ICollectGarbageRequest = { maxAgeSeconds: request.maxAgeSeconds ?? 0, dryRun: request.dryRun ?? false };
+      if (request.targetBytes !== undefined) req.targetBytes = request.targetBytes;
+      const stream: grpc.ClientReadableStream<reexec.admin.v1.CollectGarbageProgress> = clients.admin.CollectGarbage(req);
+      stream.on('data', (m: reexec.admin.v1.CollectGarbageProgress) => {
+        const value = JSON.parse(m.json) as unknown;
+        if (m.done) summary = value as GcRunSummary;
+        else progress?.(value as GcProgress);
+      });
+      stream.on('error', reject);
+      stream.on('end', () => (summary ? resolve(summary) : reject(new Error(`the daemon at ${endpoint} ended CollectGarbage without a summary`))));
+    });
+  } finally {
+    clients.close();
+  }
+}
+
+export class DaemonUnreachableError extends Error {
+  constructor(
+    readonly endpoint: string,
+    cause: Error,
+  ) {
+    super(`no reexec daemon answers at ${endpoint} (${cause.message})`);
+    this.name = 'DaemonUnreachableError';
+  }
+}
