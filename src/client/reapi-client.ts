@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { channelCredentials, securityChannelOptions, type ClientSecurity } from './client-security.js';
 import { actionCacheDefinition } from '../services/action-cache-service.js';
 import { adminDefinition } from '../services/admin-service.js';
 import { fetchDefinition, pushDefinition } from '../services/asset-service.js';
@@ -25,18 +26,23 @@ export const clientConstructors = {
 
 export type ReapiClients = { [K in keyof typeof clientConstructors]: grpc.Client & Record<string, (...args: any[]) => any> };
 
-/** "grpc://host:port", "http://host:port", "host:port" or "unix:/path" → a grpc-js target. */
+/** "grpc[s]://host:port", "http[s]://host:port", "host:port" or "unix:/path" → a grpc-js target. */
 export function grpcTarget(endpoint: string): string {
-  return endpoint.replace(/^(grpc|http):\/\//, '');
+  return endpoint.replace(/^(grpcs?|https?):\/\//, '');
 }
 
-export function connect(endpoint: string, options: grpc.ChannelOptions = {}): ReapiClients & { close(): void } {
+/**
+ * Clients of every service at `endpoint`. TLS with grpcs:// or https:// (or security.tls), a
+ * client certificate for mutual TLS and a bearer token from `security`.
+ */
+export function connect(endpoint: string, options: grpc.ChannelOptions = {}, security: ClientSecurity = {}): ReapiClients & { close(): void } {
   const target = grpcTarget(endpoint);
-  const creds = grpc.credentials.createInsecure();
-  const channelOptions: grpc.ChannelOptions = {
+  const creds = channelCredentials(endpoint, security);
+  const channelOptions: grpc.ClientOptions = {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     'grpc-node.flow_control_window': 16 * 1024 * 1024,
     ...options,
+    ...securityChannelOptions(security),
   };
   const clients = Object.fromEntries(
     Object.entries(clientConstructors).map(([k, C]) => [k, new C(target, creds, channelOptions)]),

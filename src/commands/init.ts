@@ -1,9 +1,11 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
 import { defaultConfigPath, defaultDataDir, DEFAULT_LISTEN } from '../config/config.js';
-import { ConfigFileDiffersError, planInit, writeConfigFile, type ClientSnippets } from '../config/init-config.js';
+import { basename, dirname, join } from 'node:path';
+import { checkInitListen, ConfigFileDiffersError, planInit, resolveUserPath, writeConfigFile, type ClientSnippets } from '../config/init-config.js';
 import { setupBinfmt, type BinfmtSetupStep } from '../host/binfmt-setup.js';
 import { runHostChecks, type HostCheck } from '../host/host-checks.js';
+import { createTlsSetup, type TlsSetup } from '../host/tls-setup.js';
 
 const shellQuote = (s: string): string => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
@@ -15,6 +17,8 @@ export interface InitResult {
   clients: ClientSnippets;
   /** With --setup-binfmt: the commands run and how each went. */
   binfmt?: BinfmtSetupStep[];
+  /** With --tls: where the certificates and tokens are, and which files this run made. */
+  tls?: { dir: string; created: string[]; serverNames: string[] };
 }
 
 export default class Init extends BaseCommand {
@@ -26,6 +30,7 @@ export default class Init extends BaseCommand {
   static override examples = [
     '<%= config.bin %> init',
     '<%= config.bin %> init --listen 0.0.0.0:50051 --data-dir /srv/reexec',
+    '<%= config.bin %> init --tls --listen 0.0.0.0:50051',
     '<%= config.bin %> init --config ./reexec.yaml --force',
     '<%= config.bin %> init --json',
   ];
@@ -36,14 +41,39 @@ export default class Init extends BaseCommand {
     listen: Flags.string({ char: 'l', multiple: true, description: `HOST:PORT or unix:PATH clients connect to; repeat for several (default: ${DEFAULT_LISTEN})` }),
     force: Flags.boolean({ char: 'f', description: 'replace an existing config file that differs (the old one is kept as FILE.bak)' }),
     'setup-binfmt': Flags.boolean({ description: 'as root: mount binfmt_misc and register the installed QEMU interpreters (fix-binary), so foreign-ISA actions run' }),
+    tls: Flags.boolean({
+      description:
+        'secure the daemon: create a local CA, a server and a client certificate (with openssl) and access tokens next to the config file, turn on TLS, mutual TLS and tokens, and print client configuration that uses them',
+    }),
   };
 
   async run(): Promise<InitResult> {
     const { flags } = await this.parse(Init);
+    const configPath = resolveUserPath(flags.config ?? defaultConfigPath());
+    const listen = checkInitListen(flags.listen ?? [DEFAULT_LISTEN]);
+    let tls: TlsSetup | undefined;
+    if (flags.tls) {
+      try {
+        tls = await createTlsSetup(join(dirname(configPath), 'tls'), { listen });
+      } catch (err) {
+        throw new UserError((err as Error).message);
+      }
+    }
     const plan = planInit({
-      configPath: flags.config ?? defaultConfigPath(),
+      configPath,
       dataDir: flags['data-dir'] ?? defaultDataDir(),
-      listen: flags.listen ?? [DEFAULT_LISTEN],
+      listen,
+      ...(tls
+        ? {
+            tls: {
+              cert: tls.serverCert,
+              key: tls.serverKey,
+              clientCa: tls.caCert,
+              tokenFile: tls.tokenFile,
+              client: { caCert: tls.caCert, clientCert: tls.clientCert, clientKey: tls.clientKey, token: tls.tokens.client.token, tokenFile: tls.tokens.client.file },
+            },
+          }
+        : {}),
     });
     let write: ReturnType<typeof writeConfigFile>;
     try {
@@ -78,6 +108,11 @@ export default class Init extends BaseCommand {
     }
     this.log(`  data dir: ${plan.dataDir}`);
     this.log(`  listen:   ${plan.listen.join(', ')}`);
+    if (tls) {
+      this.log(`\nTLS and access tokens in ${tls.dir}${tls.created.length ? ` (made now: ${tls.created.map((f) => basename(f)).join(', ')})` : ' (kept as they were)'}:`);
+      this.log(`  server certificate for ${tls.serverNames.join(', ')}, signed by ca.crt; clients need ca.crt, client.crt and client.key`);
+      this.log(`  tokens (${basename(tls.tokenFile)}, re-read on change): client.token (read, write, execute), read-only.token (read), admin.token (all: reexec status, reexec gc)`);
+    }
 
     this.log('\nHost checks (what remote execution needs):');
     const width = Math.max(...checks.map((c) => c.name.length));
@@ -104,6 +139,14 @@ export default class Init extends BaseCommand {
     const start = plan.configPath === defaultConfigPath() ? 'reexec start' : `reexec start --config ${shellQuote(plan.configPath)}`;
     this.log(`\nStart the server with: ${start}`);
 
-    return { configPath: plan.configPath, written: write.outcome !== 'unchanged', dataDir: plan.dataDir, checks, clients: plan.clients, ...(binfmt ? { binfmt } : {}) };
+    return {
+      configPath: plan.configPath,
+      written: write.outcome !== 'unchanged',
+      dataDir: plan.dataDir,
+      checks,
+      clients: plan.clients,
+      ...(binfmt ? { binfmt } : {}),
+      ...(tls ? { tls: { dir: tls.dir, created: tls.created, serverNames: tls.serverNames } } : {}),
+    };
   }
 }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { parseRights, type Right } from '../auth/rights.js';
 import { canonicalIsa } from '../scheduler/platform.js';
 import type { LogFormat, LogLevel } from '../util/logger.js';
 
@@ -47,6 +48,12 @@ export interface Config {
   log: { format: LogFormat; level: LogLevel };
   /** Prometheus metrics over HTTP at http://LISTEN/metrics; null: not served. */
   metrics: { listen: string | null };
+  /** TLS for every TCP listener (unix sockets stay plain unless a listener says otherwise); null: none. */
+  tls: TlsConfig | null;
+  /** TLS of single listeners, by address, overriding `tls` (null: plain). */
+  listenerTls: Record<string, TlsConfig | null>;
+  auth: AuthConfig;
+  limits: LimitsConfig;
   execution: ExecutionConfig;
   /** The file this came from, if any. */
   source?: string;
@@ -75,6 +82,32 @@ export interface ExecutionConfig {
 
 /** A size in bytes, or a share of something else (the file system, or storage.max-bytes). */
 export type SizeOrShare = { bytes: number } | { share: number };
+
+export interface TlsConfig {
+  /** PEM files: the server's certificate (chain) and its private key. */
+  cert: string;
+  key: string;
+  /** PEM file of the CA that signs client certificates: mutual TLS, clients without one are refused. */
+  clientCa: string | null;
+}
+
+export interface AuthConfig {
+  /** `token: rights` lines (YAML), re-read when the file changes; null: no tokens. */
+  tokenFile: string | null;
+  /** Rights of clients that present no token, when there is a token file. */
+  anonymous: Right[];
+}
+
+export interface LimitsConfig {
+  /** Calls one client (a token, else an address) may have in flight; 0: unlimited. */
+  maxCallsPerClient: number;
+  /** Seconds a call may sit with nothing sent or received (never cuts a running Execute); 0: never. */
+  idleTimeoutSeconds: number;
+  /** Deepest directory nesting of an input root (staging) or GetTree. */
+  maxTreeDepth: number;
+  /** Files, symlinks and directories of one input root, counting repeated subtrees each time; GetTree: directories. */
+  maxTreeEntries: number;
+}
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -115,6 +148,10 @@ export function defaultConfig(): Config {
     grpc: { maxReceiveMessageBytes: 16 * 1024 * 1024, flowControlWindowBytes: 16 * 1024 * 1024 },
     log: { format: 'human', level: 'info' },
     metrics: { listen: DEFAULT_METRICS_LISTEN },
+    tls: null,
+    listenerTls: {},
+    auth: { tokenFile: null, anonymous: [] },
+    limits: { maxCallsPerClient: 1000, idleTimeoutSeconds: 300, maxTreeDepth: 256, maxTreeEntries: 4_000_000 },
     execution: {
       enabled: true,
       pools: 'auto',
@@ -253,14 +290,68 @@ function metricsListen(raw: Raw, where: string, dflt: string | null): string | n
   }
 }
 
+const userPath = (p: string): string => resolve(p.replace(/^~(?=\/|$)/, homedir()));
+
+/** tls: {cert, key, client-ca}, or off (null, false, "off"). */
+function compileTls(v: unknown, where: string, dflt: TlsConfig | null): TlsConfig | null {
+  if (v === undefined) return dflt;
+  if (v === null || v === false || v === 'off' || v === 'none') return null;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: "tls" must be a mapping with cert, key and optionally client-ca, or off`);
+  const raw = v as Raw;
+  const path = (key: string, required: boolean): string | null => {
+    const p = raw[key];
+    if (p === undefined || p === null) {
+      if (required) throw new ConfigError(`${where}: tls needs "${key}" (a PEM file)${key === 'cert' || key === 'key' ? '; `reexec init --tls` creates one' : ''}`);
+      return null;
+    }
+    if (typeof p !== 'string' || !p) throw new ConfigError(`${where}: tls "${key}" must be the path of a PEM file`);
+    return userPath(p);
+  };
+  for (const k of Object.keys(raw)) if (!['cert', 'key', 'client-ca'].includes(k)) throw new ConfigError(`${where}: tls has no setting "${k}" (cert, key, client-ca)`);
+  return { cert: path('cert', true)!, key: path('key', true)!, clientCa: path('client-ca', false) };
+}
+
+function compileAuth(raw: Raw, where: string, base: AuthConfig): AuthConfig {
+  const tf = raw['token-file'];
+  if (tf !== undefined && tf !== null && (typeof tf !== 'string' || !tf)) throw new ConfigError(`${where}: "token-file" must be a path`);
+  let anonymous = base.anonymous;
+  if (raw['anonymous'] !== undefined && raw['anonymous'] !== null) {
+    try {
+      anonymous = [...parseRights(raw['anonymous'])];
+    } catch (err) {
+      throw new ConfigError(`${where}: anonymous: ${(err as Error).message}`);
+    }
+  }
+  return { tokenFile: tf === undefined ? base.tokenFile : tf === null ? null : userPath(tf as string), anonymous };
+}
+
+function compileLimits(raw: Raw, where: string, base: LimitsConfig): LimitsConfig {
+  const idle = raw['idle-timeout'];
+  return {
+    maxCallsPerClient: num(raw, 'max-calls-per-client', where, base.maxCallsPerClient),
+    idleTimeoutSeconds: idle === 0 || idle === '0' || idle === 'off' || idle === false ? 0 : idle === undefined || idle === null ? base.idleTimeoutSeconds : parseDuration(idle, `${where}: idle-timeout`),
+    maxTreeDepth: num(raw, 'max-tree-depth', where, base.maxTreeDepth, 1),
+    maxTreeEntries: num(raw, 'max-tree-entries', where, base.maxTreeEntries, 1),
+  };
+}
+
 /** Apply defaults to what a config file says, checking every value. */
 export function compileConfig(raw: Raw, where = 'config', base: Config = defaultConfig()): Config {
   const listenRaw = raw['listen'];
   let listen = base.listen;
+  let listenerTls = base.listenerTls;
   if (listenRaw !== undefined && listenRaw !== null) {
     const list = Array.isArray(listenRaw) ? listenRaw : [listenRaw];
-    if (list.length === 0 || !list.every((x) => typeof x === 'string')) throw new ConfigError(`${where}: "listen" must be an address or a list of them`);
-    listen = (list as string[]).map(validateListen);
+    const isEntry = (x: unknown): boolean => typeof x === 'string' || (typeof x === 'object' && x !== null && typeof (x as Raw)['address'] === 'string');
+    if (list.length === 0 || !list.every(isEntry)) throw new ConfigError(`${where}: "listen" must be an address or a list of them (an entry may be {address: HOST:PORT, tls: ...})`);
+    listen = list.map((x) => validateListen(typeof x === 'string' ? x : ((x as Raw)['address'] as string)));
+    listenerTls = {};
+    for (const x of list) {
+      if (typeof x === 'string') continue;
+      const entry = x as Raw;
+      for (const k of Object.keys(entry)) if (!['address', 'tls'].includes(k)) throw new ConfigError(`${where}: listen entry ${entry['address']}: no setting "${k}" (address, tls)`);
+      if ('tls' in entry) listenerTls[entry['address'] as string] = compileTls(entry['tls'], `${where}: listen ${entry['address']}`, null);
+    }
   }
   const dataDirRaw = raw['data-dir'];
   if (dataDirRaw !== undefined && typeof dataDirRaw !== 'string') throw new ConfigError(`${where}: "data-dir" must be a path`);
@@ -302,6 +393,10 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
       level: oneOf(l, 'level', `${where}: log`, ['debug', 'info', 'warn', 'error'] as const, base.log.level),
     },
     metrics: { listen: metricsListen(m, `${where}: metrics`, base.metrics.listen) },
+    tls: compileTls(raw['tls'], where, base.tls),
+    listenerTls,
+    auth: compileAuth(section(raw, 'auth', where), `${where}: auth`, base.auth),
+    limits: compileLimits(section(raw, 'limits', where), `${where}: limits`, base.limits),
     execution: compileExecution(section(raw, 'execution', where), `${where}: execution`, base.execution),
     source: base.source,
   };

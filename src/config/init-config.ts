@@ -44,10 +44,53 @@ export function checkInitListen(listen: readonly string[]): string[] {
   });
 }
 
-/** The config file for these settings. YAML double-quoted strings are JSON strings. */
-export function renderConfigFile(opts: { dataDir: string; listen: readonly string[] }): string {
+/** Files of a TLS and token setup (`reexec init --tls`), written into the config's security section. */
+export interface SecurityFiles {
+  cert: string;
+  key: string;
+  clientCa: string;
+  tokenFile: string;
+}
+
+/** Where the commented security section points when `--tls` was not given. */
+const EXAMPLE_SECURITY: SecurityFiles = {
+  cert: '~/.config/reexec/tls/server.crt',
+  key: '~/.config/reexec/tls/server.key',
+  clientCa: '~/.config/reexec/tls/ca.crt',
+  tokenFile: '~/.config/reexec/tokens.yaml',
+};
+
+/** Uncomment the "# tls:" ... "#   anonymous:" block of the template. */
+function activateSecurity(text: string): string {
+  const lines = text.split('\n');
+  const start = lines.indexOf('# tls:');
+  const end = lines.findIndex((l, i) => i > start && l.startsWith('#   anonymous:'));
+  if (start < 0 || end < 0) throw new Error('templates/config.yaml: the security section ("# tls:" … "#   anonymous:") is missing');
+  for (let i = start; i <= end; i++) lines[i] = lines[i]!.replace(/^# /, '');
+  return lines.join('\n');
+}
+
+/**
+ * The config file for these settings. YAML double-quoted strings are JSON strings. With
+ * `security`, the TLS and token section is written active, pointing at those files.
+ */
+export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles }): string {
   const listen = opts.listen.length === 1 ? JSON.stringify(opts.listen[0]) : `[${opts.listen.map((a) => JSON.stringify(a)).join(', ')}]`;
-  return renderTemplate(readTemplate('config.yaml'), { listen, 'data-dir': JSON.stringify(opts.dataDir) }, 'templates/config.yaml');
+  const sec = opts.security ?? EXAMPLE_SECURITY;
+  const quote = (p: string): string => (opts.security ? JSON.stringify(p) : p);
+  const text = renderTemplate(
+    readTemplate('config.yaml'),
+    {
+      listen,
+      'data-dir': JSON.stringify(opts.dataDir),
+      'tls-cert': quote(sec.cert),
+      'tls-key': quote(sec.key),
+      'tls-client-ca': quote(sec.clientCa),
+      'token-file': quote(sec.tokenFile),
+    },
+    'templates/config.yaml',
+  );
+  return opts.security ? activateSecurity(text) : text;
 }
 
 export interface ClientEndpoint {
@@ -90,10 +133,29 @@ const NO_HTTP = (client: string): string =>
   `# ${client} connects only over http:// or https://, and reexec listens only on unix sockets.\n` +
   `# Add a TCP address, e.g.: reexec init --force --listen 127.0.0.1:50051 --listen unix:/path/to.sock\n`;
 
-/** Ready-to-paste client configuration for this endpoint. */
-export function renderClientSnippets(endpoint: ClientEndpoint): ClientSnippets {
-  const values = { 'http-url': endpoint.httpUrl ?? '', 'grpc-url': endpoint.grpcUrl };
-  const render = (file: string): string => renderTemplate(readTemplate(`clients/${file}`), values, `templates/clients/${file}`);
+/** What clients of a TLS and token setup need: the CA, their certificate and key, a token. */
+export interface ClientTlsFiles {
+  caCert: string;
+  clientCert: string;
+  clientKey: string;
+  /** The token itself (Bazel's --remote_header) and a file holding it (BuildStream 2). */
+  token: string;
+  tokenFile: string;
+}
+
+/** Ready-to-paste client configuration for this endpoint (over TLS with a client certificate and a token, given `tls`). */
+export function renderClientSnippets(endpoint: ClientEndpoint, tls?: ClientTlsFiles): ClientSnippets {
+  const values: Record<string, string> = {
+    'http-url': endpoint.httpUrl ?? '',
+    'grpc-url': endpoint.grpcUrl,
+    'https-url': (endpoint.httpUrl ?? '').replace(/^http:/, 'https:'),
+    'grpcs-url': endpoint.grpcUrl.replace(/^grpc:/, 'grpcs:'),
+    ...(tls ? { 'ca-cert': tls.caCert, 'client-cert': tls.clientCert, 'client-key': tls.clientKey, token: tls.token, 'token-file': tls.tokenFile } : {}),
+  };
+  const render = (file: string): string => {
+    const name = tls ? file.replace(/(\.conf)?$/, (ext) => `-tls${ext}`) : file;
+    return renderTemplate(readTemplate(`clients/${name}`), values, `templates/clients/${name}`);
+  };
   return {
     buildstream2: endpoint.httpUrl ? render('buildstream2.conf') : NO_HTTP('BuildStream'),
     buildstream1: endpoint.httpUrl ? render('buildstream1.conf') : NO_HTTP('BuildStream 1.6'),
@@ -151,11 +213,16 @@ export interface InitPlan {
   clients: ClientSnippets;
 }
 
-/** Everything init will write and print, computed without touching the disk. */
-export function planInit(opts: { configPath: string; dataDir: string; listen: readonly string[] }): InitPlan {
+/**
+ * Everything init will write and print, computed without touching the disk. With `tls`
+ * (the files `reexec init --tls` made), the config turns TLS, mutual TLS and tokens on and
+ * the client snippets use them.
+ */
+export function planInit(opts: { configPath: string; dataDir: string; listen: readonly string[]; tls?: SecurityFiles & { client: ClientTlsFiles } }): InitPlan {
   const listen = checkInitListen(opts.listen);
   const configPath = resolveUserPath(opts.configPath);
   const dataDir = resolveUserPath(opts.dataDir);
   const endpoint = clientEndpoint(listen);
-  return { configPath, dataDir, listen, content: renderConfigFile({ dataDir, listen }), endpoint, clients: renderClientSnippets(endpoint) };
+  const content = renderConfigFile({ dataDir, listen, ...(opts.tls ? { security: opts.tls } : {}) });
+  return { configPath, dataDir, listen, content, endpoint, clients: renderClientSnippets(endpoint, opts.tls?.client) };
 }

@@ -6,6 +6,9 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { CompletenessCheckingActionCache } from '../ac/completeness-checking-action-cache.js';
+import { AccessPolicy } from '../auth/access-policy.js';
+import { CallGuard } from '../auth/call-guard.js';
+import { TokenFile } from '../auth/token-file.js';
 import { LmdbActionCache } from '../ac/lmdb-action-cache.js';
 import { AssetStore } from '../asset/asset-store.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -34,6 +37,7 @@ import { Telemetry } from '../metrics/telemetry.js';
 import { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { DataDirLock } from './data-dir-lock.js';
+import { exposureWarnings, tlsFor } from './exposure.js';
 import { bindAddress, createGrpcServer } from './grpc-server.js';
 
 export const VERSION = '0.1.0';
@@ -118,17 +122,25 @@ export class Daemon {
       const assets = new AssetStore(env, cas, budget.graceSeconds);
       const uploads = new UploadRegistry();
 
-      server = createGrpcServer(config.grpc, [telemetry.rpc.interceptor]);
+      // Access control, per-client limits and idle calls: one interceptor in front of every service.
+      const tokens = config.auth.tokenFile ? TokenFile.open(config.auth.tokenFile, log) : undefined;
+      const policy = new AccessPolicy(tokens, new Set(config.auth.anonymous));
+      const guard = new CallGuard({ policy, maxCallsPerClient: config.limits.maxCallsPerClient, idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000, log });
+      server = createGrpcServer(config.grpc, [telemetry.rpc.interceptor, guard.interceptor]);
       server.addService(
         capabilitiesDefinition,
         capabilitiesService(log, {
           instances,
           maxBatchBytes: config.storage.maxBatchBytes,
           acUpdateEnabled: true,
+          callerRights: (ctx) => policy.rightsFor(ctx.metadata),
           execution: { enabled: config.execution.enabled, priorities: { min: -1000, max: 1000 } },
         }),
       );
-      server.addService(casDefinition, casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes }));
+      server.addService(
+        casDefinition,
+        casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes, maxTreeDepth: config.limits.maxTreeDepth, maxTreeDirectories: config.limits.maxTreeEntries }),
+      );
       server.addService(byteStreamDefinition, byteStreamService(log, cas, uploads, { instances }));
       server.addService(actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true }));
       const assetImpl = assetServices(log, assets, { instances });
@@ -138,7 +150,8 @@ export class Daemon {
       let execution: ExecutionEngine | undefined;
       if (config.execution.enabled) {
         const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(a.slice('unix:'.length).replace(/^\/\/(?=\/)/, '')));
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets });
+        const treeLimits = { maxDepth: config.limits.maxTreeDepth, maxEntries: config.limits.maxTreeEntries };
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets, treeLimits });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);
@@ -174,7 +187,8 @@ export class Daemon {
       health.addToServer(server);
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
 
-      for (const address of config.listen) addresses.push(await bindAddress(server, address));
+      for (const address of config.listen) addresses.push(await bindAddress(server, address, tlsFor(config, address)));
+      for (const warning of exposureWarnings(config)) log.warn(warning);
       if (config.metrics.listen) {
         // Metrics are an aid, not the service: a taken port is worth a warning, not a refusal to start.
         try {

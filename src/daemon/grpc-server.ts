@@ -1,6 +1,8 @@
-import { chmodSync, existsSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import type * as http2 from 'node:http2';
+import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { ConfigError, type TlsConfig } from '../config/config.js';
 
 export interface GrpcServerOptions {
   maxReceiveMessageBytes: number;
@@ -45,8 +47,32 @@ export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.Ser
   return server;
 }
 
+/** The path of a "unix:PATH" (or "unix://PATH") listen address. */
+export const unixSocketPath = (address: string): string => address.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');
+
+/** Server credentials: plain, TLS, or mutual TLS (a client CA: clients without a certificate it signed are refused). */
+export function serverCredentials(tls: TlsConfig | null | undefined): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(`tls ${what} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : (err as Error).message}`);
+    }
+  };
+  const pair = { cert_chain: read('cert', tls.cert), private_key: read('key', tls.key) };
+  const ca = tls.clientCa ? read('client-ca', tls.clientCa) : null;
+  try {
+    // Check the pair now: grpc-js would only fail at the first handshake.
+    createSecureContext({ cert: pair.cert_chain, key: pair.private_key, ...(ca ? { ca } : {}) });
+  } catch (err) {
+    throw new ConfigError(`tls: ${tls.cert} and ${tls.key} are not a usable certificate and key: ${(err as Error).message}`);
+  }
+  return grpc.ServerCredentials.createSsl(ca, [pair], ca !== null);
+}
+
 /** Bind one "HOST:PORT" or "unix:PATH" address; returns what it really listens on. */
-export async function bindAddress(server: grpc.Server, address: string): Promise<string> {
+export async function bindAddress(server: grpc.Server, address: string, tls?: TlsConfig | null): Promise<string> {
   let target = address;
   let socketPath: string | undefined;
   if (address.startsWith('unix:')) {
@@ -55,8 +81,9 @@ export async function bindAddress(server: grpc.Server, address: string): Promise
     // A socket file left by a dead daemon would make bind fail (the data dir lock proves it is dead).
     if (existsSync(socketPath)) rmSync(socketPath, { force: true });
   }
+  const creds = serverCredentials(tls);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p))),
   ).catch((err: Error) => {
     throw new Error(`cannot listen on ${address}: ${err.message}${/in use/i.test(err.message) ? ' (another process has it: pick another with --listen HOST:PORT, or port 0 for any free one)' : ''}`);
   });

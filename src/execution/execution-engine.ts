@@ -14,6 +14,7 @@ import type { Logger } from '../util/logger.js';
 import { errorToRpcStatus } from '../util/rpc-status.js';
 import { Code } from '../util/status-error.js';
 import { InputStager } from '../worker/input-stager.js';
+import type { TreeLimits } from '../worker/input-tree.js';
 import { WorkerPool } from '../worker/worker-pool.js';
 import { detectIsaSupport, resolvePools, whyUnavailable, type IsaSupport } from './isa-support.js';
 import { buildJob, type JobOptions } from './job-builder.js';
@@ -46,6 +47,8 @@ export class ExecutionEngine {
     log: Logger;
     /** The daemon's unix sockets: hidden from actions like the data dir. */
     sockets?: string[];
+    /** Largest input root accepted (depth, entries as staged). */
+    treeLimits?: TreeLimits;
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     const workDir = join(dataDir, 'work');
@@ -66,6 +69,7 @@ export class ExecutionEngine {
       defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: config.maxTimeoutSeconds * 1000,
       hostIsa: hostIsa(),
+      treeLimits: opts.treeLimits,
     };
     const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
     const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], log }, log);

@@ -5,13 +5,15 @@ import { re } from '../proto.js';
 import type { Job } from '../scheduler/operation.js';
 import { parsePlatform, type PlatformRequirements } from '../scheduler/platform.js';
 import { failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
-import { fetchInputTree, type InputTree } from '../worker/input-tree.js';
+import { fetchInputTree, type InputTree, type TreeLimits } from '../worker/input-tree.js';
 import { resolveOutputPath } from '../worker/output-collector.js';
 
 export interface JobOptions {
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
   hostIsa: string;
+  /** Largest input root accepted: deeper or bigger ones are refused with INVALID_ARGUMENT. */
+  treeLimits?: TreeLimits;
 }
 
 async function loadMessage<T>(cas: BlobStore, digest: Digest, what: string, decode: (b: Uint8Array) => T): Promise<T> {
@@ -82,7 +84,7 @@ export async function buildJob(
   const rootDigest = Digest.fromProto(action.inputRootDigest, fn, 'Action.input_root_digest');
   const [command, inputTree] = await Promise.all([
     loadMessage(cas, commandDigest, 'Command', (b) => re.Command.decode(b)).catch((e) => e as Error),
-    fetchInputTree(cas, rootDigest).catch((e) => e as Error),
+    fetchInputTree(cas, rootDigest, opts.treeLimits).catch((e) => e as Error),
   ]);
   // Report a missing Command together with missing inputs, so one round of uploads fixes both.
   const errors = [command, inputTree].filter((e): e is Error => e instanceof Error);

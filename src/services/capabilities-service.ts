@@ -3,7 +3,7 @@ import { DIGEST_FUNCTIONS, SHA256 } from '../digest/digest-function.js';
 import type { InstancePolicy } from '../digest/instance-name.js';
 import { re } from '../proto.js';
 import type { Logger } from '../util/logger.js';
-import { method, unary } from './grpc-adapters.js';
+import { method, unary, type CallContext } from './grpc-adapters.js';
 
 const SERVICE = 'build.bazel.remote.execution.v2.Capabilities';
 
@@ -22,23 +22,31 @@ export interface CapabilitiesOptions {
   acUpdateEnabled: boolean;
   /** Execution, once the daemon runs actions. */
   execution?: { enabled: boolean; priorities?: { min: number; max: number } };
+  /**
+   * The caller's rights, when access is controlled: a client without "write" sees
+   * update_enabled=false, one without "execute" exec_enabled=false.
+   */
+  callerRights?: (ctx: CallContext) => ReadonlySet<string>;
 }
 
 export function capabilitiesService(log: Logger, opts: CapabilitiesOptions): grpc.UntypedServiceImplementation {
   const functions = DIGEST_FUNCTIONS.map((f) => f.value);
   return {
-    GetCapabilities: unary(log, 'GetCapabilities', async (req: re.GetCapabilitiesRequest) => {
+    GetCapabilities: unary(log, 'GetCapabilities', async (req: re.GetCapabilitiesRequest, ctx) => {
       opts.instances.parse(req.instanceName);
+      const rights = opts.callerRights?.(ctx);
+      const updateEnabled = opts.acUpdateEnabled && (!rights || rights.has('write'));
+      const execEnabled = !!opts.execution?.enabled && (!rights || rights.has('execute'));
       return re.ServerCapabilities.create({
         cacheCapabilities: {
           digestFunctions: functions,
-          actionCacheUpdateCapabilities: { updateEnabled: opts.acUpdateEnabled },
+          actionCacheUpdateCapabilities: { updateEnabled },
           maxBatchTotalSizeBytes: opts.maxBatchBytes,
           symlinkAbsolutePathStrategy: re.SymlinkAbsolutePathStrategy.Value.ALLOWED,
           supportedCompressors: [],
           supportedBatchUpdateCompressors: [],
         },
-        executionCapabilities: opts.execution?.enabled
+        executionCapabilities: execEnabled && opts.execution
           ? {
               digestFunction: SHA256.value,
               digestFunctions: functions,

@@ -24,6 +24,9 @@ export interface CasServiceOptions {
   maxBatchBytes: number;
   /** GetTree: directories per page when the client sets no page_size, and the upper bound. */
   maxTreePageSize?: number;
+  /** GetTree: deepest level walked, and most directories returned (limits.max-tree-*). */
+  maxTreeDepth?: number;
+  maxTreeDirectories?: number;
 }
 
 /** Bytes a response of GetTree carries at most (well under clients' 4 MiB receive limit). */
@@ -102,7 +105,11 @@ export function casService(log: Logger, store: BlobStore, opts: CasServiceOption
       let batchBytes = 0;
       const seen = new Set<string>([root.key]);
       let frontier = [root];
+      let level = 0;
       while (frontier.length > 0) {
+        if (opts.maxTreeDepth !== undefined && level++ > opts.maxTreeDepth) {
+          throw invalidArgument(`the tree under ${root} is deeper than ${opts.maxTreeDepth} levels, the most this server walks (limits.max-tree-depth)`);
+        }
         const next: Digest[] = [];
         for (const digest of frontier) {
           let directory: re.Directory;
@@ -116,6 +123,9 @@ export function casService(log: Logger, store: BlobStore, opts: CasServiceOption
             if (!seen.has(child.key)) {
               seen.add(child.key);
               next.push(child);
+              if (opts.maxTreeDirectories !== undefined && seen.size > opts.maxTreeDirectories) {
+                throw invalidArgument(`the tree under ${root} has more than ${opts.maxTreeDirectories} directories, the most this server returns (limits.max-tree-entries)`);
+              }
             }
           }
           if (index++ < skip) continue;

@@ -51,14 +51,27 @@ export function validateDirectory(dir: re.IDirectory, where: string): void {
  * All missing blobs are reported at once (FAILED_PRECONDITION with one MISSING violation
  * each), so a client can upload them in one go.
  */
-export async function fetchInputTree(cas: BlobStore, root: Digest, limits: { maxDirectories?: number } = {}): Promise<InputTree> {
+export interface TreeLimits {
+  maxDirectories?: number;
+  /** Deepest nesting below the root (a root with a subdirectory has depth 1). */
+  maxDepth?: number;
+  /** Files, symlinks and directories as staged: a subtree used twice counts twice. */
+  maxEntries?: number;
+}
+
+export async function fetchInputTree(cas: BlobStore, root: Digest, limits: TreeLimits = {}): Promise<InputTree> {
   const directories = new Map<string, Directory>();
   const files = new Map<string, Digest>();
   const violations: PreconditionViolation[] = [];
   let fileCount = 0;
+  let uniqueEntries = 0;
+  let level = 0;
   let frontier: Array<{ digest: Digest; path: string }> = [{ digest: root, path: '' }];
   const queued = new Set<string>([root.key]);
   while (frontier.length > 0) {
+    if (limits.maxDepth !== undefined && level++ > limits.maxDepth) {
+      throw invalidArgument(`input root ${root} nests directories deeper than ${limits.maxDepth} levels (limits.max-tree-depth), e.g. at "/${frontier[0]!.path}"`);
+    }
     const next: typeof frontier = [];
     for (const { digest, path } of frontier) {
       const bytes = await cas.get(digest);
@@ -77,6 +90,10 @@ export async function fetchInputTree(cas: BlobStore, root: Digest, limits: { max
       directories.set(digest.key, dir);
       if (limits.maxDirectories && directories.size > limits.maxDirectories) {
         throw invalidArgument(`input root ${root} has more than ${limits.maxDirectories} directories`);
+      }
+      uniqueEntries += dir.files.length + dir.symlinks.length + dir.directories.length;
+      if (limits.maxEntries && uniqueEntries > limits.maxEntries) {
+        throw invalidArgument(`input root ${root} has more than ${limits.maxEntries} files, symlinks and directories (limits.max-tree-entries)`);
       }
       for (const f of dir.files) {
         const d = Digest.fromProto(f.digest, root.fn, `${where}: file "${f.name}"`);
@@ -97,10 +114,56 @@ export async function fetchInputTree(cas: BlobStore, root: Digest, limits: { max
   for (let i = 0; i < fileList.length; i += 10_000) {
     for (const d of await cas.findMissing(fileList.slice(i, i + 10_000))) violations.push(missing(d, 'input file'));
   }
+  if (violations.length === 0) checkExpandedSize(root, directories, limits);
   if (violations.length > 0) {
     throw failedPrecondition(`${violations.length} blob(s) of input root ${root} are missing from the CAS: ${violations.slice(0, 5).map((v) => v.subject).join(', ')}${violations.length > 5 ? ', …' : ''}`, violations);
   }
   return { root, directories, files, fileCount };
+}
+
+/**
+ * Depth and size of the tree as staged: the same Directory can appear under many names (a
+ * tree of a few dozen Directory messages can stand for billions of files), so both are
+ * computed over the expanded tree, each distinct Directory once (iteratively: no recursion).
+ */
+function checkExpandedSize(root: Digest, directories: Map<string, Directory>, limits: TreeLimits): void {
+  if (limits.maxDepth === undefined && limits.maxEntries === undefined) return;
+  const height = new Map<string, number>();
+  const entries = new Map<string, number>();
+  const childKeys = (d: Directory): string[] => d.directories.map((sub) => Digest.fromProto(sub.digest, root.fn).key);
+  const stack: Array<{ key: string; expanded: boolean }> = [{ key: root.key, expanded: false }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    if (height.has(top.key)) {
+      stack.pop();
+      continue;
+    }
+    const dir = directories.get(top.key)!;
+    const kids = childKeys(dir);
+    if (!top.expanded) {
+      top.expanded = true;
+      for (const k of kids) if (!height.has(k)) stack.push({ key: k, expanded: false });
+      continue;
+    }
+    stack.pop();
+    let h = 0;
+    let n = dir.files.length + dir.symlinks.length;
+    for (const k of kids) {
+      h = Math.max(h, 1 + height.get(k)!);
+      n += 1 + entries.get(k)!;
+    }
+    height.set(top.key, h);
+    entries.set(top.key, n);
+  }
+  if (limits.maxDepth !== undefined && height.get(root.key)! > limits.maxDepth) {
+    throw invalidArgument(`input root ${root} nests directories ${height.get(root.key)} levels deep, more than ${limits.maxDepth} (limits.max-tree-depth)`);
+  }
+  if (limits.maxEntries !== undefined && entries.get(root.key)! > limits.maxEntries) {
+    const n = entries.get(root.key)!;
+    throw invalidArgument(
+      `input root ${root} would stage ${Number.isFinite(n) ? n : 'more than 10^308'} files, symlinks and directories (its Directories repeat), more than ${limits.maxEntries} (limits.max-tree-entries)`,
+    );
+  }
 }
 
 /** The value of a node property, e.g. SubtreeReadOnly. */

@@ -38,6 +38,7 @@ function everythingDifferent(): Config {
     grpc: { maxReceiveMessageBytes: 2 * 1024 * 1024, flowControlWindowBytes: 70000 },
     log: { format: 'json', level: 'error' },
     metrics: { listen: null },
+    limits: { maxCallsPerClient: 1, idleTimeoutSeconds: 1, maxTreeDepth: 1, maxTreeEntries: 1 },
   };
 }
 
@@ -69,6 +70,7 @@ describe('templates/config.yaml', () => {
       'max-receive-message-bytes', 'flow-control-window-bytes',
       'format', 'level',
       'listen',
+      'max-calls-per-client', 'idle-timeout', 'max-tree-depth', 'max-tree-entries',
     ]);
     for (const { l, i } of settings) expect(lines[i - 1], `comment above "${l.trim()}"`).toMatch(/^\s*#/);
   });
