@@ -104,17 +104,17 @@ describe('reexec status without a daemon', () => {
   it('says no daemon answers, how to start one, and exits 3', async () => {
     const port = await freePort();
     const r = await status(['--endpoint', `127.0.0.1:${port}`]);
-    expect(r.exitCode).toBe(3);
+    expect(r.exitCode, r.stderr).toBe(3);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain(`no reexec daemon is answering at 127.0.0.1:${port} (connection refused)`);
     expect(r.stderr).toContain('reexec start');
 
     const json = await status(['--endpoint', `127.0.0.1:${port}`, '--json']);
-    expect(json.exitCode).toBe(3);
+    expect(json.exitCode, json.stderr + json.stdout).toBe(3);
     expect(JSON.parse(json.stdout)).toMatchObject({ error: { running: false, message: expect.stringContaining('no reexec daemon') } });
 
     const sock = await status(['--endpoint', 'unix:/nonexistent/reexec.sock']);
-    expect(sock.exitCode).toBe(3);
+    expect(sock.exitCode, sock.stderr).toBe(3);
     expect(sock.stderr).toContain('(no such socket)');
   });
 
