@@ -1,8 +1,9 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
+import { localAccess, type ClientSecurity } from '../client/client-security.js';
 import { loadConfig, validateListen } from '../config/config.js';
 import { renderPlain } from '../status/render-plain.js';
-import { DaemonUnreachableError, endpointFromConfig, NotReexecError, StatusClient } from '../status/status-client.js';
+import { AdminRefusedError, DaemonUnreachableError, NotReexecError, StatusClient } from '../status/status-client.js';
 import type { StatusSnapshot } from '../status/status-snapshot.js';
 
 /** Exit status when no daemon answers (as `systemctl status` says "not running"). */
@@ -16,17 +17,19 @@ export default class Status extends BaseCommand {
     'On a terminal, a dashboard refreshed several times a second: worker slots and what they run, the queue, recent completions, ' +
     'cache hit rate, store size and RPC traffic (keys: tab or 1-3 switch views, p pauses, q quits). ' +
     'When stdout is not a terminal it prints one plain-text snapshot; --watch keeps printing them; --json prints the snapshot as JSON. ' +
-    `The daemon is found through the config's first listen address, or --endpoint. Exit status ${EXIT_NOT_RUNNING} when no daemon answers.`;
+    "The daemon is found through the config (a unix listener if it has one, else the first address, with the config's TLS files and a token with the admin right from its token file), " +
+    `or --endpoint (grpcs:// for TLS; REEXEC_TOKEN gives a token). Exit status ${EXIT_NOT_RUNNING} when no daemon answers.`;
   static override examples = [
     '<%= config.bin %> status',
     '<%= config.bin %> status --json',
     '<%= config.bin %> status --watch --interval 5',
-    '<%= config.bin %> status --endpoint grpc://buildhost:50051',
+    '<%= config.bin %> status --endpoint grpc://127.0.0.1:50051',
+    'REEXEC_TOKEN=... <%= config.bin %> status --endpoint grpcs://buildhost:50051',
     '<%= config.bin %> status --endpoint unix:/run/user/1000/reexec.sock',
   ];
 
   static override flags = {
-    endpoint: Flags.string({ char: 'e', description: 'the daemon to ask: grpc://HOST:PORT, HOST:PORT or unix:PATH (default: the config\'s first listen address)' }),
+    endpoint: Flags.string({ char: 'e', description: 'the daemon to ask: grpc://HOST:PORT, grpcs://HOST:PORT, HOST:PORT or unix:PATH (default: from the config)' }),
     watch: Flags.boolean({ char: 'w', description: 'print a plain snapshot every --interval seconds until interrupted (with --json: one JSON object per line)' }),
     interval: Flags.string({ char: 'i', description: 'seconds between refreshes (default: 0.4 for the dashboard, 2 for --watch)' }),
     plain: Flags.boolean({ description: 'print one plain-text snapshot even on a terminal' }),
@@ -36,12 +39,19 @@ export default class Status extends BaseCommand {
 
   async run(): Promise<StatusSnapshot | void> {
     const { flags } = await this.parse(Status);
-    const endpoint = flags.endpoint ?? endpointFromConfig(loadConfig(flags.config));
-    if (flags.endpoint && !/^(grpc|http):\/\//.test(flags.endpoint)) validateListen(flags.endpoint);
+    let endpoint: string;
+    let security: ClientSecurity;
+    if (flags.endpoint) {
+      endpoint = flags.endpoint;
+      if (!/^(grpcs?|https?):\/\//.test(endpoint)) validateListen(endpoint);
+      security = process.env.REEXEC_TOKEN ? { token: process.env.REEXEC_TOKEN } : {};
+    } else {
+      ({ endpoint, security } = localAccess(loadConfig(flags.config), 'admin'));
+    }
     const interval = flags.interval === undefined ? undefined : Number(flags.interval);
     if (interval !== undefined && !(interval >= 0.1)) this.error(`--interval must be a number of seconds, at least 0.1 (got "${flags.interval}")`, { exit: 2 });
 
-    this.client = new StatusClient(endpoint);
+    this.client = new StatusClient(endpoint, security);
     const client = this.client;
     try {
       const first = await client.fetch();
@@ -80,6 +90,13 @@ export default class Status extends BaseCommand {
   }
 
   protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
+    if (err instanceof AdminRefusedError) {
+      this.client?.close();
+      const suggestion = 'The Admin API needs a token with the admin right (REEXEC_TOKEN, or the token file of the config given with --config), or a connection over loopback or the unix socket when the daemon has no token file.';
+      if (this.jsonEnabled()) this.logJson({ error: { message: err.message, suggestion, running: true } });
+      else this.logToStderr(`Error: ${err.message}\n${suggestion}`);
+      this.exit(2);
+    }
     if (err instanceof DaemonUnreachableError || err instanceof NotReexecError) {
       this.client?.close();
       const notRunning = err instanceof DaemonUnreachableError;

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
+import { channelCredentials, securityChannelOptions, type ClientSecurity } from '../client/client-security.js';
 import { clientConstructors, grpcTarget } from '../client/reapi-client.js';
-import type { Config } from '../config/config.js';
 import type { StatusSnapshot } from './status-snapshot.js';
 
 /** No daemon answers at the endpoint: not started, stopped, or another address. */
@@ -22,20 +22,15 @@ export class NotReexecError extends Error {
   }
 }
 
-/**
- * Where a reexec daemon started with this config can be reached: its first listen address,
- * with a wildcard host replaced by loopback.
- */
-export function endpointFromConfig(config: Pick<Config, 'listen'>): string {
-  const first = config.listen[0];
-  if (!first) throw new Error('the config has no listen address');
-  if (first.startsWith('unix:')) return first;
-  const i = first.lastIndexOf(':');
-  let host = first.slice(0, i);
-  const port = first.slice(i + 1);
-  if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
-  else if (host === '[::]' || host === '::') host = '[::1]';
-  return `${host}:${port}`;
+/** The daemon answers but refuses this client the Admin API (no token, or one without the admin right). */
+export class AdminRefusedError extends Error {
+  constructor(
+    readonly endpoint: string,
+    readonly detail: string,
+  ) {
+    super(`the reexec daemon at ${endpoint} refused the status request: ${detail}`);
+    this.name = 'AdminRefusedError';
+  }
 }
 
 /** grpc-js's "No connection established. Last error: Error: connect ECONNREFUSED ..." in a few words. */
@@ -57,13 +52,15 @@ export class StatusClient {
 
   constructor(
     readonly endpoint: string,
+    security: ClientSecurity = {},
     private readonly timeoutMs = 3000,
   ) {
     const target = grpcTarget(endpoint);
-    this.client = new clientConstructors.admin(target, grpc.credentials.createInsecure(), {
+    this.client = new clientConstructors.admin(target, channelCredentials(endpoint, security), {
       // Fail fast while nothing listens, and try again soon after (the dashboard polls).
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 1000,
+      ...securityChannelOptions(security),
     }) as grpc.Client & Record<string, any>;
   }
 
@@ -80,6 +77,7 @@ export class StatusClient {
           return;
         }
         if (err.code === grpc.status.UNIMPLEMENTED) return reject(new NotReexecError(this.endpoint));
+        if (err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED) return reject(new AdminRefusedError(this.endpoint, err.details));
         if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
           return reject(new DaemonUnreachableError(this.endpoint, err.code === grpc.status.DEADLINE_EXCEEDED ? `no answer within ${this.timeoutMs / 1000} s` : why(err.details)));
         }

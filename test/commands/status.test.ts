@@ -100,6 +100,48 @@ describe('reexec status against a running daemon', () => {
   });
 });
 
+describe('reexec status against a daemon with access tokens', () => {
+  let d: DaemonProcess;
+  let dir: string;
+  const ADMIN = 'admin-token-0123456789abcdef';
+  const READER = 'reader-token-0123456789abcdef';
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'reexec-status-auth-'));
+    writeFileSync(join(dir, 'tokens.yaml'), `${ADMIN}: all\n${READER}: read\n`);
+    writeFileSync(join(dir, 'daemon.yaml'), `metrics:\n  listen: off\nauth:\n  token-file: ${join(dir, 'tokens.yaml')}\n  anonymous: []\n`);
+    d = await startDaemonProcess({ args: ['--config', join(dir, 'daemon.yaml')] });
+  });
+  afterAll(async () => {
+    await d?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const withToken = (token: string | undefined, args: string[]) =>
+    execa(process.execPath, [BIN, 'status', ...args], { reject: false, env: { CI: '', REEXEC_TOKEN: token ?? '' } });
+
+  it('needs a token with the admin right, and says so', async () => {
+    const none = await withToken(undefined, ['--endpoint', d.address]);
+    expect(none.exitCode, none.stderr).toBe(2);
+    expect(none.stderr).toContain(`the reexec daemon at ${d.address} refused the status request`);
+    expect(none.stderr).toContain('admin right');
+    const reader = await withToken(READER, ['--endpoint', d.address, '--json']);
+    expect(reader.exitCode, reader.stderr).toBe(2);
+    expect(JSON.parse(reader.stdout)).toMatchObject({ error: { running: true } });
+    const admin = await withToken(ADMIN, ['--endpoint', d.address, '--json']);
+    expect(admin.exitCode, admin.stderr).toBe(0);
+    expect((JSON.parse(admin.stdout) as StatusSnapshot).dataDir).toBe(d.dataDir);
+  });
+
+  it('takes the admin token from the token file of the config', async () => {
+    const config = join(dir, 'client.yaml');
+    writeFileSync(config, `listen: "${d.address}"\nauth:\n  token-file: ${join(dir, 'tokens.yaml')}\n`);
+    const r = await withToken(undefined, ['--config', config, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as StatusSnapshot).listeners).toEqual(d.addresses);
+  });
+});
+
 describe('reexec status without a daemon', () => {
   it('says no daemon answers, how to start one, and exits 3', async () => {
     const port = await freePort();
