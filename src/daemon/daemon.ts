@@ -116,6 +116,7 @@ export class Daemon {
       });
       const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir, () => base.usage()));
       const telemetry = new Telemetry(() => storeUsage.usage());
+      telemetry.store.budgetBytes = () => budget.maxBytes;
       const cas = new MeteredBlobStore(unmeteredCas, telemetry.store);
       const instances = new InstancePolicy(config.instances);
       const ac = new MeteredActionCache(new CompletenessCheckingActionCache(new LmdbActionCache(env), cas, budget.graceSeconds), telemetry.store);

@@ -93,6 +93,9 @@ describe.skipIf(missing)(`Prometheus /metrics${missing ? ` (skipped: install ${m
     expect(m.value('reexec_ac_lookups_total', { result: 'miss' })).toBe(4);
     expect(m.value('reexec_ac_entries')).toBe(3);
     expect(m.value('reexec_cas_blobs')).toBeGreaterThan(10);
+    expect(m.value('reexec_cas_bytes')).toBeGreaterThan(1_000_000);
+    const res: any = await call(d.clients.admin, 'GetStatus', {});
+    expect(m.value('reexec_cas_budget_bytes')).toBe(JSON.parse(res.json).cache.cas.budgetBytes);
     expect(m.value('reexec_cas_lookups_total', { operation: 'find_missing', result: 'hit' })).toBeGreaterThan(0);
     // Queues drained; executions timed.
     expect(m.value('reexec_queue_depth', { pool: 'native' })).toBe(0);
