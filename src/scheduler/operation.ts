@@ -5,6 +5,8 @@ import type { InputTree } from '../worker/input-tree.js';
 import type { PlatformRequirements } from './platform.js';
 
 export type Stage = 'QUEUED' | 'EXECUTING' | 'COMPLETED';
+/** Within EXECUTING: fetching and staging inputs, running the command, storing outputs. */
+export type ExecutionPhase = 'staging' | 'running' | 'uploading';
 
 /** Everything a worker needs to run an action, validated at Execute time. */
 export interface Job {
@@ -33,6 +35,8 @@ export interface Operation {
   response?: re.IExecuteResponse;
   /** The worker slot running it, for the status view. */
   worker?: string;
+  /** What the worker is doing while EXECUTING, for the status view. */
+  phase?: ExecutionPhase;
   attempts: number;
   /** Cancels the running action (CancelOperation, daemon shutdown). */
   abort: AbortController;

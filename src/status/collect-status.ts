@@ -74,6 +74,7 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Ope
           action: {
             ...summary(op),
             stage: op.stage,
+            ...(op.phase ? { phase: op.phase } : {}),
             startedAt: started.toISOString(),
             elapsedMs: Math.max(0, now - started.getTime()),
             queuedMs: Math.max(0, started.getTime() - op.queuedAt.getTime()),

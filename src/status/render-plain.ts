@@ -1,5 +1,5 @@
 import { formatArgv, formatBytes, formatClient, formatClock, formatDuration, formatPercent, formatRate, fit, sparkline, truncate, hitRatios } from './format.js';
-import type { CompletedAction, StatusSnapshot } from './status-snapshot.js';
+import type { CompletedAction, RunningAction, StatusSnapshot } from './status-snapshot.js';
 
 export interface PlainOptions {
   /** Line width to fit (longer command lines are cut). */
@@ -8,6 +8,11 @@ export interface PlainOptions {
   recent?: number;
   /** How many waiting actions to list. */
   queued?: number;
+}
+
+/** What a slot's action is doing: "staging", "running", "uploading" (or its stage, lower case). */
+export function activity(a: RunningAction): string {
+  return a.stage === 'EXECUTING' ? (a.phase ?? 'running') : a.stage.toLowerCase();
 }
 
 /** "exit 0", "exit 3", "cached", or the status when the action did not exit (DEADLINE_EXCEEDED). */
@@ -51,7 +56,7 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
           continue;
         }
         const client = formatClient(a.client);
-        const fixed = `    ${fit(slot.slot, slotWidth)}  ${fit(a.stage, 9)}  ${fit(formatDuration(a.elapsedMs), 7, 'right')}  `;
+        const fixed = `    ${fit(slot.slot, slotWidth)}  ${fit(activity(a), 9)}  ${fit(formatDuration(a.elapsedMs), 7, 'right')}  `;
         const room = width - fixed.length - (client ? client.length + 2 : 0);
         line(`${fixed}${fit(formatArgv(a.argv), Math.max(10, room))}${client ? `  ${client}` : ''}`);
       }

@@ -65,6 +65,8 @@ export interface ActionSummary {
 export interface RunningAction extends ActionSummary {
   /** REAPI stage of the operation. */
   stage: 'QUEUED' | 'EXECUTING' | 'COMPLETED';
+  /** Within EXECUTING: staging inputs, running the command, or uploading outputs. */
+  phase?: 'staging' | 'running' | 'uploading';
   startedAt: string;
   elapsedMs: number;
   /** How long it waited in the queue. */

@@ -5,7 +5,7 @@ import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
 import { HOST_TOOLS_ROOT, runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
-import type { Job } from '../scheduler/operation.js';
+import type { ExecutionPhase, Job } from '../scheduler/operation.js';
 import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
 import { asStatusError, Code } from '../util/status-error.js';
@@ -49,11 +49,20 @@ export function requestedOutputs(command: re.ICommand): Array<{ rel: string; rep
  * outputs and logs, cache a successful result. Action failures go into the ExecuteResponse;
  * only a bug throws.
  */
-export async function executeAction(ctx: ExecutorContext, job: Job, opId: string, workerName: string, queuedAt: Date, signal: AbortSignal): Promise<re.IExecuteResponse> {
+export async function executeAction(
+  ctx: ExecutorContext,
+  job: Job,
+  opId: string,
+  workerName: string,
+  queuedAt: Date,
+  signal: AbortSignal,
+  onPhase: (phase: ExecutionPhase) => void = () => undefined,
+): Promise<re.IExecuteResponse> {
   const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(queuedAt), workerStartTimestamp: ts(new Date()) };
   const dir = join(ctx.workDir, opId.replace(/[^A-Za-z0-9-]/g, '_'));
   const fn = job.actionDigest.fn;
   try {
+    onPhase('staging');
     meta.inputFetchStartTimestamp = ts(new Date());
     const tree = job.inputTree ?? (await fetchInputTree(ctx.cas, Digest.fromProto(job.action.inputRootDigest, fn, 'input_root_digest')));
     const rootDir = join(dir, 'root');
@@ -86,6 +95,7 @@ export async function executeAction(ctx: ExecutorContext, job: Job, opId: string
 
     const stdoutPath = join(dir, 'stdout');
     const stderrPath = join(dir, 'stderr');
+    onPhase('running');
     const run: RunResult = await runInBubblewrap({
       staged,
       argv: job.command.arguments ?? [],
@@ -105,6 +115,7 @@ export async function executeAction(ctx: ExecutorContext, job: Job, opId: string
       return { status: { code: Code.INTERNAL, message: run.setupError }, message: run.setupError };
     }
 
+    onPhase('uploading');
     meta.outputUploadStartTimestamp = ts(new Date());
     const stdout = await readFile(stdoutPath);
     const stderr = await readFile(stderrPath);

@@ -37,7 +37,7 @@ export class WorkerPool {
       op.worker = slot;
       this.running.set(slot, op);
       try {
-        const response = await executeAction(this.ctx, op.job, op.name, `reexec/${slot}`, op.queuedAt, op.abort.signal);
+        const response = await executeAction(this.ctx, op.job, op.name, `reexec/${slot}`, op.queuedAt, op.abort.signal, (phase) => (op.phase = phase));
         // A daemon shutting down leaves the operation as it was in the journal: it runs again after restart.
         if (!this.scheduler.isClosed) this.scheduler.complete(op, response);
       } catch (err) {

@@ -30,7 +30,8 @@ describe('renderPlain', () => {
     expect(Math.max(...lines.map((l) => [...l].length))).toBeLessThanOrEqual(100);
     expect(lines[0]).toMatch(/^reexec 0\.1\.0 · up 2h13m · serving 127\.0\.0\.1:50051 · \d\d:\d\d:\d\d$/);
     expect(text).toContain('Workers (2 running, 4 waiting)');
-    expect(text).toMatch(/ {4}native-0 {2}EXECUTING +12\.3s {2}gcc -c foo\.c -o foo\.o +127\.0\.0\.1:41234/);
+    expect(text).toMatch(/ {4}native-0 {2}running +12\.3s {2}gcc -c foo\.c -o foo\.o +127\.0\.0\.1:41234/);
+    expect(text).toMatch(/ {4}native-1 {2}uploading +4m05s {2}sh -c sleep 100/);
     expect(text).toContain('    native-2  idle');
     expect(text).toContain('  arm64 (aarch64)  unavailable: qemu-user-static is not installed');
     expect(text).toContain('Queue (4 waiting)');

@@ -54,7 +54,8 @@ describe.skipIf(missing)(`Status snapshot of a daemon running actions${missing ?
     const busy = await until('two running, two queued', async () => {
       const s = await status(d);
       const pool = s.execution?.pools[0];
-      return pool && pool.slots.filter((x) => x.action).length === 2 && pool.queueDepth === 2 ? s : undefined;
+      // Each action is first staged, then runs (sleeps): wait until both sleep.
+      return pool && pool.slots.filter((x) => x.action?.phase === 'running').length === 2 && pool.queueDepth === 2 ? s : undefined;
     });
     const pool = busy.execution!.pools[0]!;
     expect(pool.name).toBe('native');
@@ -66,6 +67,7 @@ describe.skipIf(missing)(`Status snapshot of a daemon running actions${missing ?
       expect(a.argv.slice(0, 2)).toEqual(['sh', '-c']);
       expect(a.argv[2]).toMatch(/^sleep 1\.5; echo action-\d/);
       expect(a.stage).toBe('EXECUTING');
+      expect(a.phase).toBe('running');
       expect(a.elapsedMs).toBeGreaterThanOrEqual(0);
       expect(a.client).toMatch(/127\.0\.0\.1/);
     }

@@ -26,7 +26,7 @@ describe('WorkersView', () => {
     expect(widest(frame)).toBeLessThanOrEqual(79);
     expect(text[0]).toBe('native (x86-64) 2/3 busy · 4 waiting');
     expect(text[1]).toMatch(/^ {2}native-0 running +12\.3s {2}gcc -c foo\.c -o foo\.o$/);
-    expect(text[2]).toMatch(/^ {2}native-1 running +4m05s {2}sh -c sleep 100$/);
+    expect(text[2]).toMatch(/^ {2}native-1 uploading +4m05s {2}sh -c sleep 100$/);
     expect(text[3]).toBe('  native-2 idle');
     expect(text[4]).toBe('arm64 (aarch64) unavailable: qemu-user-static is not installed');
     expect(frame).toContain('Recently finished');

@@ -38,11 +38,11 @@ export function busySnapshot(over: Partial<StatusSnapshot> = {}): StatusSnapshot
           slots: [
             {
               slot: 'native-0',
-              action: { operation: 'operations/run-a', argv: ['gcc', '-c', 'foo.c', '-o', 'foo.o'], pool: 'native', client: 'ipv4:127.0.0.1:41234', stage: 'EXECUTING', startedAt: iso(-12_300), elapsedMs: 12_300, queuedMs: 5 },
+              action: { operation: 'operations/run-a', argv: ['gcc', '-c', 'foo.c', '-o', 'foo.o'], pool: 'native', client: 'ipv4:127.0.0.1:41234', stage: 'EXECUTING', phase: 'running', startedAt: iso(-12_300), elapsedMs: 12_300, queuedMs: 5 },
             },
             {
               slot: 'native-1',
-              action: { operation: 'operations/run-b', argv: ['sh', '-c', 'sleep 100'], pool: 'native', client: 'ipv4:127.0.0.1:41235', stage: 'EXECUTING', startedAt: iso(-245_000), elapsedMs: 245_000, queuedMs: 100 },
+              action: { operation: 'operations/run-b', argv: ['sh', '-c', 'sleep 100'], pool: 'native', client: 'ipv4:127.0.0.1:41235', stage: 'EXECUTING', phase: 'uploading', startedAt: iso(-245_000), elapsedMs: 245_000, queuedMs: 100 },
             },
             { slot: 'native-2', action: null },
           ],

@@ -1,7 +1,7 @@
 import { Box, Text } from 'ink';
 import type { ReactNode } from 'react';
 import { formatArgv, formatClient, formatClock, formatDuration, fit } from '../../status/format.js';
-import { outcome } from '../../status/render-plain.js';
+import { activity, outcome } from '../../status/render-plain.js';
 import type { CompletedAction, ExecutionStatus, PoolStatus, SlotStatus } from '../../status/status-snapshot.js';
 import { Row, Title } from './row.js';
 
@@ -10,6 +10,7 @@ const CLIENT_FROM = 90;
 /** Columns from which workers and recent completions sit side by side. */
 const SIDE_BY_SIDE_FROM = 140;
 const CLIENT_WIDTH = 21;
+const PHASE_COLOURS: Record<string, string> = { staging: 'cyan', running: 'green', uploading: 'magenta' };
 
 type PoolLine = { kind: 'pool'; pool: PoolStatus } | { kind: 'slot'; slot: SlotStatus; slotWidth: number } | { kind: 'more'; text: string };
 
@@ -71,11 +72,12 @@ function SlotLine({ slot, slotWidth, width }: { slot: SlotStatus; slotWidth: num
     );
   }
   const client = width >= CLIENT_FROM ? formatClient(a.client) : '';
-  const argvWidth = Math.max(8, width - 2 - slotWidth - 1 - 7 - 1 - 7 - 2 - (client ? CLIENT_WIDTH + 2 : 0));
+  const argvWidth = Math.max(8, width - 2 - slotWidth - 1 - 9 - 1 - 7 - 2 - (client ? CLIENT_WIDTH + 2 : 0));
+  const doing = activity(a);
   return (
     <Row>
       {'  '}
-      {fit(slot.slot, slotWidth)} <Text color={a.stage === 'EXECUTING' ? 'green' : 'yellow'}>{fit(a.stage === 'EXECUTING' ? 'running' : a.stage.toLowerCase(), 7)}</Text>{' '}
+      {fit(slot.slot, slotWidth)} <Text color={PHASE_COLOURS[doing] ?? 'yellow'}>{fit(doing, 9)}</Text>{' '}
       <Text bold>{fit(formatDuration(a.elapsedMs), 7, 'right')}</Text>
       {'  '}
       {fit(formatArgv(a.argv), argvWidth)}
