@@ -1,3 +1,4 @@
+import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/logger.js';
 import { Code, StatusError } from '../util/status-error.js';
@@ -15,6 +16,21 @@ export interface CallGuardOptions {
    */
   idleTimeoutMs: number;
   log: Logger;
+}
+
+/**
+ * The HTTP/2 stream under a server call, found through grpc-js's private fields (the
+ * innermost intercepting call holds it). Undefined if grpc-js changes them: calls are then
+ * only ended with a status.
+ */
+function http2StreamOf(call: unknown): http2.ServerHttp2Stream | undefined {
+  let c = call as { nextCall?: unknown; stream?: unknown } | undefined;
+  for (let i = 0; c && i < 16; i++) {
+    const stream = c.stream as http2.ServerHttp2Stream | undefined;
+    if (stream && typeof stream.close === 'function' && 'rstCode' in stream) return stream;
+    c = c.nextCall as typeof c;
+  }
+  return undefined;
 }
 
 /** Streams the server keeps alive by itself once the request is in (an update every 20 s). */
@@ -86,7 +102,7 @@ export class CallGuard {
       cut: () => {
         const secs = Math.round(idleTimeoutMs / 1000);
         this.log.info(`cut an idle ${path}: nothing sent or received for ${secs} s`, { peer: call.getPeer() });
-        end({ code: Code.DEADLINE_EXCEEDED, details: `the call was idle for ${secs} s (nothing sent or received) and the server ended it` });
+        end({ code: Code.DEADLINE_EXCEEDED, details: `the call was idle for ${secs} s (nothing sent or received) and the server ended it` }, { reset: true });
       },
     };
     if (tracked.watching) this.watch(tracked);
@@ -102,11 +118,17 @@ export class CallGuard {
         slot = undefined;
       }
     };
-    const end = (status: { code: number; details: string }): void => {
+    const end = (status: { code: number; details: string }, opts: { reset?: boolean } = {}): void => {
       if (state === 'ended') return;
       state = 'ended';
       release();
       call.sendStatus({ ...status, metadata: new grpc.Metadata() });
+      if (opts.reset) {
+        // A status queues behind unsent data: a download the client stopped reading never
+        // gets it through. Reset the stream if it is still open shortly after.
+        const stream = http2StreamOf(call);
+        if (stream) setTimeout(() => !stream.closed && stream.close(http2.constants.NGHTTP2_CANCEL), 500).unref();
+      }
     };
     const refuse = (err: StatusError): void => {
       this.log.debug(`refused ${path}: ${err.message}`, { code: err.codeName, peer: call.getPeer() });
