@@ -32,6 +32,12 @@ async function waitForScreen(what: string, ok: (text: string) => boolean, timeou
   throw new Error(`the dashboard never showed ${what}; the screen was:\n${text}`);
 }
 
+/** REEXEC_TUI_SCREENS=DIR keeps what the terminal showed at each step, to look at. */
+function keep(name: string, text: string): void {
+  const dir = process.env.REEXEC_TUI_SCREENS;
+  if (dir) writeFileSync(join(dir, `${name}.txt`), text + '\n');
+}
+
 const count = (text: string, re: RegExp): number => (text.match(new RegExp(re.source, 'gm')) ?? []).length;
 
 describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (skipped: install ${missing})` : ''}`, () => {
@@ -62,6 +68,7 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
 
   it('shows a batch of actions running, then finished, in 80×24, and answers its keys', async () => {
     const idle = await waitForScreen('two idle slots', (t) => t.includes('native-0 idle') && t.includes('native-1 idle'));
+    keep('1-idle', idle);
     let lines = idle.split('\n');
     expect(lines[0]).toMatch(/^reexec \d+\.\d+\.\d+ · up \S+ · 127\.0\.0\.1:\d+ +● live \d\d:\d\d:\d\d$/);
     expect(lines[1]).toMatch(/^ 1 Workers {2}2 Queue {2}3 Cache +tab\/1-3 view · p pause · q quit$/);
@@ -72,17 +79,20 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
     const actions: Digest[] = await Promise.all([1, 2, 3, 4].map((i) => shAction(clients, tree.root, `sleep 2; echo tmux-${i}`)));
     const batch = executeAll(clients, actions);
     const busy = await waitForScreen('two running actions and two waiting', (t) => count(t, /^ {2}native-\d running +\S+ {2}sh -c sleep 2; echo tmux-\d$/) === 2 && t.includes('2/2 busy · 2 waiting'));
+    keep('2-busy', busy);
     lines = busy.split('\n');
     expect(lines[0]).toMatch(/^reexec .* ● live/); // still drawn in place, not scrolled
     expect(lines[3]).toBe(`native (${hostIsa()}) 2/2 busy · 2 waiting`);
 
     keys('2');
     const queue = await waitForScreen('the queue view', (t) => /^native +\S+ +0 +sh -c sleep 2; echo tmux-\d/m.test(t));
+    keep('3-queue', queue);
     expect(count(queue, /^native +\S+ +0 +sh -c sleep 2; echo tmux-\d/)).toBeGreaterThanOrEqual(1);
     keys('1');
 
     await batch;
     const done = await waitForScreen('four finished actions and idle slots', (t) => count(t, /^\d\d:\d\d:\d\d ✓ exit 0 +\S+ {2}sh -c sleep 2; echo tmux-\d$/) === 4 && t.includes('native-0 idle') && t.includes('native-1 idle'));
+    keep('4-done', done);
     lines = done.split('\n');
     expect(lines).toHaveLength(24);
     expect(lines[3]).toBe(`native (${hostIsa()}) 0/2 busy · 0 waiting`);
@@ -94,6 +104,7 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
     await waitForScreen('an empty queue', (t) => t.includes('Nothing is waiting'));
     keys('Tab');
     const cache = await waitForScreen('the cache view', (t) => t.includes('Action cache'));
+    keep('5-cache', cache);
     expect(cache).toMatch(/Action cache +0% hits since start \(0 hits, 4 misses\) · 4 entries/);
     expect(cache).toMatch(/RPCs \(1 min\) +\d+ calls/);
     expect(cache).toMatch(/Execution\.Execute +4 +0/);
@@ -107,6 +118,7 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
     tmux('resize-window', '-t', 'dash', '-x', '160', '-y', '40');
     keys('1');
     const wide = await waitForScreen('the wide layout', (t) => /^native \(.*\) 0\/2 busy · 0 waiting +Recently finished$/m.test(t));
+    keep('6-wide', wide);
     expect(wide.split('\n')).toHaveLength(40);
     expect(count(wide, /^ {2}native-\d idle +\d\d:\d\d:\d\d ✓ exit 0 +\S+ {2}sh -c sleep 2; echo tmux-\d$/)).toBe(2);
     expect(wide.split('\n')[37]).toMatch(/^finished\/s +[ ▁-█]{40,} +4 in 1 min$/); // sparklines use the room
