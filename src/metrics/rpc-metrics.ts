@@ -20,6 +20,24 @@ const NOT_IN_RECENT = new Set(['reexec.admin.v1.Admin']);
 /** Seconds; Execute and WaitExecution streams last as long as the action runs. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600];
 
+interface CodeState {
+  handled: { inc(): void };
+  latency: { observe(v: number): void };
+}
+
+interface MethodState {
+  labels: { grpc_service: string; grpc_method: string };
+  type: string;
+  started: { inc(): void };
+  msgIn: { inc(v?: number): void };
+  msgOut: { inc(v?: number): void };
+  bytesIn: { inc(v?: number): void };
+  bytesOut: { inc(v?: number): void };
+  byCode: Map<number, CodeState>;
+  /** Absent for services left out of the recent rates. */
+  window: MethodWindow | undefined;
+}
+
 interface MethodWindow {
   calls: RollingCounter;
   errors: RollingCounter;
@@ -103,24 +121,56 @@ export class RpcMetrics {
     return w;
   }
 
-  /** The interceptor to give the gRPC server. */
-  readonly interceptor: grpc.ServerInterceptor = (def, call) => {
+  /** Per method: its labels, labelled children and recent window, made on its first call. */
+  private readonly methods = new Map<string, MethodState>();
+
+  private methodState(def: { path: string; requestStream: boolean; responseStream: boolean }): MethodState {
+    let st = this.methods.get(def.path);
+    if (st) return st;
     const { service, method } = splitPath(def.path);
+    const labels = { grpc_service: service, grpc_method: method };
     const type = callType(def);
     const recent = !NOT_IN_RECENT.has(service);
-    const labels = { grpc_service: service, grpc_method: method };
+    st = {
+      labels,
+      type,
+      started: this.started.labels({ ...labels, grpc_type: type }),
+      msgIn: this.msgIn.labels(labels),
+      msgOut: this.msgOut.labels(labels),
+      bytesIn: this.bytesIn.labels(labels),
+      bytesOut: this.bytesOut.labels(labels),
+      byCode: new Map(),
+      window: recent ? this.window(`${service.slice(service.lastIndexOf('.') + 1)}.${method}`) : undefined,
+    };
+    this.methods.set(def.path, st);
+    return st;
+  }
+
+  private outcome(st: MethodState, code: number): CodeState {
+    let c = st.byCode.get(code);
+    if (!c) {
+      const l = { ...st.labels, grpc_type: st.type, grpc_code: codeName(code) };
+      c = { handled: this.handled.labels(l), latency: this.latency.labels(l) };
+      st.byCode.set(code, c);
+    }
+    return c;
+  }
+
+  /** The interceptor to give the gRPC server. */
+  readonly interceptor: grpc.ServerInterceptor = (def, call) => {
+    const st = this.methodState(def);
+    const w = st.window;
     const start = process.hrtime.bigint();
-    this.started.inc({ ...labels, grpc_type: type });
+    st.started.inc();
     let finished = false;
     const finish = (code: number): void => {
       if (finished) return;
       finished = true;
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      const l = { ...labels, grpc_type: type, grpc_code: codeName(code) };
-      this.handled.inc(l);
-      this.latency.observe(l, seconds);
-      if (recent) {
-        const w = this.window(`${service.slice(service.lastIndexOf('.') + 1)}.${method}`);
+      const c = this.outcome(st, code);
+      c.handled.inc();
+      c.latency.observe(seconds);
+      if (w) {
         this.recentCalls.add();
         w.calls.add();
         w.seconds.add(seconds);
@@ -132,9 +182,9 @@ export class RpcMetrics {
     };
     const tally: ByteTally = {
       addSent: (bytes) => {
-        this.msgOut.inc(labels);
-        this.bytesOut.inc(labels, bytes);
-        if (recent) this.recentOut.add(bytes);
+        st.msgOut.inc();
+        st.bytesOut.inc(bytes);
+        if (w) this.recentOut.add(bytes);
       },
     };
     return new grpc.ServerInterceptingCall(call, {
@@ -142,9 +192,9 @@ export class RpcMetrics {
         next({
           onReceiveMessage: (message, nextMessage) => {
             const bytes = takeReceivedBytes(message);
-            this.msgIn.inc(labels);
-            this.bytesIn.inc(labels, bytes);
-            if (recent) this.recentIn.add(bytes);
+            st.msgIn.inc();
+            st.bytesIn.inc(bytes);
+            if (w) this.recentIn.add(bytes);
             nextMessage(message);
           },
           onCancel: () => finish(grpc.status.CANCELLED),
