@@ -1,0 +1,192 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run-client.js';
+
+/**
+ * Bazel 4.2 (Debian 12's `bazel-bootstrap`) with reexec as its remote cache, on a budget
+ * smaller than two builds: the second build pushes the CAS past its high watermark, background
+ * eviction takes the first build's outputs, and Bazel keeps working: the evicted actions are
+ * cache misses (never a hit with missing blobs), rebuilt and uploaded again; after
+ * `reexec gc --target 0` everything is rebuilt. No build fails, no remote-cache warning.
+ */
+const BAZEL = '/usr/bin/bazel';
+const skipReason = isExecutable(BAZEL) ? '' : 'skipped: install the Debian package bazel-bootstrap (for /usr/bin/bazel)';
+if (skipReason) console.warn(`Bazel eviction end-to-end test ${skipReason}`);
+
+const TIMEOUT = 15 * 60_000;
+const MiB = 1024 * 1024;
+const RULES = ['one', 'two', 'three', 'four'];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe.skipIf(!isExecutable(BAZEL))(`Bazel 4.2 across an eviction${skipReason ? ` (${skipReason})` : ''}`, () => {
+  let daemon: DaemonProcess | undefined;
+  let tmp: string;
+  let workspace: string;
+  let outputRoot: string;
+  let configFile: string;
+  const run = randomBytes(6).toString('hex');
+
+  const bazel = (...args: string[]) =>
+    runClient(BAZEL, [`--output_user_root=${outputRoot}`, '--nohome_rc', ...args], {
+      cwd: workspace,
+      env: { ...process.env, HOME: join(tmp, 'home'), LANG: 'C.UTF-8' },
+      timeoutMs: 5 * 60_000,
+    });
+  /** BUILD with four genrules of 1 MiB each, distinct for `variant`. */
+  const writeBuild = (variant: string) =>
+    writeFileSync(
+      join(workspace, 'BUILD'),
+      RULES.map(
+        (r) => `
+genrule(
+    name = "${r}",
+    outs = ["${r}.bin"],
+    cmd = "(echo '${variant} ${r}'; head -c ${MiB} /dev/zero) > $@",
+)`,
+      ).join('\n'),
+    );
+  /** clean, then build; resolves to the number of remote cache hits. */
+  let lastBuild = '';
+  const cleanBuild = async (variant: string, opts: { refusals?: boolean } = {}): Promise<number> => {
+    // Access times have a resolution of one second: keep builds apart in them.
+    await new Promise((r) => setTimeout(r, 1100));
+    writeBuild(variant);
+    const clean = await bazel('clean');
+    expect(clean.code, describeRun('bazel clean', clean)).toBe(0);
+    const b = await bazel(
+      'build',
+      `--remote_cache=grpc://127.0.0.1:${daemon!.port}`,
+      '--remote_timeout=120',
+      '--nosandbox_debug',
+      '--color=no',
+      '--curses=no',
+      '//...',
+    );
+    lastBuild = b.output;
+    expect(b.code, describeRun(`bazel build (${variant})`, b)).toBe(0);
+    // Never a failed download ("Missing digest", CacheNotFoundException); failed uploads only when told.
+    expect(b.output, describeRun(`bazel build (${variant})`, b)).not.toMatch(/Missing digest|CacheNotFound/i);
+    if (!opts.refusals) expect(b.output, describeRun(`bazel build (${variant})`, b)).not.toMatch(/WARNING: .*(remote|cache)/i);
+    for (const r of RULES) {
+      const out = readFileSync(join(workspace, 'bazel-bin', `${r}.bin`));
+      expect(out.subarray(0, 40).toString()).toBe(`${variant} ${r}\n`.padEnd(40, '\0').slice(0, 40));
+      expect(out.length).toBe(`${variant} ${r}\n`.length + MiB);
+    }
+    return Number(/(\d+) remote cache hit/.exec(b.output)?.[1] ?? 0);
+  };
+  const casBytes = async (): Promise<number> => {
+    const r = await execa(process.execPath, [join(REPO_ROOT, 'bin', 'run.js'), 'gc', '--endpoint', `grpc://127.0.0.1:${daemon!.port}`, '--dry-run', '--json'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    return JSON.parse(r.stdout).before.bytes as number;
+  };
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'reexec-bazel-gc-'));
+    workspace = join(tmp, 'ws');
+    outputRoot = join(tmp, 'output-root');
+    mkdirSync(workspace);
+    mkdirSync(join(tmp, 'home'));
+    writeFileSync(join(workspace, 'WORKSPACE'), '');
+    const port = await freePort();
+    configFile = join(tmp, 'config.yaml');
+    // One build's outputs (4 MiB) fit between the marks; two builds' pass the high one.
+    writeFileSync(
+      configFile,
+      [
+        `listen: 127.0.0.1:${port}`,
+        'storage:',
+        '  max-bytes: 6MiB',
+        '  high-watermark: 90%',
+        '  low-watermark: 80%',
+        // Room for a whole build's uploads while eviction catches up: this test is about eviction, not refusal.
+        '  hard-limit: 300%',
+        // Builds a few seconds apart must be told apart by access times alone.
+        '  grace-period: 0',
+        'metrics:',
+        '  listen: off',
+        'execution:',
+        '  enabled: false',
+        '',
+      ].join('\n'),
+    );
+    daemon = await startDaemonProcess({ dataDir: join(tmp, 'server'), listen: [`127.0.0.1:${port}`], args: ['--config', configFile] });
+  }, 60_000);
+
+  afterAll(async () => {
+    if (outputRoot) await bazel('shutdown').catch(() => undefined);
+    await daemon?.stop();
+    if (tmp) removeTree(tmp);
+  });
+
+  it(
+    'keeps building, with misses for what was evicted and hits for what remains',
+    async () => {
+      const a = `A-${run}`;
+      const b = `B-${run}`;
+      expect(await cleanBuild(a)).toBe(0);
+      expect(await cleanBuild(a)).toBe(4);
+      // Build B: its uploads take the CAS past the high watermark; A's outputs (older) go.
+      expect(await cleanBuild(b)).toBe(0);
+      let bytes = await casBytes();
+      for (let i = 0; i < 50 && bytes > 0.8 * 6 * MiB; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        bytes = await casBytes();
+      }
+      expect(bytes).toBeLessThanOrEqual(0.8 * 6 * MiB);
+      // B (the most recent) is still served whole.
+      expect(await cleanBuild(b)).toBe(4);
+      // A was evicted: misses, rebuilt, uploaded again; never a hit with missing blobs.
+      expect(await cleanBuild(a)).toBeLessThan(4);
+      expect(await cleanBuild(a)).toBe(4);
+
+      // Everything evicted on request: Bazel rebuilds everything, then hits again.
+      const gc = await execa(process.execPath, [join(REPO_ROOT, 'bin', 'run.js'), 'gc', '--endpoint', `grpc://127.0.0.1:${daemon!.port}`, '--target', '0', '--json'], { reject: false });
+      expect(gc.exitCode, gc.stderr).toBe(0);
+      expect(JSON.parse(gc.stdout).after.bytes).toBe(0);
+      expect(await cleanBuild(a)).toBe(0);
+      expect(await cleanBuild(a)).toBe(4);
+
+      expect(daemon!.running(), `reexec died:\n${daemon!.output()}`).toBe(true);
+      expect(daemon!.errorLines()).toEqual([]);
+      expect(daemon!.output()).toMatch(/past its high watermark/);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'builds on when the cache is full and refuses its uploads',
+    async () => {
+      await daemon!.stop();
+      // Half a build fits; everything is within the grace period, so nothing can be evicted.
+      writeFileSync(
+        configFile,
+        readFileSync(configFile, 'utf8').replace(/storage:[\s\S]*?metrics:/, 'storage:\n  max-bytes: 2MiB\n  hard-limit: 100%\n  grace-period: 10m\nmetrics:'),
+      );
+      daemon = await startDaemonProcess({ dataDir: join(tmp, 'server-full'), listen: [`127.0.0.1:${daemon!.port}`], args: ['--config', configFile] });
+      const c = `C-${run}`;
+      await cleanBuild(c, { refusals: true });
+      // Bazel 4.2 warns without the status; the build succeeds and the CAS stays under its limit.
+      expect(lastBuild).toMatch(/WARNING: Writing to Remote Cache:\s+Error while uploading artifact/);
+      expect(await casBytes()).toBeLessThanOrEqual(2 * MiB);
+      expect(daemon!.running()).toBe(true);
+      expect(daemon!.errorLines()).toEqual([]);
+    },
+    TIMEOUT,
+  );
+});
