@@ -15,9 +15,9 @@ import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/da
 const hasTmux = spawnSync('sh', ['-c', 'command -v tmux'], { stdio: 'ignore' }).status === 0;
 const missing = !hasTmux ? 'tmux' : !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
 
-/** A private tmux server (its own socket), so nothing of the user's is touched. */
-const SOCKET = `reexec-test-${process.pid}`;
-const tmux = (...args: string[]): string => execFileSync('tmux', ['-L', SOCKET, '-f', '/dev/null', ...args], { encoding: 'utf8' });
+/** A private tmux server whose socket lives in the test's temporary dir: nothing of the user's is touched. */
+let socket = '';
+const tmux = (...args: string[]): string => execFileSync('tmux', ['-S', socket, '-f', '/dev/null', ...args], { encoding: 'utf8' });
 const screen = (): string => tmux('capture-pane', '-p', '-t', 'dash').replace(/\n$/, '');
 const keys = (...k: string[]): void => void tmux('send-keys', '-t', 'dash', ...k);
 
@@ -49,6 +49,7 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-tmux-'));
+    socket = join(dir, 'tmux.sock');
     writeFileSync(join(dir, 'config.yaml'), `metrics:\n  listen: off\nexecution:\n  pools:\n    - name: native\n      isa: ${hostIsa()}\n      slots: 2\n`);
     d = await startDaemonProcess({ args: ['--config', join(dir, 'config.yaml')] });
     clients = connect(d.address);
@@ -59,7 +60,7 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
   });
 
   afterAll(async () => {
-    spawnSync('tmux', ['-L', SOCKET, 'kill-server'], { stdio: 'ignore' });
+    if (socket) spawnSync('tmux', ['-S', socket, 'kill-server'], { stdio: 'ignore' });
     clients?.close();
     await d?.stop();
     if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
