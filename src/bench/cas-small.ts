@@ -1,24 +1,41 @@
 import { call, type ReapiClients } from '../client/reapi-client.js';
 import { re } from '../proto.js';
 import { sha256Each } from './hash-baseline.js';
+import { makeMetric, sizeLabel } from './metric.js';
 import type { RawGrpcBaseline } from './raw-grpc.js';
-import { fillRandom, formatNumber, median } from './stats.js';
-import type { Metric, SuiteResult } from './types.js';
+import { fillRandom, formatNumber, runConcurrent } from './stats.js';
+import { asUnsupported, UnsupportedError, type SuiteProgress } from './support.js';
+import type { Metric, SuiteResult, Unsupported } from './types.js';
 
 const SHA256_VALUE = 1;
+/** Bytes a blob adds to a batch request beyond its data (digest, sizes, tags), rounded up. */
+const PER_BLOB_OVERHEAD = 100;
 
 export interface CasSmallOptions {
   clients: ReapiClients;
   instance: string;
   raw: RawGrpcBaseline;
-  /** Blobs per batch request (1,000 by default). */
+  /** Blob sizes of the sweep (100 B–64 KiB by default). */
+  blobSizes: number[];
+  /** Most blobs per batch request (1,000 by default); fewer when the endpoint's batch limit says so. */
   blobsPerBatch: number;
-  /** Bytes per blob (100 by default). */
-  blobBytes: number;
-  /** Batch requests per repetition, made one after another. */
+  /** Batch requests per repetition and concurrency. */
   batches: number;
+  concurrency: number[];
   repeat: number;
-  progress: (line: string) => void;
+  /** The endpoint's max_batch_total_size_bytes (0: none stated). */
+  maxBatchBytes: number;
+  progress: SuiteProgress;
+}
+
+export function casSmallSteps(o: Pick<CasSmallOptions, 'blobSizes' | 'concurrency' | 'repeat'>): number {
+  return o.blobSizes.length * o.concurrency.length * o.repeat;
+}
+
+/** Blobs of `blobBytes` per batch: the requested count, or what fits the endpoint's limit (4 MiB when it states none: grpc's default message limit). */
+export function blobsPerBatchFor(blobBytes: number, wanted: number, maxBatchBytes: number): number {
+  const limit = (maxBatchBytes > 0 ? maxBatchBytes : 4 * 1024 * 1024) - 1024;
+  return Math.max(1, Math.min(wanted, Math.floor(limit / (blobBytes + PER_BLOB_OVERHEAD))));
 }
 
 interface Batch {
@@ -28,26 +45,27 @@ interface Batch {
 }
 
 /**
- * Small blobs through the batch calls, each batch sequential: BatchUpdateBlobs, then
- * FindMissingBlobs and BatchReadBlobs of the same blobs. The baseline is a raw grpc-js unary
- * echo of a payload as large as one encoded BatchUpdateBlobs request, as many times; a figure
- * per blob is its calls/s times the blobs per batch.
+ * Small blobs through the batch calls, for each blob size and concurrency: BatchUpdateBlobs of
+ * fresh blobs, then FindMissingBlobs and BatchReadBlobs of the same blobs, with `concurrency`
+ * requests in flight. The baseline is a raw grpc-js unary echo of a payload as large as one
+ * encoded BatchUpdateBlobs request, as many times with the same concurrency; a figure per blob
+ * is calls/s times the blobs per batch.
  */
 export async function runCasSmall(o: CasSmallOptions): Promise<SuiteResult> {
-  const s = { update: [] as number[], find: [] as number[], read: [] as number[], echo: [] as number[], sha: [] as number[] };
-  const checks = { blobsUploaded: 0, uploadErrors: 0, blobsMissingAfterUpload: 0, blobsRead: 0, blobsReadMatching: 0, requestBytes: 0 };
-  const perRep = o.batches * o.blobsPerBatch;
+  const metrics: Metric[] = [];
+  const unsupported: Unsupported[] = [];
+  const checks = { blobsUploaded: 0, uploadErrors: 0, blobsMissingAfterUpload: 0, blobsRead: 0, blobsReadMatching: 0 };
 
   /** `count` batches of fresh random blobs, hashed before any clock starts. */
-  const makeBatches = async (count: number): Promise<{ batches: Batch[]; shaSeconds: number }> => {
-    const n = count * o.blobsPerBatch;
-    const pool = await fillRandom(Buffer.allocUnsafe(n * o.blobBytes));
-    const all = Array.from({ length: n }, (_, i) => pool.subarray(i * o.blobBytes, (i + 1) * o.blobBytes));
+  const makeBatches = async (count: number, blobBytes: number, perBatch: number): Promise<{ batches: Batch[]; shaSeconds: number }> => {
+    const n = count * perBatch;
+    const pool = await fillRandom(Buffer.allocUnsafe(n * blobBytes));
+    const all = Array.from({ length: n }, (_, i) => pool.subarray(i * blobBytes, (i + 1) * blobBytes));
     const sha = sha256Each(all);
     const batches: Batch[] = [];
     for (let b = 0; b < count; b++) {
-      const blobs = all.slice(b * o.blobsPerBatch, (b + 1) * o.blobsPerBatch);
-      const digests = blobs.map((blob, i) => ({ hash: sha.hexes[b * o.blobsPerBatch + i]!, sizeBytes: blob.byteLength }));
+      const blobs = all.slice(b * perBatch, (b + 1) * perBatch);
+      const digests = blobs.map((blob, i) => ({ hash: sha.hexes[b * perBatch + i]!, sizeBytes: blob.byteLength }));
       batches.push({
         blobs,
         digests,
@@ -59,85 +77,86 @@ export async function runCasSmall(o: CasSmallOptions): Promise<SuiteResult> {
   const findRequest = (b: Batch) => ({ instanceName: o.instance, blobDigests: b.digests, digestFunction: SHA256_VALUE });
   const readRequest = (b: Batch) => ({ instanceName: o.instance, digests: b.digests, digestFunction: SHA256_VALUE });
 
-  // Warm up (JIT, connections) with one batch of other blobs, untimed.
-  {
-    const [w] = (await makeBatches(1)).batches;
+  // Warm up (JIT, connections) with one small batch of other blobs, untimed; an endpoint
+  // without the batch calls (or that refuses them) makes the suite unsupported.
+  try {
+    const [w] = (await makeBatches(1, o.blobSizes[0]!, Math.min(10, o.blobsPerBatch))).batches;
     await o.raw.echo(Buffer.from(re.BatchUpdateBlobsRequest.encode(w!.request).finish()));
-    await call(o.clients.cas, 'BatchUpdateBlobs', w!.request);
-    await call(o.clients.cas, 'FindMissingBlobs', findRequest(w!));
-    await call(o.clients.cas, 'BatchReadBlobs', readRequest(w!));
+    await call(o.clients.cas, 'BatchUpdateBlobs', w!.request).catch((e) => asUnsupported('BatchUpdateBlobs', e));
+    await call(o.clients.cas, 'FindMissingBlobs', findRequest(w!)).catch((e) => asUnsupported('FindMissingBlobs', e));
+    await call(o.clients.cas, 'BatchReadBlobs', readRequest(w!)).catch((e) => asUnsupported('BatchReadBlobs', e));
+  } catch (err) {
+    if (!(err instanceof UnsupportedError)) throw err;
+    return { name: 'cas-small', status: 'unsupported', unsupported: [err.unsupported], params: {}, metrics: [], checks: {} };
   }
 
-  for (let rep = 1; rep <= o.repeat; rep++) {
-    const { batches, shaSeconds } = await makeBatches(o.batches);
-    s.sha.push(perRep / shaSeconds);
-    const requestBytes = re.BatchUpdateBlobsRequest.encode(batches[0]!.request).finish().byteLength;
-    checks.requestBytes = requestBytes;
-    const echoPayload = await fillRandom(Buffer.allocUnsafe(requestBytes));
+  const params: SuiteResult['params'] = { blobSizesBytes: o.blobSizes, batches: o.batches, concurrency: o.concurrency };
+  for (const blobBytes of o.blobSizes) {
+    const perBatch = blobsPerBatchFor(blobBytes, o.blobsPerBatch, o.maxBatchBytes);
+    const perRep = o.batches * perBatch;
+    params[`blobsPerBatch${sizeLabel(blobBytes)}`] = perBatch;
+    for (const c of o.concurrency) {
+      const s = { update: [] as number[], find: [] as number[], read: [] as number[], echo: [] as number[], sha: [] as number[] };
+      let requestBytes = 0;
+      for (let rep = 1; rep <= o.repeat; rep++) {
+        const { batches, shaSeconds } = await makeBatches(o.batches, blobBytes, perBatch);
+        s.sha.push(perRep / shaSeconds);
+        requestBytes = re.BatchUpdateBlobsRequest.encode(batches[0]!.request).finish().byteLength;
+        const echoPayload = await fillRandom(Buffer.allocUnsafe(requestBytes));
+        const rate = async (fn: (b: Batch, i: number) => Promise<void>): Promise<number> => perRep / (await runConcurrent(batches.length, c, (i) => fn(batches[i]!, i))).seconds;
 
-    const seconds = async (fn: (b: Batch, i: number) => Promise<void>): Promise<number> => {
-      const t0 = process.hrtime.bigint();
-      for (let i = 0; i < batches.length; i++) await fn(batches[i]!, i);
-      return Number(process.hrtime.bigint() - t0) / 1e9;
-    };
+        s.echo.push(await rate(async () => void (await o.raw.echo(echoPayload))));
+        const updated: re.IBatchUpdateBlobsResponse[] = [];
+        s.update.push(await rate(async (b, i) => void (updated[i] = await call(o.clients.cas, 'BatchUpdateBlobs', b.request))));
+        const found: re.IFindMissingBlobsResponse[] = [];
+        s.find.push(await rate(async (b, i) => void (found[i] = await call(o.clients.cas, 'FindMissingBlobs', findRequest(b)))));
+        const read: re.IBatchReadBlobsResponse[] = [];
+        s.read.push(await rate(async (b, i) => void (read[i] = await call(o.clients.cas, 'BatchReadBlobs', readRequest(b)))));
 
-    s.echo.push(perRep / (await seconds(async () => void (await o.raw.echo(echoPayload)))));
+        // Checked after the clocks stopped.
+        for (const res of updated) {
+          for (const r of res.responses ?? []) {
+            if ((r.status?.code ?? 0) === 0) checks.blobsUploaded++;
+            else checks.uploadErrors++;
+          }
+        }
+        for (const res of found) checks.blobsMissingAfterUpload += res.missingBlobDigests?.length ?? 0;
+        batches.forEach((b, i) => {
+          const byHash = new Map(b.digests.map((d, j) => [d.hash, b.blobs[j]!]));
+          for (const r of read[i]?.responses ?? []) {
+            checks.blobsRead++;
+            const want = byHash.get(r.digest?.hash ?? '');
+            if ((r.status?.code ?? 0) === 0 && want && r.data && Buffer.compare(Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength), want) === 0) {
+              checks.blobsReadMatching++;
+            }
+          }
+        });
 
-    const updated: re.IBatchUpdateBlobsResponse[] = [];
-    s.update.push(perRep / (await seconds(async (b) => void updated.push(await call(o.clients.cas, 'BatchUpdateBlobs', b.request)))));
-
-    const found: re.IFindMissingBlobsResponse[] = [];
-    s.find.push(
-      perRep /
-        (await seconds(async (b) => void found.push(await call(o.clients.cas, 'FindMissingBlobs', findRequest(b))))),
-    );
-
-    const read: re.IBatchReadBlobsResponse[] = [];
-    s.read.push(
-      perRep /
-        (await seconds(async (b) => void read.push(await call(o.clients.cas, 'BatchReadBlobs', readRequest(b))))),
-    );
-
-    // Checked after the clocks stopped.
-    for (const res of updated) {
-      for (const r of res.responses ?? []) {
-        if ((r.status?.code ?? 0) === 0) checks.blobsUploaded++;
-        else checks.uploadErrors++;
+        o.progress.step(
+          `${perBatch} × ${sizeLabel(blobBytes)} per batch at concurrency ${c}, repetition ${rep}/${o.repeat}: BatchUpdateBlobs ${formatNumber(s.update.at(-1)!)} blobs/s, ` +
+            `FindMissingBlobs ${formatNumber(s.find.at(-1)!)} digests/s, BatchReadBlobs ${formatNumber(s.read.at(-1)!)} blobs/s (raw echo ${formatNumber(s.echo.at(-1)!)} blobs/s)`,
+        );
+      }
+      const echo = { name: 'raw-grpc-unary-echo', label: `raw grpc-js unary echo of ${requestBytes} B (one BatchUpdateBlobs request) × ${perBatch} blobs${c > 1 ? `, ${c} at once` : ''}`, samples: s.echo };
+      const common = { suite: 'cas-small' as const, better: 'higher' as const, concurrency: c, sizeBytes: blobBytes };
+      metrics.push(
+        makeMetric({ ...common, name: 'batch-update', label: 'BatchUpdateBlobs', unit: 'blobs/s', samples: s.update, baseline: echo }),
+        makeMetric({ ...common, name: 'find-missing', label: 'FindMissingBlobs', unit: 'digests/s', samples: s.find, baseline: echo }),
+        makeMetric({ ...common, name: 'batch-read', label: 'BatchReadBlobs', unit: 'blobs/s', samples: s.read, baseline: echo }),
+      );
+      if (c === 1) {
+        metrics.push(
+          makeMetric({
+            ...common,
+            name: 'batch-update-vs-sha256',
+            label: 'BatchUpdateBlobs vs hashing',
+            unit: 'blobs/s',
+            samples: s.update,
+            baseline: { name: 'sha256', label: `SHA-256, node crypto, one digest per ${sizeLabel(blobBytes)} blob, one core`, samples: s.sha },
+          }),
+        );
       }
     }
-    for (const res of found) checks.blobsMissingAfterUpload += res.missingBlobDigests?.length ?? 0;
-    batches.forEach((b, i) => {
-      const byHash = new Map(b.digests.map((d, j) => [d.hash, b.blobs[j]!]));
-      for (const r of read[i]?.responses ?? []) {
-        checks.blobsRead++;
-        const want = byHash.get(r.digest?.hash ?? '');
-        if ((r.status?.code ?? 0) === 0 && want && r.data && Buffer.compare(Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength), want) === 0) {
-          checks.blobsReadMatching++;
-        }
-      }
-    });
-
-    o.progress(
-      `cas-small ${rep}/${o.repeat}: BatchUpdateBlobs ${formatNumber(s.update.at(-1)!)} blobs/s, FindMissingBlobs ${formatNumber(s.find.at(-1)!)} digests/s, ` +
-        `BatchReadBlobs ${formatNumber(s.read.at(-1)!)} blobs/s (raw echo ${formatNumber(s.echo.at(-1)!)} blobs/s, SHA-256 ${formatNumber(s.sha.at(-1)!)} blobs/s)`,
-    );
   }
-
-  const echoLabel = `raw grpc-js unary echo of ${checks.requestBytes} B (a BatchUpdateBlobs request's size), × ${o.blobsPerBatch} blobs`;
-  const metric = (name: string, label: string, unit: string, samples: number[], bName: string, bLabel: string, bSamples: number[]): Metric => {
-    const value = median(samples);
-    const b = median(bSamples);
-    return { name, label, value, unit, baseline: { name: bName, label: bLabel, value: b, unit }, ratio: value / b, samples, baselineSamples: bSamples };
-  };
-  return {
-    name: 'cas-small',
-    params: { blobsPerBatch: o.blobsPerBatch, blobBytes: o.blobBytes, batches: o.batches, repeat: o.repeat, requestBytes: checks.requestBytes },
-    metrics: [
-      metric('batch-update', 'BatchUpdateBlobs', 'blobs/s', s.update, 'raw-grpc-unary-echo', echoLabel, s.echo),
-      metric('find-missing', 'FindMissingBlobs', 'digests/s', s.find, 'raw-grpc-unary-echo', echoLabel, s.echo),
-      metric('batch-read', 'BatchReadBlobs', 'blobs/s', s.read, 'raw-grpc-unary-echo', echoLabel, s.echo),
-      metric('batch-update-vs-sha256', 'BatchUpdateBlobs vs hashing', 'blobs/s', s.update, 'sha256', `SHA-256, node crypto, one digest per ${o.blobBytes} B blob`, s.sha),
-    ],
-    checks: { ...checks, blobsPerRepetition: perRep },
-  };
+  return { name: 'cas-small', status: unsupported.length ? 'partial' : 'ok', unsupported, params, metrics, checks };
 }

@@ -26,7 +26,7 @@ function rawMethod(name: string, requestStream: boolean, responseStream: boolean
 const rawDefinition = {
   /** Client stream of chunks; answers with the byte count (8 bytes, big-endian). */
   Upload: rawMethod('Upload', true, false),
-  /** Server stream of the payload the bench set, in chunks; the request says the chunk size. */
+  /** Server stream of a slice of the payload the bench set, in chunks; the request says the chunk size and the slice. */
   Download: rawMethod('Download', false, true),
   /** Unary: answers with the request. */
   Echo: rawMethod('Echo', false, false),
@@ -83,8 +83,10 @@ export class RawGrpcBaseline {
         });
       },
       Download: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-        const data = self!.payload;
+        // The request: chunk size, then the offset and length of the slice of the payload to send.
         const chunk = Number(call.request.readBigUInt64BE(0));
+        const start = Number(call.request.readBigUInt64BE(8));
+        const data = self!.payload.subarray(start, start + Number(call.request.readBigUInt64BE(16)));
         let off = 0;
         const pump = (): void => {
           while (off < data.byteLength) {
@@ -122,11 +124,17 @@ export class RawGrpcBaseline {
     });
   }
 
-  /** Have the server stream `data` back in `chunk`-byte messages; resolves with the bytes received. */
-  download(data: Buffer, chunk: number): Promise<number> {
+  /** What download() streams slices of (so that parallel downloads can share one buffer). */
+  setPayload(data: Buffer): void {
     this.payload = data;
-    const req = Buffer.alloc(8);
-    req.writeBigUInt64BE(BigInt(chunk));
+  }
+
+  /** Have the server stream the payload's `length` bytes at `offset` back in `chunk`-byte messages; resolves with the bytes received. */
+  download(offset: number, length: number, chunk: number): Promise<number> {
+    const req = Buffer.alloc(24);
+    req.writeBigUInt64BE(BigInt(chunk), 0);
+    req.writeBigUInt64BE(BigInt(offset), 8);
+    req.writeBigUInt64BE(BigInt(length), 16);
     return new Promise((resolve, reject) => {
       let bytes = 0;
       const call = this.client['Download'](req) as grpc.ClientReadableStream<Buffer>;

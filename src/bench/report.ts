@@ -1,32 +1,85 @@
+import { sizeLabel } from './metric.js';
 import { formatBytes, formatNumber } from './stats.js';
-import type { BenchResult } from './types.js';
+import type { BenchResult, Comparison } from './types.js';
 
-/** The result as a table for a terminal. */
+/** Rows as aligned columns; `right` are the indexes of right-aligned ones. */
+function table(rows: string[][], right: ReadonlySet<number>): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  const out: string[] = [];
+  rows.forEach((row, j) => {
+    out.push(row.map((cell, i) => (right.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd());
+    if (j === 0) out.push(widths.map((w) => '-'.repeat(w)).join('  '));
+  });
+  return out;
+}
+
+const pct = (x: number | null): string => (x === null ? '' : `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)}%`);
+const ratio = (x: number | null): string => (x === null ? 'n/a' : `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)}×`);
+
+function formatParam(key: string, v: number | string | number[]): string {
+  const bytes = /Bytes$/.test(key);
+  const one = (x: number | string): string => (bytes && typeof x === 'number' ? sizeLabel(x) : String(x));
+  return `${key}=${Array.isArray(v) ? v.map(one).join(',') : one(v)}`;
+}
+
+/** The result as tables for a terminal. */
 export function formatReport(r: BenchResult): string {
   const lines: string[] = [];
   const h = r.host;
-  lines.push(`host: ${h.cpus} × ${h.cpuModel}, ${formatBytes(h.totalMemBytes)}, node ${h.node} ${h.platform}/${h.arch}, load ${h.loadAvg.join(' ')}`);
+  lines.push(
+    `host: ${h.cpus} × ${h.cpuModel}, ${formatBytes(h.totalMemBytes)}, node ${h.node} ${h.platform}/${h.arch}, load average ${h.loadAvg.join(' ')}${h.loadAvgEnd ? ` at the start, ${h.loadAvgEnd.join(' ')} at the end` : ''}`,
+  );
   lines.push(`target: ${r.target.endpoint}${r.target.instance ? ` instance "${r.target.instance}"` : ''}: ${r.target.note}`);
+  lines.push(`figures: medians of ${r.repeat} repetition${r.repeat === 1 ? '' : 's'}; ratio = figure / baseline measured in the same run (for ms, lower is better; for rates, higher)`);
   for (const s of r.suites) {
     const params = Object.entries(s.params)
-      .map(([k, v]) => `${k}=${k.endsWith('Bytes') && typeof v === 'number' ? formatBytes(v) : v}`)
+      .map(([k, v]) => formatParam(k, v))
       .join(' ');
-    lines.push('', `${s.name} (${params}); median of ${r.repeat}`);
-    const rows = [['metric', 'value', 'unit', 'baseline', 'baseline value', 'ratio']];
-    for (const m of s.metrics) rows.push([m.label, formatNumber(m.value), m.unit, m.baseline.label, formatNumber(m.baseline.value), `${m.ratio.toFixed(2)}×`]);
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-    const right = new Set([1, 4, 5]);
-    rows.forEach((row, j) => {
-      lines.push(row.map((cell, i) => (right.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd());
-      if (j === 0) lines.push(widths.map((w) => '-'.repeat(w)).join('  '));
-    });
-    lines.push(
-      'checks: ' +
-        Object.entries(s.checks)
-          .map(([k, v]) => `${k}=${v}`)
-          .join(' '),
-    );
+    lines.push('', `${s.name}${s.status === 'ok' ? '' : ` (${s.status})`}${params ? `: ${params}` : ''}`);
+    if (s.metrics.length > 0) {
+      const notes: string[] = [];
+      const note = (label: string): string => {
+        let i = notes.indexOf(label);
+        if (i < 0) i = notes.push(label) - 1;
+        return `[${i + 1}]`;
+      };
+      const rows = [['metric', 'size', 'c', 'value', 'unit', 'baseline', '', 'ratio']];
+      for (const m of s.metrics) {
+        rows.push([
+          m.label,
+          m.sizeBytes === undefined ? '' : sizeLabel(m.sizeBytes),
+          String(m.concurrency),
+          formatNumber(m.value),
+          m.unit,
+          m.baseline ? formatNumber(m.baseline.value) : 'n/a',
+          m.baseline ? note(m.baseline.label) : '',
+          ratio(m.ratio),
+        ]);
+      }
+      lines.push(...table(rows, new Set([2, 3, 5, 7])));
+      notes.forEach((n, i) => lines.push(`[${i + 1}] ${n}`));
+    }
+    for (const u of s.unsupported) lines.push(`unsupported: ${u.what}: ${u.reason}`);
+    const checks = Object.entries(s.checks);
+    if (checks.length) lines.push(`checks: ${checks.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   }
+  if (r.comparison) lines.push('', ...formatComparison(r.comparison));
   lines.push('', `baselines: ${r.baselines}`, `took ${r.durationSeconds.toFixed(1)} s`);
   return lines.join('\n');
+}
+
+/** This run against an earlier one. */
+export function formatComparison(c: Comparison): string[] {
+  const lines = [`compared with ${c.file} (run ${c.startedAt}, load average ${c.loadAvg.join(' ')}); the verdict goes by the ratio to the baseline where both runs have one, changes under 5 % count as the same`];
+  if (c.rows.length === 0) lines.push('no metric in common');
+  else {
+    const rows = [['metric', 'before', 'after', 'unit', 'change', 'ratio before', 'ratio after', 'ratio change', 'verdict']];
+    for (const row of c.rows) {
+      rows.push([row.id, formatNumber(row.before), formatNumber(row.after), row.unit, pct(row.change), ratio(row.ratioBefore), ratio(row.ratioAfter), pct(row.ratioChange), row.verdict]);
+    }
+    lines.push(...table(rows, new Set([1, 2, 4, 5, 6, 7])));
+  }
+  if (c.onlyBefore.length) lines.push(`only in the earlier run: ${c.onlyBefore.join(', ')}`);
+  if (c.onlyAfter.length) lines.push(`only in this run: ${c.onlyAfter.join(', ')}`);
+  return lines;
 }

@@ -2,50 +2,76 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, platform, arch, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import type { ClientSecurity } from '../client/client-security.js';
 import { connect, type ReapiClients } from '../client/reapi-client.js';
 import { defaultConfig, type Config } from '../config/config.js';
 import { Daemon } from '../daemon/daemon.js';
 import type { re } from '../proto.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { runCasLarge } from './cas-large.js';
-import { runCasSmall } from './cas-small.js';
+import { acSteps, runAc } from './ac.js';
+import { casLargeSteps, runCasLarge } from './cas-large.js';
+import { casSmallSteps, runCasSmall } from './cas-small.js';
+import { execSteps, runExec } from './exec.js';
+import { BenchProgress } from './progress.js';
 import { CLIENT_CHANNEL_OPTIONS, RawGrpcBaseline } from './raw-grpc.js';
 import { MiB } from './stats.js';
+import { unsupportedReason, UnsupportedError } from './support.js';
 import type { BenchResult, BenchTarget, HostInfo, SuiteName, SuiteResult } from './types.js';
 
 export interface BenchOptions {
   suites: readonly SuiteName[];
-  /** cas-large: bytes of the blob. */
-  sizeBytes: number;
-  /** cas-large: bytes per stream message. */
-  chunkBytes: number;
-  /** cas-small: blobs per batch request, bytes per blob, batch requests per repetition. */
-  blobsPerBatch: number;
-  blobBytes: number;
-  batches: number;
+  /** The concurrency sweep: calls, streams or actions in flight at once. */
+  concurrency: number[];
   repeat: number;
-  /** Any REAPI server ("grpc://host:port", "host:port", "unix:/path"); default: a temporary reexec daemon in this process. */
+  /** cas-large: blob sizes (at concurrency 1), the size of the concurrency sweep, bytes per stream message, bytes moved per cell at least. */
+  sizes: number[];
+  sweepSize: number;
+  chunkBytes: number;
+  minBytesPerCell: number;
+  /** cas-small: blob sizes, most blobs per batch request, batch requests per repetition and concurrency. */
+  blobSizes: number[];
+  blobsPerBatch: number;
+  batches: number;
+  /** ac: calls of each kind per repetition and concurrency. */
+  acOps: number;
+  /** exec: no-op actions per repetition and concurrency, files of the staging input root, compile actions per repetition and concurrency. */
+  actions: number;
+  stagingFiles: number;
+  compiles: number;
+  /** Any REAPI server ("grpc[s]://host:port", "host:port", "unix:/path"); default: a temporary reexec daemon in this process. */
   endpoint?: string;
+  /** TLS and token for `endpoint`. */
+  security?: ClientSecurity;
+  /** `endpoint` is the configured local daemon, from this config file. */
+  localConfig?: string;
   instance: string;
-  /** Settings of the temporary daemon (storage, grpc); its listen address and data dir are the bench's own. */
+  /** Settings of the temporary daemon (storage, grpc, execution); its listen address, data dir, TLS and tokens are the bench's own. */
   config?: Config;
-  /** Where the temporary daemon's data dir goes (removed afterwards). */
+  /** Where the temporary daemon's data dir and the local baselines' files go (removed afterwards). */
   tmpRoot?: string;
-  /** Progress lines (the CLI prints them on stderr). */
-  progress?: (line: string) => void;
+  progress?: BenchProgress;
   /** The temporary daemon's logger. */
   log?: Logger;
   /** Told the temporary data dir as soon as it exists (so that an interrupted run can remove it). */
   onTempDir?: (dir: string) => void;
 }
 
-export const DEFAULT_BENCH_OPTIONS: Omit<BenchOptions, 'suites'> = {
-  sizeBytes: 256 * MiB,
-  chunkBytes: MiB,
-  blobsPerBatch: 1000,
-  blobBytes: 100,
-  batches: 20,
+/** Two points of the sweep on any machine: one call at a time, and twice as many as there are cores. */
+export const defaultConcurrency = (): number[] => [...new Set([1, 2 * Math.max(1, cpus().length)])];
+
+export const DEFAULT_BENCH_OPTIONS: Omit<BenchOptions, 'suites' | 'concurrency'> = {
   repeat: 3,
+  sizes: [1 * MiB, 16 * MiB, 256 * MiB, 1024 * MiB],
+  sweepSize: 16 * MiB,
+  chunkBytes: MiB,
+  minBytesPerCell: 64 * MiB,
+  blobSizes: [100, 4096, 65536],
+  blobsPerBatch: 1000,
+  batches: 20,
+  acOps: 200,
+  actions: 40,
+  stagingFiles: 10_000,
+  compiles: 12,
   instance: '',
 };
 
@@ -66,12 +92,14 @@ export function hostInfo(): HostInfo {
     platform: platform(),
     arch: arch(),
     totalMemBytes: totalmem(),
-    loadAvg: loadavg().map((x) => Math.round(x * 100) / 100),
+    loadAvg: loadAvgNow(),
   };
 }
 
-/** Ask the target what it supports; refuse early when the suites could not run against it. */
-async function checkTarget(clients: ReapiClients, endpoint: string, instance: string, opts: BenchOptions): Promise<void> {
+const loadAvgNow = (): number[] => loadavg().map((x) => Math.round(x * 100) / 100);
+
+/** Ask the target what it offers; refuse early when it is unreachable or has no usable CAS. */
+async function capabilities(clients: ReapiClients, endpoint: string, instance: string): Promise<re.IServerCapabilities> {
   const deadline = new Date(Date.now() + 15_000);
   let caps: re.IServerCapabilities;
   try {
@@ -88,99 +116,149 @@ async function checkTarget(clients: ReapiClients, endpoint: string, instance: st
   if (cache.digestFunctions && cache.digestFunctions.length > 0 && !cache.digestFunctions.includes(1)) {
     throw new BenchTargetError(`${endpoint} does not accept SHA-256 digests, which the bench uses`);
   }
-  const max = Number(cache.maxBatchTotalSizeBytes ?? 0);
-  const batchBytes = opts.blobsPerBatch * (opts.blobBytes + 100);
-  if (opts.suites.includes('cas-small') && max > 0 && batchBytes > max) {
-    throw new BenchTargetError(`${endpoint} takes batches of at most ${max} bytes; ${opts.blobsPerBatch} blobs of ${opts.blobBytes} B do not fit (use fewer blobs per batch)`);
+  return caps;
+}
+
+function stepsOf(name: SuiteName, o: BenchOptions): number {
+  switch (name) {
+    case 'cas-small':
+      return casSmallSteps({ blobSizes: o.blobSizes, concurrency: o.concurrency, repeat: o.repeat });
+    case 'cas-large':
+      return casLargeSteps(o);
+    case 'ac':
+      return acSteps(o);
+    case 'exec':
+      return execSteps(o);
   }
 }
 
 /**
- * Run the storage suites against a target (a temporary in-process daemon unless
- * opts.endpoint), each figure next to a baseline measured in the same run.
+ * Run the suites against a target (a temporary in-process daemon unless opts.endpoint), each
+ * figure next to a baseline measured in the same run on this machine.
  */
 export async function runBench(opts: BenchOptions): Promise<BenchResult> {
-  const progress = opts.progress ?? (() => undefined);
+  const progress = opts.progress ?? new BenchProgress(undefined);
   const startedAt = new Date();
   const t0 = process.hrtime.bigint();
   const host = hostInfo();
   const cleanups: (() => Promise<void> | void)[] = [];
+  const scratchRoot = opts.tmpRoot ?? tmpdir();
   try {
     let target: BenchTarget;
     let endpoint: string;
     let disk: { dir: string; fsync: boolean; where: string };
     if (opts.endpoint) {
       endpoint = opts.endpoint;
-      target = {
-        kind: 'endpoint',
-        endpoint,
-        instance: opts.instance,
-        note: 'an external server: its storage settings (fsync...) are its own; the baselines run in this process',
-      };
-      const dir = opts.tmpRoot ?? tmpdir();
-      disk = { dir, fsync: true, where: `in ${dir} on this machine` };
+      const external = 'its storage settings (fsync...) and workers are its own; the baselines run in the bench process on this machine';
+      target = opts.localConfig
+        ? { kind: 'local', endpoint, instance: opts.instance, config: opts.localConfig, note: `the configured local daemon (from ${opts.localConfig}): ${external}` }
+        : {
+            kind: 'endpoint',
+            endpoint,
+            instance: opts.instance,
+            tls: !!opts.security?.tls || /^(grpcs|https):\/\//.test(endpoint),
+            token: !!opts.security?.token,
+            note: `an external server: ${external}`,
+          };
+      disk = { dir: scratchRoot, fsync: true, where: `in ${scratchRoot} on this machine` };
     } else {
-      const dataDir = mkdtempSync(join(opts.tmpRoot ?? tmpdir(), 'reexec-bench-'));
+      const dataDir = mkdtempSync(join(scratchRoot, 'reexec-bench-'));
       cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
       opts.onTempDir?.(dataDir);
       const config = structuredClone(opts.config ?? defaultConfig());
       config.listen = ['127.0.0.1:0'];
       config.dataDir = dataDir;
       config.instances = '*';
-      // A storage benchmark needs no execution engine (when this build has one): start no workers.
-      const execution = (config as { execution?: { enabled: boolean } }).execution;
-      if (execution) execution.enabled = false;
-      progress(`starting a temporary reexec daemon in this process (data in ${dataDir}, fsync ${config.storage.fsync ? 'on' : 'off'})`);
+      // The bench's own loopback listener: no TLS, no tokens, no metrics port.
+      config.tls = null;
+      config.listenerTls = {};
+      config.auth = { tokenFile: null, anonymous: [] };
+      config.metrics = { listen: null };
+      // Workers only when the exec suite runs (a storage benchmark needs none).
+      const execution = opts.suites.includes('exec');
+      config.execution.enabled = execution;
+      progress.info(`starting a temporary reexec daemon in this process (data in ${dataDir}, fsync ${config.storage.fsync ? 'on' : 'off'}, execution ${execution ? 'on' : 'off'})`);
       const daemon = await Daemon.start(config, opts.log ?? silentLogger);
       cleanups.push(() => daemon.stop(5_000));
       endpoint = daemon.addresses[0]!;
       disk = { dir: dataDir, fsync: config.storage.fsync, where: "in the daemon's data dir" };
       target = {
-        kind: 'in-process',
+        kind: 'temporary',
         endpoint,
         instance: opts.instance,
         fsync: config.storage.fsync,
+        execution,
         dataDir,
-        note: `a temporary reexec daemon in the bench's own process (client, server and baselines share one event loop), data dir removed afterwards; fsync ${config.storage.fsync ? 'on: large blobs are fsynced before they become visible' : 'off'}`,
+        note:
+          `a temporary reexec daemon in the bench's own process (client, server and baselines share one event loop), data dir removed afterwards; ` +
+          `fsync ${config.storage.fsync ? 'on: large blobs are fsynced before they become visible' : 'off'}` +
+          (execution ? `; execution on, worker pools ${config.execution.pools === 'auto' ? 'auto (a slot per core)' : config.execution.pools.map((p) => `${p.name}×${p.slots}`).join(', ')}` : ''),
       };
     }
-    const clients = connect(endpoint, CLIENT_CHANNEL_OPTIONS);
+    const clients = connect(endpoint, CLIENT_CHANNEL_OPTIONS, opts.security ?? {});
     cleanups.push(() => clients.close());
-    await checkTarget(clients, endpoint, opts.instance, opts);
+    const caps = await capabilities(clients, endpoint, opts.instance);
+    const maxBatchBytes = Number(caps.cacheCapabilities?.maxBatchTotalSizeBytes ?? 0);
     const raw = await RawGrpcBaseline.start();
     cleanups.push(() => raw.close());
 
     const suites: SuiteResult[] = [];
+    progress.info(`running ${opts.suites.join(', ')} against ${endpoint} (${opts.repeat} repetition${opts.repeat === 1 ? '' : 's'}, concurrency ${opts.concurrency.join(', ')})`);
     for (const name of opts.suites) {
-      progress(`running ${name} against ${endpoint} (${opts.repeat} repetition${opts.repeat === 1 ? '' : 's'})`);
-      if (name === 'cas-large') {
-        suites.push(await runCasLarge({ clients, instance: opts.instance, raw, sizeBytes: opts.sizeBytes, chunkBytes: opts.chunkBytes, repeat: opts.repeat, progress, disk }));
-      } else {
-        suites.push(
-          await runCasSmall({
-            clients,
-            instance: opts.instance,
-            raw,
-            blobsPerBatch: opts.blobsPerBatch,
-            blobBytes: opts.blobBytes,
-            batches: opts.batches,
-            repeat: opts.repeat,
-            progress,
-          }),
-        );
+      const p = progress.suite(name, stepsOf(name, opts));
+      const common = { clients, instance: opts.instance, raw, repeat: opts.repeat, concurrency: opts.concurrency, progress: p };
+      try {
+        switch (name) {
+          case 'cas-small':
+            suites.push(await runCasSmall({ ...common, blobSizes: opts.blobSizes, blobsPerBatch: opts.blobsPerBatch, batches: opts.batches, maxBatchBytes }));
+            break;
+          case 'cas-large':
+            suites.push(await runCasLarge({ ...common, sizes: opts.sizes, sweepSize: opts.sweepSize, chunkBytes: opts.chunkBytes, minBytesPerCell: opts.minBytesPerCell, disk }));
+            break;
+          case 'ac':
+            suites.push(await runAc({ ...common, ops: opts.acOps, updateEnabled: caps.cacheCapabilities?.actionCacheUpdateCapabilities?.updateEnabled !== false }));
+            break;
+          case 'exec': {
+            const ex = caps.executionCapabilities;
+            suites.push(
+              await runExec({
+                ...common,
+                execEnabled: !!ex?.execEnabled,
+                execDisabledReason: ex ? 'GetCapabilities says exec_enabled is false' : 'GetCapabilities lists no execution capabilities',
+                maxBatchBytes,
+                actions: opts.actions,
+                stagingFiles: opts.stagingFiles,
+                compiles: opts.compiles,
+                disk,
+              }),
+            );
+            break;
+          }
+        }
+      } catch (err) {
+        // A call the endpoint does not offer, met outside the places a suite expects it.
+        const unsupported = err instanceof UnsupportedError ? err.unsupported : unsupportedReason(err) ? { what: name, reason: unsupportedReason(err)! } : undefined;
+        if (!unsupported) throw err;
+        suites.push({ name, status: 'unsupported', unsupported: [unsupported], params: {}, metrics: [], checks: {} });
       }
     }
+    progress.done();
     return {
-      host,
+      format: 'reexec-bench/1',
+      host: { ...host, loadAvgEnd: loadAvgNow() },
       target,
       startedAt: startedAt.toISOString(),
       durationSeconds: Number(process.hrtime.bigint() - t0) / 1e9,
       repeat: opts.repeat,
+      concurrency: opts.concurrency,
       baselines:
-        'measured in this run on this machine: a raw grpc-js server and client in this process (identity serializers, 16 MiB HTTP/2 windows on both ends, the same message sizes), SHA-256 with node crypto, and a plain file write of the same bytes (the disk); figures are medians over the repetitions',
+        'measured in this run on this machine, each right before the figure it is compared with: a raw grpc-js server and client in the bench process ' +
+        '(identity serializers, 16 MiB HTTP/2 windows on both ends, the same message sizes and concurrency), SHA-256 with node crypto, plain file writes of the same bytes, ' +
+        '`bwrap --unshare-all --ro-bind / / /bin/true` spawned with the same concurrency, and the same gcc run without a sandbox; figures are medians over the repetitions',
       suites,
     };
   } finally {
+    progress.done();
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
   }
 }

@@ -41,3 +41,30 @@ export function formatNumber(v: number): string {
 export function fillRandom(buf: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => randomFill(buf, (err, b) => (err ? reject(err) : resolve(b))));
 }
+
+/** The p-th percentile (0–100) by nearest rank. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/**
+ * Run `count` operations with at most `concurrency` in flight (each worker takes the next
+ * index when it finishes one): the wall-clock seconds and each operation's latency in ms.
+ */
+export async function runConcurrent(count: number, concurrency: number, op: (i: number) => Promise<void>): Promise<{ seconds: number; latenciesMs: number[] }> {
+  const latenciesMs = new Array<number>(count).fill(0);
+  let next = 0;
+  const t0 = process.hrtime.bigint();
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      const s = process.hrtime.bigint();
+      await op(i);
+      latenciesMs[i] = Number(process.hrtime.bigint() - s) / 1e6;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, count)) }, worker));
+  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, latenciesMs };
+}

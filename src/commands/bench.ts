@@ -1,44 +1,120 @@
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
+import { localAccess, type ClientSecurity } from '../client/client-security.js';
 import { loadConfig, parseSize } from '../config/config.js';
+import { compareResults, CompareFileError, loadEarlierResult } from '../bench/compare.js';
+import { BenchProgress } from '../bench/progress.js';
 import { formatReport } from '../bench/report.js';
-import { BenchTargetError, DEFAULT_BENCH_OPTIONS, runBench } from '../bench/run-bench.js';
+import { BenchTargetError, DEFAULT_BENCH_OPTIONS, defaultConcurrency, runBench } from '../bench/run-bench.js';
 import { SUITE_NAMES, type BenchResult, type SuiteName } from '../bench/types.js';
 import { createLogger } from '../util/logger.js';
 
+const d = DEFAULT_BENCH_OPTIONS;
+const sizeList = (xs: number[]): string => xs.map((x) => (x >= 1024 ** 3 ? `${x / 1024 ** 3}GiB` : x >= 1024 ** 2 ? `${x / 1024 ** 2}MiB` : x >= 1024 ? `${x / 1024}KiB` : `${x}B`)).join(',');
+
+function parseList<T>(text: string, flag: string, parse: (s: string) => T): T[] {
+  const items = text.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new UserError(`${flag} "${text}": give at least one value`);
+  return items.map(parse);
+}
+
 export default class Bench extends BaseCommand {
-  static override summary = 'Measure CAS throughput against baselines measured in the same run.';
+  static override summary = 'Benchmark reexec, or any REAPI endpoint, against baselines measured in the same run.';
   static override description =
-    'cas-large: one blob up with ByteStream.Write and down with ByteStream.Read, in 1 MiB messages, against a raw grpc-js stream of the same bytes (same 16 MiB windows). ' +
-    'cas-small: BatchUpdateBlobs, FindMissingBlobs and BatchReadBlobs of 1,000 × 100 B blobs per request, against a raw grpc-js unary echo of the same request size. ' +
-    'SHA-256 with node crypto is measured too. Every figure is a median over the repetitions, shown with its ratio to its baseline. ' +
-    'Without --endpoint the target is a temporary reexec daemon started in this process, with the configured storage settings (fsync on by default) and a data dir removed afterwards.';
+    'Suites: cas-small (BatchUpdateBlobs, FindMissingBlobs, BatchReadBlobs of 100 B–64 KiB blobs), cas-large (ByteStream.Write and Read of 1 MiB–1 GiB blobs, and a resumed write), ' +
+    'ac (UpdateActionResult and GetActionResult), exec (a no-op action\'s latency and actions/s, staging a 10,000-file input root the first time and again, read-only and writable, and a gcc compile in the host-tools sandbox); ' +
+    'each at every concurrency of --concurrency. Every figure is a median over the repetitions, next to a baseline measured in the same run on this machine ' +
+    '(a raw grpc-js stream or unary echo of the same bytes, SHA-256, plain file writes, `bwrap --unshare-all --ro-bind / / /bin/true`, the same gcc without a sandbox) and its ratio to it: ' +
+    'compare ratios across runs, not absolute figures. Suites or calls the endpoint does not offer are reported as unsupported. ' +
+    'Without --endpoint or --local the target is a temporary reexec daemon started in this process with the configured storage settings (fsync on by default), execution on when the exec suite runs, and a data dir removed afterwards.';
   static override examples = [
     '<%= config.bin %> bench',
-    '<%= config.bin %> bench --suite cas-large --size 1GiB --repeat 5',
-    '<%= config.bin %> bench --endpoint grpc://127.0.0.1:50051 --instance main --json',
+    '<%= config.bin %> bench --suite exec --json > exec.json',
+    '<%= config.bin %> bench --suite cas-large --sizes 64MiB,1GiB --repeat 5',
+    '<%= config.bin %> bench --local --suite cas-small,ac',
+    '<%= config.bin %> bench --endpoint grpcs://buildhost:8980 --instance main --server-cert ca.pem --token "$TOKEN"',
+    '<%= config.bin %> bench --compare before.json',
   ];
 
   static override flags = {
-    suite: Flags.string({ options: [...SUITE_NAMES, 'all'], default: 'all', description: 'which suite to run' }),
-    size: Flags.string({ default: '256MiB', description: 'cas-large: size of the blob (e.g. 64MiB, 1GiB)' }),
-    repeat: Flags.integer({ default: DEFAULT_BENCH_OPTIONS.repeat, min: 1, description: 'repetitions of each suite; figures are medians' }),
-    endpoint: Flags.string({ description: 'benchmark this REAPI server (grpc://HOST:PORT or unix:PATH) instead of a temporary in-process daemon' }),
+    suite: Flags.string({ default: 'all', description: `suites to run, comma-separated: ${SUITE_NAMES.join(', ')} or all` }),
+    concurrency: Flags.string({ description: 'the concurrency sweep, comma-separated (default: 1 and twice the cores)' }),
+    repeat: Flags.integer({ default: d.repeat, min: 1, description: 'repetitions of every measurement; figures are medians' }),
+    sizes: Flags.string({ default: sizeList(d.sizes), description: 'cas-large: blob sizes, each at concurrency 1' }),
+    'sweep-size': Flags.string({ default: sizeList([d.sweepSize]), description: 'cas-large: blob size of the concurrency sweep and of the resumed write' }),
+    'cell-bytes': Flags.string({ default: sizeList([d.minBytesPerCell]), description: 'cas-large: bytes moved per size, concurrency and repetition at least (several blobs when they are small)' }),
+    'blob-sizes': Flags.string({ default: sizeList(d.blobSizes), description: 'cas-small: blob sizes' }),
+    'batch-blobs': Flags.integer({ default: d.blobsPerBatch, min: 1, description: 'cas-small: most blobs per batch request (fewer when the endpoint\'s batch limit says so)' }),
+    batches: Flags.integer({ default: d.batches, min: 1, description: 'cas-small: batch requests per repetition and concurrency' }),
+    'ac-calls': Flags.integer({ default: d.acOps, min: 1, description: 'ac: calls of each kind per repetition and concurrency' }),
+    actions: Flags.integer({ default: d.actions, min: 1, description: 'exec: no-op actions per repetition and concurrency' }),
+    'staging-files': Flags.integer({ default: d.stagingFiles, min: 1, description: 'exec: files of the staging input root' }),
+    compiles: Flags.integer({ default: d.compiles, min: 1, description: 'exec: compile actions per repetition and concurrency' }),
+    endpoint: Flags.string({ char: 'e', description: 'benchmark this REAPI server: grpc://HOST:PORT, grpcs://HOST:PORT (TLS), HOST:PORT or unix:PATH', exclusive: ['local'] }),
+    local: Flags.boolean({ description: "benchmark the configured local daemon (found through the config's listen address, with its TLS files and a token from its token file)", exclusive: ['endpoint'] }),
     instance: Flags.string({ default: '', description: 'instance name to use on the target' }),
-    'batch-blobs': Flags.integer({ default: DEFAULT_BENCH_OPTIONS.blobsPerBatch, min: 1, description: 'cas-small: blobs per batch request' }),
-    batches: Flags.integer({ default: DEFAULT_BENCH_OPTIONS.batches, min: 1, description: 'cas-small: batch requests per repetition' }),
+    token: Flags.string({ description: 'bearer token for --endpoint (default: $REEXEC_TOKEN)', dependsOn: ['endpoint'] }),
+    'server-cert': Flags.string({ description: 'PEM file of the CA that signed the server certificate of a grpcs:// endpoint (default: the system roots)', dependsOn: ['endpoint'] }),
+    'client-cert': Flags.string({ description: 'PEM client certificate for mutual TLS', dependsOn: ['endpoint', 'client-key'] }),
+    'client-key': Flags.string({ description: 'PEM private key of --client-cert', dependsOn: ['endpoint', 'client-cert'] }),
+    compare: Flags.string({ description: 'a file from an earlier `reexec bench --json`: show the change of every metric both runs measured' }),
   };
 
   async run(): Promise<BenchResult> {
     const { flags } = await this.parse(Bench);
-    const sizeBytes = parseSize(flags.size, '--size');
-    if (sizeBytes < 1) throw new UserError(`--size ${flags.size}: the blob must have at least one byte`);
-    if (flags.endpoint && !/^((grpc|http):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
-      throw new UserError(`--endpoint "${flags.endpoint}" is not grpc://HOST:PORT or unix:PATH`);
+    const size = (flag: string) => (s: string) => {
+      const n = parseSize(s, flag);
+      if (n < 1) throw new UserError(`${flag} ${s}: a blob must have at least one byte`);
+      return n;
+    };
+    const suites: SuiteName[] = [];
+    for (const s of parseList(flags.suite, '--suite', (x) => x)) {
+      if (s === 'all') suites.push(...SUITE_NAMES);
+      else if ((SUITE_NAMES as readonly string[]).includes(s)) suites.push(s as SuiteName);
+      else throw new UserError(`--suite ${s}: no such suite (suites: ${SUITE_NAMES.join(', ')}, all)`);
     }
-    const suites: SuiteName[] = flags.suite === 'all' ? [...SUITE_NAMES] : [flags.suite as SuiteName];
+    const concurrency = flags.concurrency
+      ? parseList(flags.concurrency, '--concurrency', (x) => {
+          if (!/^[0-9]+$/.test(x) || Number(x) < 1 || Number(x) > 1024) throw new UserError(`--concurrency ${x}: give whole numbers from 1 to 1024`);
+          return Number(x);
+        })
+      : defaultConcurrency();
+    if (flags.endpoint && !/^((grpcs?|https?):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
+      throw new UserError(`--endpoint "${flags.endpoint}" is not grpc://HOST:PORT, grpcs://HOST:PORT or unix:PATH`);
+    }
+    const earlier = flags.compare ? this.loadEarlier(flags.compare) : undefined;
+
+    let endpoint = flags.endpoint;
+    let security: ClientSecurity | undefined;
+    let localConfig: string | undefined;
     const config = flags.endpoint ? undefined : loadConfig(flags.config);
+    if (flags.endpoint) {
+      const pem = (flag: string, file: string | undefined): Buffer | undefined => {
+        if (!file) return undefined;
+        try {
+          return readFileSync(file);
+        } catch (err) {
+          throw new UserError(`${flag} ${file}: cannot read it: ${(err as Error).message}`);
+        }
+      };
+      const token = flags.token ?? process.env.REEXEC_TOKEN;
+      security = {
+        serverCa: pem('--server-cert', flags['server-cert']),
+        clientCert: pem('--client-cert', flags['client-cert']),
+        clientKey: pem('--client-key', flags['client-key']),
+        ...(token ? { token } : {}),
+      };
+      if ((security.serverCa || security.clientCert) && !/^(grpcs|https):\/\//.test(flags.endpoint)) {
+        throw new UserError(`--server-cert and --client-cert need TLS: write the endpoint as grpcs://${flags.endpoint.replace(/^(grpc|http):\/\//, '')}`);
+      }
+    } else if (flags.local) {
+      // Read, write and execute are what the suites use; a token with execute usually has them all.
+      const access = localAccess(config!, suites.includes('exec') ? 'execute' : 'write');
+      endpoint = access.endpoint;
+      security = access.security;
+      localConfig = config!.source ?? 'the built-in defaults';
+    }
 
     let tempDir: string | undefined;
     const onSigint = (): void => {
@@ -48,26 +124,46 @@ export default class Bench extends BaseCommand {
     process.once('SIGINT', onSigint);
     try {
       const result = await runBench({
-        ...DEFAULT_BENCH_OPTIONS,
+        ...d,
         suites,
-        sizeBytes,
+        concurrency,
         repeat: flags.repeat,
+        sizes: parseList(flags.sizes, '--sizes', size('--sizes')),
+        sweepSize: size('--sweep-size')(flags['sweep-size']),
+        minBytesPerCell: size('--cell-bytes')(flags['cell-bytes']),
+        blobSizes: parseList(flags['blob-sizes'], '--blob-sizes', size('--blob-sizes')),
         blobsPerBatch: flags['batch-blobs'],
         batches: flags.batches,
-        endpoint: flags.endpoint,
+        acOps: flags['ac-calls'],
+        actions: flags.actions,
+        stagingFiles: flags['staging-files'],
+        compiles: flags.compiles,
+        endpoint,
+        security,
+        localConfig,
         instance: flags.instance,
-        config,
+        config: endpoint ? undefined : config,
         log: createLogger({ level: 'warn' }),
-        progress: (line) => process.stderr.write(`${line}\n`),
+        progress: new BenchProgress(process.stderr, { suites: suites.length }),
         onTempDir: (dir) => (tempDir = dir),
       });
+      if (earlier) result.comparison = compareResults(earlier, result, flags.compare!);
       if (!this.jsonEnabled()) this.log(formatReport(result));
       return result;
     } catch (err) {
-      if (err instanceof BenchTargetError) throw new UserError(err.message);
+      if (err instanceof BenchTargetError) throw new UserError(err.message, flags.local ? 'Is the daemon running? Start it with `reexec start`, or run the bench without --local to use a temporary daemon.' : undefined);
       throw err;
     } finally {
       process.off('SIGINT', onSigint);
+    }
+  }
+
+  private loadEarlier(file: string) {
+    try {
+      return loadEarlierResult(file);
+    } catch (err) {
+      if (err instanceof CompareFileError) throw new UserError(err.message);
+      throw err;
     }
   }
 }
