@@ -27,7 +27,8 @@ export class DataDirLock {
   private constructor(private readonly path: string) {}
 
   static acquire(dataDir: string): DataDirLock {
-    mkdirSync(dataDir, { recursive: true });
+    // Private to the daemon's user: the store holds every cached build, and staged inputs.
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const path = join(dataDir, 'daemon.lock');
     for (let attempt = 0; attempt < 3; attempt++) {
       try {

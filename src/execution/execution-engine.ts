@@ -1,4 +1,4 @@
-import { rm, mkdir } from 'node:fs/promises';
+import { chmod, rm, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -54,7 +54,9 @@ export class ExecutionEngine {
     const workDir = join(dataDir, 'work');
     // Build directories of a previous run are garbage: their operations are re-run from the journal.
     await rm(workDir, { recursive: true, force: true });
-    await mkdir(workDir, { recursive: true });
+    // Private even in a data dir others may read: build directories hold uploaded files.
+    await mkdir(workDir, { recursive: true, mode: 0o700 });
+    await chmod(workDir, 0o700);
     const bwrap = findBubblewrap();
     const support = await detectIsaSupport({ bubblewrapOk: Boolean(bwrap) });
     const pools = resolvePools(config.pools, support);

@@ -110,7 +110,9 @@ export class InputStager {
         const wantsOwnInode = !knownInodes || props?.mtime || props?.unixMode;
         if (wantsOwnInode) {
           await copyFile(cacheFile, target);
-          await chmod(target, props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o7777 : f.isExecutable ? 0o755 : 0o644);
+          // Never setuid/setgid: the file lives on the host, where it would run with the
+          // daemon's identity (inside the sandbox those bits do nothing anyway: nosuid).
+          await chmod(target, props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o1777 : f.isExecutable ? 0o755 : 0o644);
         } else {
           try {
             await link(cacheFile, target);

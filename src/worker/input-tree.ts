@@ -16,8 +16,9 @@ const missing = (d: Digest, what: string): PreconditionViolation => ({ type: 'MI
 
 function checkName(name: string, where: string): void {
   if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-    throw invalidArgument(`${where}: invalid entry name "${name}" (names may not be empty, ".", "..", or contain "/")`);
+    throw invalidArgument(`${where}: invalid entry name ${JSON.stringify(name)} (names may not be empty, ".", "..", or contain "/" or NUL)`);
   }
+  if (Buffer.byteLength(name) > 255) throw invalidArgument(`${where}: entry name "${name.slice(0, 40)}…" is longer than 255 bytes, the most a Linux file system allows`);
 }
 
 /** REAPI: each list sorted by name, and a name appears once across files, directories and symlinks. */
@@ -43,6 +44,8 @@ export function validateDirectory(dir: re.IDirectory, where: string): void {
   }
   for (const s of dir.symlinks ?? []) {
     if (!s.target) throw invalidArgument(`${where}: symlink "${s.name}" has an empty target`);
+    if (s.target.includes('\0')) throw invalidArgument(`${where}: symlink "${s.name}" has a NUL byte in its target`);
+    if (Buffer.byteLength(s.target) > 4095) throw invalidArgument(`${where}: symlink "${s.name}" has a target longer than 4095 bytes (PATH_MAX)`);
   }
 }
 

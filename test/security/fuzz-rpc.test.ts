@@ -151,7 +151,7 @@ function mutate(seed: Buffer, rnd: () => number): Buffer {
   }
 }
 
-describe("hostile RPCs: unparseable, random and mutated requests to every method", () => {
+describe('hostile RPCs: unparseable, random and mutated requests to every method', () => {
   const tally = caseTally('fuzzed RPCs');
   let d: TestDaemon;
   let client: grpc.Client;
