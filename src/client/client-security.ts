@@ -69,7 +69,8 @@ export function tokenWithRight(tokenFile: string, need: Right): string | undefin
 
 /**
  * How the CLI on the daemon's host (reexec status, reexec gc) reaches the daemon of a config:
- * a unix listener if there is one (no TLS needed), else the first TCP listener with its TLS
+ * a unix listener if there is one (no TLS needed), else the first TCP listener (grpc:// or
+ * grpcs://, a wildcard host replaced by loopback) with its TLS
  * (the CA of `reexec init --tls` signs the server and the client certificate alike, and the
  * client certificate sits next to it), and a token with `need` from the token file, unless
  * REEXEC_TOKEN gives one.
@@ -83,9 +84,10 @@ export function localAccess(config: Pick<Config, 'listen' | 'tls' | 'listenerTls
   let host = first.slice(0, i);
   if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
   else if (host === '[::]' || host === '::') host = '[::1]';
-  const endpoint = `${host}:${first.slice(i + 1)}`;
+  const address = `${host}:${first.slice(i + 1)}`;
   const tls = tlsFor(config, first);
-  if (!tls) return { endpoint, security: token ? { token } : {} };
+  if (!tls) return { endpoint: `grpc://${address}`, security: token ? { token } : {} };
+  const endpoint = `grpcs://${address}`;
   const security: ClientSecurity = { tls: true, ...(token ? { token } : {}) };
   const ca = tls.clientCa ?? join(dirname(tls.cert), 'ca.crt');
   if (existsSync(ca)) security.serverCa = readFileSync(ca);

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
 import { loadConfig, parseSize } from '../config/config.js';
-import { clientEndpoint } from '../config/init-config.js';
+import { localAccess } from '../client/client-security.js';
 import { DataDirLockedError } from '../daemon/data-dir-lock.js';
 import type { GcProgress, GcRequest } from '../gc/garbage-collector.js';
 import { formatGcSummary, GcProgressBar } from '../gc/gc-report.js';
@@ -47,19 +47,22 @@ export default class Gc extends BaseCommand {
     let result: GcResult;
     try {
       if (flags.endpoint) {
-        if (!/^((grpc|http):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
-          throw new UserError(`--endpoint "${flags.endpoint}" is not grpc://HOST:PORT or unix:PATH`);
+        if (!/^((grpcs?|https?):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
+          throw new UserError(`--endpoint "${flags.endpoint}" is not grpc[s]://HOST:PORT or unix:PATH`);
         }
-        result = { ...(await collectGarbageRemote(flags.endpoint, request, progress)), via: 'daemon', endpoint: flags.endpoint };
+        // grpcs:// means TLS (the system's CAs); REEXEC_TOKEN gives the admin token.
+        const security = process.env.REEXEC_TOKEN ? { token: process.env.REEXEC_TOKEN } : {};
+        result = { ...(await collectGarbageRemote(flags.endpoint, request, progress, { security })), via: 'daemon', endpoint: flags.endpoint };
       } else {
         const config = loadConfig(flags.config);
         if (flags['data-dir']) {
           config.dataDir = resolve(flags['data-dir']);
           result = { ...(await collectGarbageOffline(config, request, progress)), via: 'data-dir', dataDir: config.dataDir };
         } else {
-          const endpoint = clientEndpoint(config.listen).grpcUrl;
+          // The daemon's unix socket or TCP listener, with its TLS files and an admin token.
+          const { endpoint, security } = localAccess(config, 'admin');
           try {
-            result = { ...(await collectGarbageRemote(endpoint, request, progress)), via: 'daemon', endpoint };
+            result = { ...(await collectGarbageRemote(endpoint, request, progress, { security })), via: 'daemon', endpoint };
           } catch (err) {
             if (!(err instanceof DaemonUnreachableError)) throw err;
             // No daemon: collect in its data dir directly (refused if a daemon holds it after all).

@@ -1,4 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
+import type { ClientSecurity } from '../client/client-security.js';
 import { connect } from '../client/reapi-client.js';
 import type { reexec } from '../gen/proto.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
@@ -9,9 +10,9 @@ export async function collectGarbageRemote(
   endpoint: string,
   request: GcRequest,
   progress?: (p: GcProgress) => void,
-  options: { connectTimeoutMs?: number } = {},
+  options: { connectTimeoutMs?: number; security?: ClientSecurity } = {},
 ): Promise<GcRunSummary> {
-  const clients = connect(endpoint);
+  const clients = connect(endpoint, {}, options.security ?? {});
   try {
     await new Promise<void>((resolve, reject) =>
       clients.admin.waitForReady(Date.now() + (options.connectTimeoutMs ?? 3000), (err?: Error) => (err ? reject(new DaemonUnreachableError(endpoint, err)) : resolve())),

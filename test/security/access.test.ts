@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, connect } from '../../src/client/reapi-client.js';
 import { localAccess, type ClientSecurity } from '../../src/client/client-security.js';
+import { collectGarbageRemote } from '../../src/gc/remote-gc.js';
 import { createTlsSetup, type TlsSetup } from '../../src/host/tls-setup.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { digestOf, expectGrpcError } from '../helpers/storage.js';
@@ -183,11 +184,17 @@ describe('TLS, mutual TLS and access tokens', () => {
   });
 
   it('localAccess reaches a TLS-only daemon with the CA, client certificate and admin token of `reexec init --tls`', async () => {
-    tally.add(1);
+    tally.add(2);
     const config = { ...d.daemon.config, listen: [tcp] };
     const local = localAccess(config);
     expect(local.security.tls).toBe(true);
     await call(client(local.security, local.endpoint).admin, 'GetStatus', {});
+    // What `reexec gc` does with it.
+    const summary = await collectGarbageRemote(local.endpoint, { dryRun: true }, undefined, { security: local.security });
+    expect(summary).toBeTruthy();
+    await expect(collectGarbageRemote(local.endpoint, { dryRun: true }, undefined, { security: { ...local.security, token: tls.tokens.client.token } })).rejects.toMatchObject({
+      code: grpc.status.PERMISSION_DENIED,
+    });
   });
 });
 
