@@ -57,6 +57,8 @@ export interface GarbageCollectorOptions {
   scanSlice?: number;
   /** Blobs deleted per LMDB transaction. */
   batchSize?: number;
+  /** Deletion batches queued at once. */
+  maxInFlight?: number;
 }
 
 /**
@@ -121,6 +123,7 @@ export class GarbageCollector {
   private readonly scanSlice: number;
   private readonly batchSize: number;
   private readonly isInUse: (key: string) => boolean;
+  private readonly maxInFlight: number;
 
   constructor(
     private readonly store: CollectableStore,
@@ -130,6 +133,7 @@ export class GarbageCollector {
     this.scanSlice = options.scanSlice ?? 5000;
     this.batchSize = options.batchSize ?? 1000;
     this.isInUse = options.isInUse ?? (() => false);
+    this.maxInFlight = options.maxInFlight ?? 4;
   }
 
   async collect(request: GcRequest, progress?: (p: GcProgress) => void | Promise<void>, signal?: AbortSignal): Promise<GcSummary> {
@@ -231,14 +235,23 @@ export class GarbageCollector {
     let batch: IndexEntry[] = [];
     scanned = 0;
     const stillEvictable = (e: IndexEntry): boolean => e.t <= this.now() - this.options.graceSeconds && !this.isInUse(e.key);
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return;
-      const chosen = batch;
-      batch = [];
-      const freed = dryRun ? { count: chosen.length, bytes: chosen.reduce((n, c) => n + c.s, 0) } : await this.store.evict(chosen, stillEvictable);
-      summary.freedBlobs += freed.count;
-      summary.freedBytes += freed.bytes;
-      freedBytes += freed.bytes;
+    // Batches in flight: while one commits (an fsync), the next is chosen and queued, and
+    // lmdb-js commits those queued together. Bounded, so memory stays bounded.
+    const inFlight: Array<Promise<void>> = [];
+    const flush = async (all = false): Promise<void> => {
+      if (batch.length > 0) {
+        const chosen = batch;
+        batch = [];
+        const evicting = dryRun ? Promise.resolve({ count: chosen.length, bytes: chosen.reduce((n, c) => n + c.s, 0) }) : this.store.evict(chosen, stillEvictable);
+        const done = evicting.then((freed) => {
+          summary.freedBlobs += freed.count;
+          summary.freedBytes += freed.bytes;
+          freedBytes += freed.bytes;
+        });
+        inFlight.push(done);
+        done.finally(() => inFlight.splice(inFlight.indexOf(done), 1)).catch(() => undefined);
+      }
+      while (inFlight.length > (all ? 0 : this.maxInFlight - 1)) await Promise.race(inFlight);
     };
     const onlyLru = ageCutoff === -Infinity;
     await this.forEachSlice(signal, async (slice) => {
@@ -260,7 +273,7 @@ export class GarbageCollector {
       await report({ phase: 'evicting', scanned, total: usage.count, goalBytes: goal, freedBlobs: summary.freedBlobs, freedBytes: summary.freedBytes });
       return false;
     });
-    await flush();
+    await flush(true);
     await report({ phase: 'evicting', scanned, total: usage.count, goalBytes: goal, freedBlobs: summary.freedBlobs, freedBytes: summary.freedBytes }, true);
     return freedBytes;
   }
