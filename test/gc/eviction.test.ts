@@ -167,6 +167,8 @@ describe.skipIf(noSandbox)(`eviction while actions run${noSandbox ? ` (skipped: 
 
     const summary = await adminCollect(d, { targetBytes: 0 });
     expect(summary.keptInUse.blobs).toBeGreaterThan(0);
+    // The running action's files in the staging cache stay too.
+    expect(summary.stagingCache.keptInUse).toBeGreaterThan(0);
     expect(await missing(d, junk.map(digestOf))).toHaveLength(junk.length);
     expect(await missing(d, [digestOf(a.big), digestOf(b.big), running.toProto(), queued.toProto()])).toEqual([]);
 
@@ -185,8 +187,10 @@ describe.skipIf(noSandbox)(`eviction while actions run${noSandbox ? ` (skipped: 
 
     // Done: their inputs are no one's any more.
     await sleep(1100);
-    await adminCollect(d, { targetBytes: 0 });
+    const last = await adminCollect(d, { targetBytes: 0 });
     expect(await missing(d, [digestOf(a.big), digestOf(b.big)])).toHaveLength(2);
+    expect(last.stagingCache.freedEntries).toBe(last.stagingCache.entries);
+    expect(last.stagingCache.freedEntries).toBeGreaterThan(0);
     // And the action results whose outputs went are misses.
     await expectGrpcError(call(d.clients.actionCache, 'GetActionResult', { actionDigest: running.toProto() }), grpc.status.NOT_FOUND);
   }, 120_000);
