@@ -16,7 +16,8 @@ export default class Gc extends BaseCommand {
   static override summary = 'Evict least-recently-used blobs from the cache now.';
   static override description =
     'Asks the running daemon (at the config\'s listen address, or --endpoint) to evict least-recently-used blobs until the CAS is down to --target ' +
-    '(default: the low watermark of the config), and blobs unused for more than --keep-days. With --data-dir, or when no daemon answers, it opens the store itself; ' +
+    '(default: the low watermark of the config, unless only --keep-days is given), and blobs unused for more than --keep-days. ' +
+    'With --data-dir, or when no daemon answers, it opens the store itself; ' +
     'that needs the data dir free (no daemon using it). Blobs used within the grace period (storage.grace-period) and inputs of queued or running actions are never evicted. ' +
     'Action-cache entries and assets whose blobs are gone are never served, and are dropped when next looked up.';
   static override examples = [
@@ -30,7 +31,7 @@ export default class Gc extends BaseCommand {
   static override flags = {
     endpoint: Flags.string({ description: 'the daemon to ask (grpc://HOST:PORT or unix:PATH); default: the config\'s listen address', exclusive: ['data-dir'] }),
     'data-dir': Flags.string({ char: 'd', description: 'collect in this data dir directly; no daemon may be using it' }),
-    target: Flags.string({ description: 'evict until the CAS holds at most this much (e.g. 50GiB; 0 evicts everything evictable); default: the low watermark' }),
+    target: Flags.string({ description: 'evict until the CAS holds at most this much (e.g. 50GiB; 0 evicts everything evictable); default: the low watermark, or no target with --keep-days' }),
     'keep-days': Flags.integer({ min: 0, description: 'also evict every blob not used for this many days' }),
     'dry-run': Flags.boolean({ description: 'report what would be evicted; evict nothing' }),
   };

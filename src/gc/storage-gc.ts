@@ -98,11 +98,14 @@ export class StorageGc {
     await this.chain.catch(() => undefined);
   }
 
-  /** A collection on request: down to targetBytes (default: the low watermark), plus orphans and the staging cache. */
+  /**
+   * A collection on request: down to targetBytes (default: the low watermark, unless only an
+   * age limit is asked for), plus orphan files and the staging cache.
+   */
   collect(request: GcRequest, progress?: (p: GcProgress) => void | Promise<void>): Promise<GcRunSummary> {
     return this.exclusive(async () => {
       const { budget } = this.options;
-      const req: GcRequest = { ...request, targetBytes: request.targetBytes ?? budget.lowBytes };
+      const req: GcRequest = { ...request, targetBytes: request.targetBytes ?? (request.maxAgeSeconds === undefined ? budget.lowBytes : undefined) };
       const started = performance.now();
       const summary = await this.collector.collect(req, progress, this.abort.signal).catch((err: unknown) => {
         this.report('manual', { freedBlobs: 0, freedBytes: 0, durationMs: performance.now() - started, dryRun: req.dryRun ?? false }, true);
