@@ -18,6 +18,8 @@ const NEEDED = {
   debootstrap: 'debootstrap',
   // recc's compiles run in reexec's host-tools sandbox, with the host's gcc
   gcc: 'gcc',
+  // `reexec init --tls` and the TLS tests make certificates with it
+  openssl: 'openssl',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;

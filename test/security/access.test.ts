@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +32,9 @@ function serverStreamError(stream: grpc.ClientReadableStream<unknown>): Promise<
   });
 }
 
-describe('TLS, mutual TLS and access tokens', () => {
+const noOpenssl = spawnSync('openssl', ['version']).status !== 0;
+
+describe.skipIf(noOpenssl)(`TLS, mutual TLS and access tokens${noOpenssl ? ' (skipped: install openssl)' : ''}`, () => {
   const tally = caseTally('access control');
   let dir: string;
   let tls: TlsSetup;
