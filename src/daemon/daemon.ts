@@ -203,7 +203,7 @@ export class Daemon {
       const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc);
       gc.start();
       log.info(
-        `CAS budget ${formatBytes(budget.maxBytes)}: holds ${formatBytes(base.usage().bytes)} in ${base.usage().count} blobs; eviction from ${formatBytes(budget.highBytes)} down to ${formatBytes(budget.lowBytes)}, uploads refused past ${formatBytes(budget.hardLimitBytes)}`,
+        `CAS budget ${formatBytes(budget.maxBytes)}: holds ${formatBytes(gc.footprint())} in ${base.usage().count} blobs; eviction from ${formatBytes(budget.highBytes)} down to ${formatBytes(budget.lowBytes)}, uploads refused past ${formatBytes(budget.hardLimitBytes)}`,
       );
       log.info(`reexec ${VERSION} serving on ${addresses.join(', ')}`, { addresses, dataDir: config.dataDir });
       return daemon;

@@ -41,8 +41,10 @@ export interface GcSummary {
   keptRecent: { blobs: number; bytes: number };
   /** …or inputs of queued and running actions. */
   keptInUse: { blobs: number; bytes: number };
-  /** The CAS is at or under targetBytes (always true without one). */
+  /** The CAS is at or under targetBytes (always true without one), counting perBlobOverhead. */
   reachedTarget: boolean;
+  /** What each blob counts beyond its bytes against targets and the budget. */
+  perBlobOverhead: number;
   durationMs: number;
 }
 
@@ -59,6 +61,11 @@ export interface GarbageCollectorOptions {
   batchSize?: number;
   /** Deletion batches queued at once. */
   maxInFlight?: number;
+  /**
+   * What a blob costs beyond its bytes (index record, inline storage, file-system blocks):
+   * targets compare against bytes + count × this, and evicting a blob frees its size plus this.
+   */
+  perBlobOverhead?: number;
 }
 
 /**
@@ -124,6 +131,7 @@ export class GarbageCollector {
   private readonly batchSize: number;
   private readonly isInUse: (key: string) => boolean;
   private readonly maxInFlight: number;
+  private readonly overhead: number;
 
   constructor(
     private readonly store: CollectableStore,
@@ -134,6 +142,12 @@ export class GarbageCollector {
     this.batchSize = options.batchSize ?? 1000;
     this.isInUse = options.isInUse ?? (() => false);
     this.maxInFlight = options.maxInFlight ?? 4;
+    this.overhead = options.perBlobOverhead ?? 0;
+  }
+
+  /** What counts against a target: blob bytes plus the per-blob overhead. */
+  footprint(u: StoreUsage): number {
+    return u.bytes + u.count * this.overhead;
   }
 
   async collect(request: GcRequest, progress?: (p: GcProgress) => void | Promise<void>, signal?: AbortSignal): Promise<GcSummary> {
@@ -151,16 +165,17 @@ export class GarbageCollector {
       keptRecent: { blobs: 0, bytes: 0 },
       keptInUse: { blobs: 0, bytes: 0 },
       reachedTarget: true,
+      perBlobOverhead: this.overhead,
       durationMs: 0,
     };
     // A second round catches what the first could not take because it was used meanwhile.
     for (let round = 0; round < 2 && !signal?.aborted; round++) {
       const freed = await this.round(request, summary, round === 0, progress, signal);
       if (dryRun || freed === 0) break;
-      if (request.targetBytes === undefined || this.store.usage().bytes <= request.targetBytes) break;
+      if (request.targetBytes === undefined || this.footprint(this.store.usage()) <= request.targetBytes) break;
     }
     summary.after = dryRun ? { bytes: before.bytes - summary.freedBytes, count: before.count - summary.freedBlobs } : this.store.usage();
-    summary.reachedTarget = request.targetBytes === undefined || summary.after.bytes <= request.targetBytes;
+    summary.reachedTarget = request.targetBytes === undefined || this.footprint(summary.after) <= request.targetBytes;
     summary.durationMs = Math.round(performance.now() - started);
     return summary;
   }
@@ -174,8 +189,9 @@ export class GarbageCollector {
     signal: AbortSignal | undefined,
   ): Promise<number> {
     const dryRun = request.dryRun ?? false;
-    const usage = dryRun ? { bytes: summary.before.bytes - summary.freedBytes, count: summary.before.count } : this.store.usage();
-    const need = request.targetBytes === undefined ? 0 : Math.max(0, usage.bytes - request.targetBytes);
+    const usage = dryRun ? { bytes: summary.before.bytes - summary.freedBytes, count: summary.before.count - summary.freedBlobs } : this.store.usage();
+    const need = request.targetBytes === undefined ? 0 : Math.max(0, this.footprint(usage) - request.targetBytes);
+    const cost = (e: IndexEntry): number => e.s + this.overhead;
     const now = this.now();
     const graceCutoff = now - this.options.graceSeconds;
     const ageCutoff = request.maxAgeSeconds === undefined ? -Infinity : now - request.maxAgeSeconds;
@@ -193,9 +209,9 @@ export class GarbageCollector {
         } else if (this.isInUse(e.key)) {
           if (countKept) add(summary.keptInUse, e.s);
         } else if (e.t < ageCutoff) {
-          oldBytes += e.s;
+          oldBytes += cost(e);
         } else {
-          histogram.add(e.t, e.s);
+          histogram.add(e.t, cost(e));
         }
       }
       scanned += slice.length;
@@ -218,7 +234,7 @@ export class GarbageCollector {
         const fine = new AccessHistogram(1);
         await this.forEachSlice(signal, async (slice) => {
           for (const e of slice) {
-            if (e.t >= cut.start && e.t < end && e.t <= graceCutoff && e.t >= ageCutoff && !this.isInUse(e.key)) fine.add(e.t, e.s);
+            if (e.t >= cut.start && e.t < end && e.t <= graceCutoff && e.t >= ageCutoff && !this.isInUse(e.key)) fine.add(e.t, cost(e));
           }
         });
         // Everything in the bucket before the cut second goes too (t < cutT).
@@ -260,12 +276,12 @@ export class GarbageCollector {
         if (e.t > graceCutoff || this.isInUse(e.key)) continue;
         let take = e.t < ageCutoff || e.t < cutT;
         if (!take && e.t === cutT && cutLeft > 0) {
-          cutLeft -= e.s;
+          cutLeft -= cost(e);
           take = true;
         }
         if (!take) continue;
         batch.push(e);
-        chosenBytes += e.s;
+        chosenBytes += cost(e);
         if (batch.length >= this.batchSize) await flush();
         // Everything chosen: the rest of the index need not be read.
         if (onlyLru && chosenBytes >= goal) return true;

@@ -15,9 +15,11 @@ export function formatGcSummary(s: GcRunSummary): string {
   if (s.targetBytes !== undefined) goal.push(`target ${formatBytes(s.targetBytes)}`);
   if (s.maxAgeSeconds !== undefined) goal.push(`unused for more than ${duration(s.maxAgeSeconds)}`);
   goal.push(`budget ${formatBytes(s.budget.maxBytes)}`);
+  const footprint = (u: { bytes: number; count: number }): string => formatBytes(u.bytes + u.count * s.perBlobOverhead);
   lines.push(
-    `CAS: ${formatBytes(s.before.bytes)} in ${count(s.before.count)} blobs → ${formatBytes(s.after.bytes)} in ${count(s.after.count)} blobs${s.dryRun ? ' (after a real run)' : ''} (${goal.join('; ')}).`,
+    `CAS: ${footprint(s.before)} in ${count(s.before.count)} blobs → ${footprint(s.after)} in ${count(s.after.count)} blobs${s.dryRun ? ' (after a real run)' : ''} (${goal.join('; ')}).`,
   );
+  if (s.perBlobOverhead) lines.push(`(Sizes count ${formatBytes(s.perBlobOverhead)} per blob for its index entry and storage overhead, as the budget does.)`);
   if (!s.reachedTarget && s.targetBytes !== undefined) {
     lines.push(
       `The CAS stays above the target: ${formatBytes(s.keptRecent.bytes)} were used within the grace period (${duration(s.budget.graceSeconds)}, storage.grace-period) ` +

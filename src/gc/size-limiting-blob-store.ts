@@ -2,7 +2,7 @@ import { ForwardingBlobStore, type BlobStore, type BlobWriter } from '../cas/blo
 import type { StoreUsage } from '../cas/lmdb-blob-store.js';
 import type { Digest } from '../digest/digest.js';
 import { resourceExhausted } from '../util/status-error.js';
-import { formatBytes } from './storage-budget.js';
+import { BLOB_OVERHEAD_BYTES, formatBytes } from './storage-budget.js';
 
 export interface SizeLimits {
   /** Writes that would take the CAS past this many blob bytes are refused. */
@@ -19,6 +19,8 @@ export interface SizeLimitingOptions {
   freeSpaceCacheMs?: number;
   /** Where the limits come from, for the message ("storage.hard-limit in /etc/reexec.yaml"). */
   configHint?: string;
+  /** What each blob counts beyond its bytes (default BLOB_OVERHEAD_BYTES). */
+  perBlobOverhead?: number;
 }
 
 /**
@@ -63,32 +65,34 @@ export class SizeLimitingBlobStore extends ForwardingBlobStore {
     return this.freeRefresh;
   }
 
-  /** Throws RESOURCE_EXHAUSTED when `digest` does not fit; else reserves its bytes. */
-  private async reserve(digest: Digest): Promise<boolean> {
-    const size = digest.sizeBytes;
-    if (size === 0) return false;
+  /** Throws RESOURCE_EXHAUSTED when `digest` does not fit; else reserves (and returns) what it counts. */
+  private async reserve(digest: Digest): Promise<number> {
+    if (digest.sizeBytes === 0) return 0;
+    const overhead = this.options.perBlobOverhead ?? BLOB_OVERHEAD_BYTES;
+    const size = digest.sizeBytes + overhead;
     if (Date.now() - this.freeCheckedAt > (this.options.freeSpaceCacheMs ?? 1000)) await this.refreshFreeSpace();
-    const used = this.options.usage().bytes;
+    const usage = this.options.usage();
+    const used = usage.bytes + usage.count * overhead;
     const overLimit = used + this.reserved + size > this.limits.hardLimitBytes;
     // Free space shrinks only when writes land: what is reserved is not yet gone from it.
     const overDisk = this.freeBytes - this.reserved - size < this.limits.minFreeBytes;
     if (overLimit || overDisk) {
       // Storing a blob the CAS already has costs nothing: let it through (it refreshes the blob).
-      if ((await this.base.findMissing([digest])).length === 0) return false;
+      if ((await this.base.findMissing([digest])).length === 0) return 0;
       const hint = this.options.configHint ?? 'the config';
       if (overLimit) {
         throw resourceExhausted(
-          `the cache is full: it holds ${formatBytes(used)}${this.reserved ? ` (+ ${formatBytes(this.reserved)} being uploaded)` : ''}, and blob ${digest} (${formatBytes(size)}) would take it past its hard limit of ${formatBytes(this.limits.hardLimitBytes)}. ` +
+          `the cache is full: it holds ${formatBytes(used)}${this.reserved ? ` (+ ${formatBytes(this.reserved)} being uploaded)` : ''}, and blob ${digest} (${formatBytes(digest.sizeBytes)}) would take it past its hard limit of ${formatBytes(this.limits.hardLimitBytes)}. ` +
             `Eviction of least-recently-used blobs is running: retry later, or raise storage.max-bytes / storage.hard-limit in ${hint}, or free space now with \`reexec gc --target SIZE\``,
         );
       }
       throw resourceExhausted(
-        `the disk holding the cache is nearly full: ${formatBytes(Math.max(0, this.freeBytes))} free, and blob ${digest} (${formatBytes(size)}) would leave less than storage.min-free-disk (${formatBytes(this.limits.minFreeBytes)}). ` +
+        `the disk holding the cache is nearly full: ${formatBytes(Math.max(0, this.freeBytes))} free, and blob ${digest} (${formatBytes(digest.sizeBytes)}) would leave less than storage.min-free-disk (${formatBytes(this.limits.minFreeBytes)}). ` +
           `Free space on that file system, lower storage.max-bytes in ${hint}, or run \`reexec gc --target SIZE\``,
       );
     }
     this.reserved += size;
-    return true;
+    return size;
   }
 
   override async put(digest: Digest, data: Uint8Array): Promise<void> {
@@ -96,7 +100,7 @@ export class SizeLimitingBlobStore extends ForwardingBlobStore {
     try {
       await this.base.put(digest, data);
     } finally {
-      if (reserved) this.reserved -= digest.sizeBytes;
+      this.reserved -= reserved;
     }
   }
 
@@ -106,13 +110,13 @@ export class SizeLimitingBlobStore extends ForwardingBlobStore {
     try {
       writer = await this.base.beginWrite(digest);
     } catch (err) {
-      if (reserved) this.reserved -= digest.sizeBytes;
+      this.reserved -= reserved;
       throw err;
     }
     if (!reserved) return writer;
     let held = true;
     const unreserve = (): void => {
-      if (held) this.reserved -= digest.sizeBytes;
+      if (held) this.reserved -= reserved;
       held = false;
     };
     return {

@@ -5,7 +5,7 @@ import type { Logger } from '../util/logger.js';
 import { GarbageCollector, type CollectableStore, type GcProgress, type GcRequest, type GcSummary } from './garbage-collector.js';
 import type { InUseDigests } from './in-use-digests.js';
 import { StagingCacheSweeper, type StagingSweepResult } from './staging-cache-sweeper.js';
-import { formatBytes, type StorageBudget } from './storage-budget.js';
+import { BLOB_OVERHEAD_BYTES, formatBytes, type StorageBudget } from './storage-budget.js';
 
 /** What the storage GC needs of the CAS (LmdbBlobStore). */
 export interface GcStore extends CollectableStore {
@@ -67,7 +67,7 @@ export class StorageGc {
 
   constructor(private readonly options: StorageGcOptions) {
     const isInUse = (key: string): boolean => options.inUse?.has(key) ?? false;
-    this.collector = new GarbageCollector(options.store, { graceSeconds: options.budget.graceSeconds, isInUse, now: options.now });
+    this.collector = new GarbageCollector(options.store, { graceSeconds: options.budget.graceSeconds, isInUse, now: options.now, perBlobOverhead: BLOB_OVERHEAD_BYTES });
     if (options.cacheDir) {
       this.sweeper = new StagingCacheSweeper(options.cacheDir, { isInUse, lastUsed: (d) => options.store.record(d)?.t ?? 0 });
     }
@@ -75,6 +75,11 @@ export class StorageGc {
 
   usage(): StoreUsage {
     return this.options.store.usage();
+  }
+
+  /** What the CAS counts against its budget: blob bytes plus BLOB_OVERHEAD_BYTES per blob. */
+  footprint(): number {
+    return this.collector.footprint(this.options.store.usage());
   }
 
   /** Background work: eviction past the high watermark, the staging cache's bound, orphan files. */
@@ -131,24 +136,25 @@ export class StorageGc {
   private poll(): void {
     if (this.backgroundBusy || this.abort.signal.aborted || Date.now() < this.retryAfter) return;
     const { budget, log } = this.options;
-    const usage = this.options.store.usage();
-    if (usage.bytes <= budget.highBytes) return;
+    const footprint = this.footprint();
+    if (footprint <= budget.highBytes) return;
     this.backgroundBusy = true;
-    log.info(`the CAS holds ${formatBytes(usage.bytes)}, past its high watermark of ${formatBytes(budget.highBytes)}: evicting least-recently-used blobs down to ${formatBytes(budget.lowBytes)}`);
+    log.info(`the CAS holds ${formatBytes(footprint)}, past its high watermark of ${formatBytes(budget.highBytes)}: evicting least-recently-used blobs down to ${formatBytes(budget.lowBytes)}`);
     const started = performance.now();
     this.exclusive(() => this.collector.collect({ targetBytes: budget.lowBytes }, undefined, this.abort.signal))
       .then((s) => {
         this.report('auto', s);
-        log.info(`evicted ${s.freedBlobs} blob(s), ${formatBytes(s.freedBytes)} in ${s.durationMs} ms: the CAS holds ${formatBytes(s.after.bytes)}`, {
+        const after = this.collector.footprint(s.after);
+        log.info(`evicted ${s.freedBlobs} blob(s), ${formatBytes(s.freedBytes)} in ${s.durationMs} ms: the CAS holds ${formatBytes(after)}`, {
           freedBlobs: s.freedBlobs,
           freedBytes: s.freedBytes,
           durationMs: s.durationMs,
-          casBytes: s.after.bytes,
+          casBytes: after,
         });
-        if (s.after.bytes > budget.highBytes) {
+        if (after > budget.highBytes) {
           this.retryAfter = Date.now() + 60_000;
           log.warn(
-            `the CAS is still past its high watermark (${formatBytes(s.after.bytes)} > ${formatBytes(budget.highBytes)}): ` +
+            `the CAS is still past its high watermark (${formatBytes(after)} > ${formatBytes(budget.highBytes)}): ` +
               `${formatBytes(s.keptRecent.bytes)} were used within the grace period (${budget.graceSeconds} s) and ${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions; trying again in a minute`,
           );
         }

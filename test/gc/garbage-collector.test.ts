@@ -95,6 +95,18 @@ describe('garbage collection of the CAS', () => {
     expect(store.usage()).toEqual({ bytes: scanAll().reduce((n, e) => n + e.s, 0), count: scanAll().length });
   });
 
+  it('counts a per-blob overhead against the target when told to', async () => {
+    for (let i = 0; i < 10; i++) await putAt(T0 + i, bytes(100, i + 1));
+    clock = T0 + 100;
+    const gc = new GarbageCollector(store, { graceSeconds: 0, now: () => clock, perBlobOverhead: 900 });
+    expect(gc.footprint(store.usage())).toBe(10_000);
+    // 10,000 counted; down to 6,000 takes four blobs (each counts 1,000), not forty.
+    const summary = await gc.collect({ targetBytes: 6_000 });
+    expect(summary.freedBlobs).toBe(4);
+    expect(summary.freedBytes).toBe(400);
+    expect(summary.reachedTarget).toBe(true);
+  });
+
   it('never evicts blobs used within the grace period or in use, and says so', async () => {
     const old = await putAt(T0, bytes(100, 1));
     const held = await putAt(T0, bytes(100, 2));
