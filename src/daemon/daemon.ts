@@ -159,7 +159,15 @@ export class Daemon {
       }
       engineForCleanup = execution;
       if (execution) telemetry.watchExecution(execution.scheduler, execution.workers);
-      const gc = new StorageGc({ store: base, budget, cacheDir: join(config.dataDir, 'cache'), inUse: execution?.inUse, log, onRun: (run) => telemetry.gc.recordRun(run) });
+      const gc = new StorageGc({
+        store: base,
+        budget,
+        cacheDir: join(config.dataDir, 'cache'),
+        inUse: execution?.inUse,
+        log,
+        onRun: (run) => telemetry.gc.recordRun(run),
+        freeSpace: async () => (await fileSystemBytes(config.dataDir)).freeBytes,
+      });
 
       const startedAt = new Date();
       const addresses: string[] = [];

@@ -37,6 +37,12 @@ export interface StorageGcOptions {
   now?: () => number;
   /** Told of every collection (metrics, status). */
   onRun?: (run: GcRunReport) => void;
+  /**
+   * Free bytes of the file system holding the store. When others fill the disk to below
+   * min-free-disk, uploads are refused; the background then evicts to make room, as a cache
+   * should rather than stop caching.
+   */
+  freeSpace?: () => Promise<number>;
 }
 
 /** One collection, for metrics. */
@@ -135,13 +141,34 @@ export class StorageGc {
 
   private poll(): void {
     if (this.backgroundBusy || this.abort.signal.aborted || Date.now() < this.retryAfter) return;
+    this.backgroundBusy = true;
+    void this.checkAndEvict().finally(() => (this.backgroundBusy = false));
+  }
+
+  private async checkAndEvict(): Promise<void> {
     const { budget, log } = this.options;
     const footprint = this.footprint();
-    if (footprint <= budget.highBytes) return;
-    this.backgroundBusy = true;
-    log.info(`the CAS holds ${formatBytes(footprint)}, past its high watermark of ${formatBytes(budget.highBytes)}: evicting least-recently-used blobs down to ${formatBytes(budget.lowBytes)}`);
+    let target: number | undefined;
+    if (footprint > budget.highBytes) {
+      target = budget.lowBytes;
+      log.info(`the CAS holds ${formatBytes(footprint)}, past its high watermark of ${formatBytes(budget.highBytes)}: evicting least-recently-used blobs down to ${formatBytes(budget.lowBytes)}`);
+    } else if (this.options.freeSpace) {
+      const free = await this.options.freeSpace().catch(() => Infinity);
+      if (free < budget.minFreeBytes) {
+        // Make room for the shortfall and as much again as a normal round of eviction frees.
+        // Then wait: statfs shows only freed files (LMDB keeps its pages for reuse), and a disk
+        // someone else keeps full must not drain the whole cache at once.
+        target = Math.max(0, Math.min(budget.lowBytes, footprint - (budget.minFreeBytes - free) - (budget.highBytes - budget.lowBytes)));
+        this.retryAfter = Date.now() + 5 * 60_000;
+        log.warn(
+          `the disk holding the cache has ${formatBytes(free)} free, less than storage.min-free-disk (${formatBytes(budget.minFreeBytes)}): evicting least-recently-used blobs down to ${formatBytes(target)}`,
+        );
+      }
+    }
+    if (target === undefined || footprint <= target) return;
+    const targetBytes = target;
     const started = performance.now();
-    this.exclusive(() => this.collector.collect({ targetBytes: budget.lowBytes }, undefined, this.abort.signal))
+    await this.exclusive(() => this.collector.collect({ targetBytes }, undefined, this.abort.signal))
       .then((s) => {
         this.report('auto', s);
         const after = this.collector.footprint(s.after);
@@ -151,10 +178,10 @@ export class StorageGc {
           durationMs: s.durationMs,
           casBytes: after,
         });
-        if (after > budget.highBytes) {
+        if (after > targetBytes && s.freedBlobs === 0) {
           this.retryAfter = Date.now() + 60_000;
           log.warn(
-            `the CAS is still past its high watermark (${formatBytes(after)} > ${formatBytes(budget.highBytes)}): ` +
+            `the CAS is still above ${formatBytes(targetBytes)} (${formatBytes(after)}), and nothing more can go: ` +
               `${formatBytes(s.keptRecent.bytes)} were used within the grace period (${budget.graceSeconds} s) and ${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions; trying again in a minute`,
           );
         }
@@ -162,8 +189,7 @@ export class StorageGc {
       .catch((err: Error) => {
         this.report('auto', { freedBlobs: 0, freedBytes: 0, durationMs: performance.now() - started, dryRun: false }, true);
         log.error(`background eviction failed: ${err.message}`, { stack: err.stack });
-      })
-      .finally(() => (this.backgroundBusy = false));
+      });
   }
 
   private report(trigger: 'auto' | 'manual', s: Pick<GcSummary, 'freedBlobs' | 'freedBytes' | 'durationMs' | 'dryRun'>, failed = false): void {
