@@ -1,5 +1,4 @@
-import { join } from 'node:path';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -38,7 +37,7 @@ import { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { exposureWarnings, tlsFor } from './exposure.js';
-import { bindAddress, createGrpcServer } from './grpc-server.js';
+import { bindAddress, createGrpcServer, unixSocketPath } from './grpc-server.js';
 
 export const VERSION = '0.1.0';
 
@@ -150,7 +149,7 @@ export class Daemon {
 
       let execution: ExecutionEngine | undefined;
       if (config.execution.enabled) {
-        const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(a.slice('unix:'.length).replace(/^\/\/(?=\/)/, '')));
+        const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(unixSocketPath(a)));
         const treeLimits = { maxDepth: config.limits.maxTreeDepth, maxEntries: config.limits.maxTreeEntries };
         execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets, treeLimits });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions });

@@ -76,7 +76,7 @@ export async function bindAddress(server: grpc.Server, address: string, tls?: Tl
   let target = address;
   let socketPath: string | undefined;
   if (address.startsWith('unix:')) {
-    socketPath = address.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');
+    socketPath = unixSocketPath(address);
     target = `unix:${socketPath}`;
     // A socket file left by a dead daemon would make bind fail (the data dir lock proves it is dead).
     if (existsSync(socketPath)) rmSync(socketPath, { force: true });
