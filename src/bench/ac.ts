@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { call, type ReapiClients } from '../client/reapi-client.js';
 import { re } from '../proto.js';
 import { makeMetric } from './metric.js';
-import type { RawGrpcBaseline } from './raw-grpc.js';
+import { RawGrpcBaseline } from './raw-grpc.js';
 import { formatNumber, median, runConcurrent } from './stats.js';
 import { asUnsupported, unsupportedReason, UnsupportedError, type SuiteProgress } from './support.js';
 import type { Metric, SuiteResult, Unsupported } from './types.js';
@@ -34,7 +34,8 @@ const randomDigest = (): { hash: string; sizeBytes: number } => ({ hash: createH
  * (hits) and of absent ones (misses), each with `concurrency` calls in flight. An entry looks
  * like a small compile's: one output file, stdout, exit code and worker metadata; its blobs are
  * uploaded first so that a server that checks outputs exist keeps it. The baseline is a raw
- * grpc-js unary echo of a payload as large as an encoded UpdateActionResultRequest.
+ * grpc-js unary call as large as an encoded UpdateActionResultRequest, answered with as many
+ * bytes as an ActionResult.
  */
 export async function runAc(o: AcOptions): Promise<SuiteResult> {
   const metrics: Metric[] = [];
@@ -56,13 +57,15 @@ export async function runAc(o: AcOptions): Promise<SuiteResult> {
   const updateRequest = (actionDigest: { hash: string; sizeBytes: number }): re.IUpdateActionResultRequest => ({ instanceName: o.instance, actionDigest, actionResult: result, digestFunction: SHA256_VALUE });
   const getRequest = (actionDigest: { hash: string; sizeBytes: number }): re.IGetActionResultRequest => ({ instanceName: o.instance, actionDigest, digestFunction: SHA256_VALUE });
   const requestBytes = re.UpdateActionResultRequest.encode(updateRequest(randomDigest())).finish().byteLength;
-  const echoPayload = randomBytes(requestBytes);
+  const resultBytes = re.ActionResult.encode(result).finish().byteLength;
+  // The raw baseline: a unary call as large as an UpdateActionResultRequest, answered with as many bytes as an ActionResult.
+  const rawRequest = RawGrpcBaseline.roundTripRequest(requestBytes, resultBytes);
 
   let canUpdate = o.updateEnabled;
   if (!canUpdate) unsupported.push({ what: 'UpdateActionResult', reason: 'GetCapabilities says action cache updates are disabled (update_enabled false): only lookups are measured' });
   // Warm up, and find out what the endpoint offers.
   try {
-    await o.raw.echo(echoPayload);
+    await o.raw.roundTrip(rawRequest);
     await call(o.clients.cas, 'BatchUpdateBlobs', {
       instanceName: o.instance,
       requests: [output, stdout].map((data) => ({ digest: blobDigest(data), data })),
@@ -88,8 +91,8 @@ export async function runAc(o: AcOptions): Promise<SuiteResult> {
 
   for (const c of o.concurrency) {
     const s = {
-      echoRate: [] as number[],
-      echoLat: [] as number[],
+      rawRate: [] as number[],
+      rawLat: [] as number[],
       updateRate: [] as number[],
       updateLat: [] as number[],
       hitRate: [] as number[],
@@ -99,9 +102,9 @@ export async function runAc(o: AcOptions): Promise<SuiteResult> {
     for (let rep = 1; rep <= o.repeat; rep++) {
       const keys = Array.from({ length: o.ops }, randomDigest);
       const absent = Array.from({ length: o.ops }, randomDigest);
-      const echo = await runConcurrent(o.ops, c, async () => void (await o.raw.echo(echoPayload)));
-      s.echoRate.push(o.ops / echo.seconds);
-      s.echoLat.push(median(echo.latenciesMs));
+      const rawCalls = await runConcurrent(o.ops, c, async () => void (await o.raw.roundTrip(rawRequest)));
+      s.rawRate.push(o.ops / rawCalls.seconds);
+      s.rawLat.push(median(rawCalls.latenciesMs));
       if (canUpdate) {
         const update = await runConcurrent(o.ops, c, async (i) => {
           await call(o.clients.actionCache, 'UpdateActionResult', updateRequest(keys[i]!));
@@ -137,29 +140,29 @@ export async function runAc(o: AcOptions): Promise<SuiteResult> {
       o.progress.step(
         `${o.ops} calls each at concurrency ${c}, repetition ${rep}/${o.repeat}: ` +
           (canUpdate ? `UpdateActionResult ${formatNumber(s.updateRate.at(-1)!)}/s, GetActionResult hits ${formatNumber(s.hitRate.at(-1)!)}/s, ` : '') +
-          `misses p50 ${formatNumber(s.missLat.at(-1)!)} ms (raw echo ${formatNumber(s.echoRate.at(-1)!)}/s)`,
+          `misses p50 ${formatNumber(s.missLat.at(-1)!)} ms (raw unary ${formatNumber(s.rawRate.at(-1)!)}/s)`,
       );
     }
     const at = c > 1 ? `, ${c} at once` : '';
-    const echoRate = { name: 'raw-grpc-unary-echo', label: `raw grpc-js unary echo of ${requestBytes} B (one UpdateActionResultRequest)${at}`, samples: s.echoRate };
-    const echoLat = { ...echoRate, samples: s.echoLat };
+    const rawRate = { name: 'raw-grpc-unary', label: `raw grpc-js unary call of ${requestBytes} B answered with ${resultBytes} B (an UpdateActionResultRequest and an ActionResult)${at}`, samples: s.rawRate };
+    const rawLat = { ...rawRate, samples: s.rawLat };
     const rate = { suite: 'ac' as const, unit: 'calls/s', better: 'higher' as const, concurrency: c };
     const lat = { suite: 'ac' as const, unit: 'ms', better: 'lower' as const, concurrency: c };
     if (canUpdate) {
       metrics.push(
-        makeMetric({ ...rate, name: 'update', label: 'UpdateActionResult', samples: s.updateRate, baseline: echoRate }),
-        makeMetric({ ...lat, name: 'update-latency', label: 'UpdateActionResult latency p50', samples: s.updateLat, baseline: echoLat }),
-        makeMetric({ ...rate, name: 'get-hit', label: 'GetActionResult, hit', samples: s.hitRate, baseline: echoRate }),
-        makeMetric({ ...lat, name: 'get-hit-latency', label: 'GetActionResult hit latency p50', samples: s.hitLat, baseline: echoLat }),
+        makeMetric({ ...rate, name: 'update', label: 'UpdateActionResult', samples: s.updateRate, baseline: rawRate }),
+        makeMetric({ ...lat, name: 'update-latency', label: 'UpdateActionResult latency p50', samples: s.updateLat, baseline: rawLat }),
+        makeMetric({ ...rate, name: 'get-hit', label: 'GetActionResult, hit', samples: s.hitRate, baseline: rawRate }),
+        makeMetric({ ...lat, name: 'get-hit-latency', label: 'GetActionResult hit latency p50', samples: s.hitLat, baseline: rawLat }),
       );
     }
-    metrics.push(makeMetric({ ...lat, name: 'get-miss-latency', label: 'GetActionResult miss latency p50', samples: s.missLat, baseline: echoLat }));
+    metrics.push(makeMetric({ ...lat, name: 'get-miss-latency', label: 'GetActionResult miss latency p50', samples: s.missLat, baseline: rawLat }));
   }
   return {
     name: 'ac',
     status: unsupported.length ? 'partial' : 'ok',
     unsupported,
-    params: { ops: o.ops, concurrency: o.concurrency, requestBytes },
+    params: { ops: o.ops, concurrency: o.concurrency, requestBytes, resultBytes },
     metrics,
     checks,
   };

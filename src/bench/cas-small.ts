@@ -2,7 +2,7 @@ import { call, type ReapiClients } from '../client/reapi-client.js';
 import { re } from '../proto.js';
 import { sha256Each } from './hash-baseline.js';
 import { makeMetric, sizeLabel } from './metric.js';
-import type { RawGrpcBaseline } from './raw-grpc.js';
+import { RawGrpcBaseline } from './raw-grpc.js';
 import { fillRandom, formatNumber, runConcurrent } from './stats.js';
 import { asUnsupported, UnsupportedError, type SuiteProgress } from './support.js';
 import type { Metric, SuiteResult, Unsupported } from './types.js';
@@ -47,9 +47,9 @@ interface Batch {
 /**
  * Small blobs through the batch calls, for each blob size and concurrency: BatchUpdateBlobs of
  * fresh blobs, then FindMissingBlobs and BatchReadBlobs of the same blobs, with `concurrency`
- * requests in flight. The baseline is a raw grpc-js unary echo of a payload as large as one
- * encoded BatchUpdateBlobs request, as many times with the same concurrency; a figure per blob
- * is calls/s times the blobs per batch.
+ * requests in flight. Each call's baseline is a raw grpc-js unary call carrying as many bytes
+ * each way as one such request and its answer, as many times with the same concurrency; a
+ * figure per blob is calls/s times the blobs per batch.
  */
 export async function runCasSmall(o: CasSmallOptions): Promise<SuiteResult> {
   const metrics: Metric[] = [];
@@ -81,7 +81,7 @@ export async function runCasSmall(o: CasSmallOptions): Promise<SuiteResult> {
   // without the batch calls (or that refuses them) makes the suite unsupported.
   try {
     const [w] = (await makeBatches(1, o.blobSizes[0]!, Math.min(10, o.blobsPerBatch))).batches;
-    await o.raw.echo(Buffer.from(re.BatchUpdateBlobsRequest.encode(w!.request).finish()));
+    await o.raw.roundTrip(RawGrpcBaseline.roundTripRequest(re.BatchUpdateBlobsRequest.encode(w!.request).finish().byteLength, 100));
     await call(o.clients.cas, 'BatchUpdateBlobs', w!.request).catch((e) => asUnsupported('BatchUpdateBlobs', e));
     await call(o.clients.cas, 'FindMissingBlobs', findRequest(w!)).catch((e) => asUnsupported('FindMissingBlobs', e));
     await call(o.clients.cas, 'BatchReadBlobs', readRequest(w!)).catch((e) => asUnsupported('BatchReadBlobs', e));
@@ -96,20 +96,32 @@ export async function runCasSmall(o: CasSmallOptions): Promise<SuiteResult> {
     const perRep = o.batches * perBatch;
     params[`blobsPerBatch${sizeLabel(blobBytes)}`] = perBatch;
     for (const c of o.concurrency) {
-      const s = { update: [] as number[], find: [] as number[], read: [] as number[], echo: [] as number[], sha: [] as number[] };
-      let requestBytes = 0;
+      const s = { update: [] as number[], find: [] as number[], read: [] as number[], rawUpdate: [] as number[], rawFind: [] as number[], rawRead: [] as number[], sha: [] as number[] };
+      const bytes = { update: [0, 0], find: [0, 0], read: [0, 0] };
       for (let rep = 1; rep <= o.repeat; rep++) {
         const { batches, shaSeconds } = await makeBatches(o.batches, blobBytes, perBatch);
         s.sha.push(perRep / shaSeconds);
-        requestBytes = re.BatchUpdateBlobsRequest.encode(batches[0]!.request).finish().byteLength;
-        const echoPayload = await fillRandom(Buffer.allocUnsafe(requestBytes));
+        // The raw baselines carry as many bytes each way as the call they stand for.
+        const b0 = batches[0]!;
+        bytes.update = [
+          re.BatchUpdateBlobsRequest.encode(b0.request).finish().byteLength,
+          re.BatchUpdateBlobsResponse.encode({ responses: b0.digests.map((digest) => ({ digest, status: {} })) }).finish().byteLength,
+        ];
+        bytes.find = [re.FindMissingBlobsRequest.encode(findRequest(b0)).finish().byteLength, 0];
+        bytes.read = [
+          re.BatchReadBlobsRequest.encode(readRequest(b0)).finish().byteLength,
+          re.BatchReadBlobsResponse.encode({ responses: b0.blobs.map((data, i) => ({ digest: b0.digests[i], data, status: {} })) }).finish().byteLength,
+        ];
+        const raw = { update: RawGrpcBaseline.roundTripRequest(bytes.update[0]!, bytes.update[1]!), find: RawGrpcBaseline.roundTripRequest(bytes.find[0]!, 0), read: RawGrpcBaseline.roundTripRequest(bytes.read[0]!, bytes.read[1]!) };
         const rate = async (fn: (b: Batch, i: number) => Promise<void>): Promise<number> => perRep / (await runConcurrent(batches.length, c, (i) => fn(batches[i]!, i))).seconds;
 
-        s.echo.push(await rate(async () => void (await o.raw.echo(echoPayload))));
+        s.rawUpdate.push(await rate(async () => void (await o.raw.roundTrip(raw.update))));
         const updated: re.IBatchUpdateBlobsResponse[] = [];
         s.update.push(await rate(async (b, i) => void (updated[i] = await call(o.clients.cas, 'BatchUpdateBlobs', b.request))));
+        s.rawFind.push(await rate(async () => void (await o.raw.roundTrip(raw.find))));
         const found: re.IFindMissingBlobsResponse[] = [];
         s.find.push(await rate(async (b, i) => void (found[i] = await call(o.clients.cas, 'FindMissingBlobs', findRequest(b)))));
+        s.rawRead.push(await rate(async () => void (await o.raw.roundTrip(raw.read))));
         const read: re.IBatchReadBlobsResponse[] = [];
         s.read.push(await rate(async (b, i) => void (read[i] = await call(o.clients.cas, 'BatchReadBlobs', readRequest(b)))));
 
@@ -134,15 +146,20 @@ export async function runCasSmall(o: CasSmallOptions): Promise<SuiteResult> {
 
         o.progress.step(
           `${perBatch} × ${sizeLabel(blobBytes)} per batch at concurrency ${c}, repetition ${rep}/${o.repeat}: BatchUpdateBlobs ${formatNumber(s.update.at(-1)!)} blobs/s, ` +
-            `FindMissingBlobs ${formatNumber(s.find.at(-1)!)} digests/s, BatchReadBlobs ${formatNumber(s.read.at(-1)!)} blobs/s (raw echo ${formatNumber(s.echo.at(-1)!)} blobs/s)`,
+            `FindMissingBlobs ${formatNumber(s.find.at(-1)!)} digests/s, BatchReadBlobs ${formatNumber(s.read.at(-1)!)} blobs/s (raw ${formatNumber(s.rawUpdate.at(-1)!)}, ${formatNumber(s.rawFind.at(-1)!)}, ${formatNumber(s.rawRead.at(-1)!)})`,
         );
       }
-      const echo = { name: 'raw-grpc-unary-echo', label: `raw grpc-js unary echo of ${requestBytes} B (one BatchUpdateBlobs request) × ${perBatch} blobs${c > 1 ? `, ${c} at once` : ''}`, samples: s.echo };
+      const at = c > 1 ? `, ${c} at once` : '';
+      const rawCall = (name: string, [up, down]: number[], samples: number[]) => ({
+        name: 'raw-grpc-unary',
+        label: `raw grpc-js unary call of ${up} B answered with ${down} B (as one ${name}) × ${perBatch} blobs${at}`,
+        samples,
+      });
       const common = { suite: 'cas-small' as const, better: 'higher' as const, concurrency: c, sizeBytes: blobBytes };
       metrics.push(
-        makeMetric({ ...common, name: 'batch-update', label: 'BatchUpdateBlobs', unit: 'blobs/s', samples: s.update, baseline: echo }),
-        makeMetric({ ...common, name: 'find-missing', label: 'FindMissingBlobs', unit: 'digests/s', samples: s.find, baseline: echo }),
-        makeMetric({ ...common, name: 'batch-read', label: 'BatchReadBlobs', unit: 'blobs/s', samples: s.read, baseline: echo }),
+        makeMetric({ ...common, name: 'batch-update', label: 'BatchUpdateBlobs', unit: 'blobs/s', samples: s.update, baseline: rawCall('BatchUpdateBlobs', bytes.update, s.rawUpdate) }),
+        makeMetric({ ...common, name: 'find-missing', label: 'FindMissingBlobs', unit: 'digests/s', samples: s.find, baseline: rawCall('FindMissingBlobs', bytes.find, s.rawFind) }),
+        makeMetric({ ...common, name: 'batch-read', label: 'BatchReadBlobs', unit: 'blobs/s', samples: s.read, baseline: rawCall('BatchReadBlobs', bytes.read, s.rawRead) }),
       );
       if (c === 1) {
         metrics.push(

@@ -28,8 +28,14 @@ const rawDefinition = {
   Upload: rawMethod('Upload', true, false),
   /** Server stream of a slice of the payload the bench set, in chunks; the request says the chunk size and the slice. */
   Download: rawMethod('Download', false, true),
-  /** Unary: answers with the request. */
-  Echo: rawMethod('Echo', false, false),
+  /**
+   * Unary: the request is the length of the answer (8 bytes, big-endian) and a payload; the
+   * answer has that many bytes. Shaped like the call it stands for (a large request and a small
+   * answer for an upload, the reverse for a download), not an echo: large messages in both
+   * directions at once can stall two HTTP/2 peers in one process, each waiting to write before
+   * it reads.
+   */
+  RoundTrip: rawMethod('RoundTrip', false, false),
 };
 
 const RawClient = grpc.makeGenericClientConstructor(rawDefinition, 'Raw');
@@ -102,7 +108,7 @@ export class RawGrpcBaseline {
         };
         pump();
       },
-      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request),
+      RoundTrip: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, self!.answer(Number(call.request.readBigUInt64BE(0)))),
     });
     const address = await bindAddress(server, '127.0.0.1:0');
     const client = new RawClient(address, grpc.credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS) as grpc.Client & Record<string, any>;
@@ -144,14 +150,31 @@ export class RawGrpcBaseline {
     });
   }
 
-  echo(payload: Buffer): Promise<Buffer> {
+  /** The bytes a RoundTrip answers with (zeros, allocated once per size). */
+  private answers = new Map<number, Buffer>();
+  private answer(bytes: number): Buffer {
+    let a = this.answers.get(bytes);
+    if (!a) this.answers.set(bytes, (a = Buffer.alloc(bytes)));
+    return a;
+  }
+
+  /** A RoundTrip request: `requestBytes` bytes of payload (plus 8), to be answered with `answerBytes`. Made before the clock starts. */
+  static roundTripRequest(requestBytes: number, answerBytes: number): Buffer {
+    const req = Buffer.alloc(8 + requestBytes);
+    req.writeBigUInt64BE(BigInt(answerBytes), 0);
+    return req;
+  }
+
+  /** A unary RoundTrip; resolves with the answer's size. */
+  roundTrip(request: Buffer): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.client['Echo'](payload, (err: grpc.ServiceError | null, res: Buffer) => (err ? reject(err) : resolve(res)));
+      this.client['RoundTrip'](request, (err: grpc.ServiceError | null, res: Buffer) => (err ? reject(err) : resolve(res.byteLength)));
     });
   }
 
   async close(): Promise<void> {
     this.payload = Buffer.alloc(0);
+    this.answers.clear();
     this.client.close();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
   }

@@ -117,11 +117,13 @@ export default class Bench extends BaseCommand {
     }
 
     let tempDir: string | undefined;
-    const onSigint = (): void => {
+    // Interrupted or stopped: the temporary daemon's data dir goes with the run.
+    const onSignal = (signal: NodeJS.Signals): void => {
       if (tempDir) rmSync(tempDir, { recursive: true, force: true });
-      process.exit(130);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
     };
-    process.once('SIGINT', onSigint);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     try {
       const result = await runBench({
         ...d,
@@ -154,7 +156,8 @@ export default class Bench extends BaseCommand {
       if (err instanceof BenchTargetError) throw new UserError(err.message, flags.local ? 'Is the daemon running? Start it with `reexec start`, or run the bench without --local to use a temporary daemon.' : undefined);
       throw err;
     } finally {
-      process.off('SIGINT', onSigint);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
   }
 
