@@ -14,7 +14,8 @@ function table(rows: string[][], right: ReadonlySet<number>): string[] {
 }
 
 const pct = (x: number | null): string => (x === null ? '' : `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)}%`);
-const ratio = (x: number | null): string => (x === null ? 'n/a' : `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)}×`);
+/** 442×, 18.9×, 0.58×, 0.0063× (small ratios keep two significant digits). */
+const ratio = (x: number | null): string => (x === null ? 'n/a' : `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 0.1 ? x.toFixed(2) : x.toPrecision(2)}×`);
 
 function formatParam(key: string, v: number | string | number[]): string {
   const bytes = /Bytes$/.test(key);
