@@ -88,9 +88,15 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
 
   it('runs queued work in priority order (lower value first)', async () => {
     // Occupy both slots, then queue a low-priority and a high-priority action.
-    const blockers = await Promise.all([1, 2].map((i) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `sleep 1.5; echo ${i}`], doNotCache: true })));
+    const blockers = await Promise.all([1, 2].map((i) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `sleep 2; echo ${i}`], doNotCache: true })));
     const blocking = blockers.map((a) => execute(d.clients, a));
-    await new Promise((r) => setTimeout(r, 300));
+    // Wait until both slots are really busy, however loaded the machine is.
+    for (let i = 0; i < 200; i++) {
+      const list: any = await call(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
+      const running = list.operations.filter((o: longrunning.Operation) => !o.done && re.ExecuteOperationMetadata.decode(o.metadata!.value).stage === 3);
+      if (running.length >= 2) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const low = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'date +%s%N'], doNotCache: true });
     const high = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'date +%s%N; true'], doNotCache: true });
     const lowRun = execute(d.clients, low, { executionPolicy: { priority: 10 } });

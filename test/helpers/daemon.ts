@@ -23,6 +23,8 @@ export async function startTestDaemon(overrides: (c: Config) => void = () => und
   config.storage.fsync = false;
   // Not the fixed default port: parallel test daemons would race for it (set one to test metrics).
   config.metrics.listen = null;
+  // Tests that exercise disk limits set them; the others must not depend on this machine's free space.
+  config.storage.minFreeDisk = { bytes: 0 };
   overrides(config);
   const daemon = await Daemon.start(config, silentLogger);
   const address = daemon.addresses[0]!;
