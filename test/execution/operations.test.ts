@@ -88,7 +88,8 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
 
   it('runs queued work in priority order (lower value first)', async () => {
     // Occupy both slots, then queue a low-priority and a high-priority action.
-    const blockers = await Promise.all([1, 2].map((i) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `sleep 2; echo ${i}`], doNotCache: true })));
+    // Blockers of different lengths free one slot at a time, so the queue order alone decides.
+    const blockers = await Promise.all([1.5, 3].map((t) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `sleep ${t}; echo ${t}`], doNotCache: true })));
     const blocking = blockers.map((a) => execute(d.clients, a));
     // Wait until both slots are really busy, however loaded the machine is.
     for (let i = 0; i < 200; i++) {
@@ -104,6 +105,6 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
     const highRun = execute(d.clients, high, { executionPolicy: { priority: -10 } });
     const [l, h] = await Promise.all([lowRun, highRun, ...blocking]);
     const started = (r: typeof l): number => Number(r.response!.result!.executionMetadata!.executionStartTimestamp!.seconds) * 1e9 + Number(r.response!.result!.executionMetadata!.executionStartTimestamp!.nanos);
-    expect(started(h)).toBeLessThanOrEqual(started(l));
+    expect(started(l) - started(h)).toBeGreaterThan(0.5e9);
   });
 });
