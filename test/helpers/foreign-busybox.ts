@@ -1,44 +1,21 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { debianBusybox, DOWNLOAD_CACHE } from '../../scripts/lib/foreign-busybox.js';
 import { BUSYBOX } from './busybox-root.js';
 
 /** Test downloads are kept here between runs (never inside the repo). */
-export const TEST_CACHE = join(process.env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'reexec-test');
+export const TEST_CACHE: string = DOWNLOAD_CACHE;
 
 /**
  * Debian's busybox-static for a foreign architecture, downloaded once with apt-get using a
  * private apt state directory, so the host's apt configuration (its architectures and lists)
  * is left exactly as it was. Returns the path of the static busybox, or undefined with why.
+ * (scripts/bench-isa.js fetches its binaries the same way.)
  */
 export function foreignBusybox(debArch: string): { path?: string; why?: string } {
-  const dir = join(TEST_CACHE, 'busybox', debArch);
-  const bin = join(dir, 'bin', 'busybox');
-  if (existsSync(bin)) return { path: bin };
-  if (!existsSync('/usr/bin/apt-get')) return { why: 'apt-get is not available' };
-  const state = join(TEST_CACHE, 'apt');
-  mkdirSync(join(state, 'lists', 'partial'), { recursive: true });
-  mkdirSync(join(state, 'cache', 'archives', 'partial'), { recursive: true });
-  const apt = ['-q', '-o', `Dir::State::Lists=${join(state, 'lists')}`, '-o', `Dir::Cache=${join(state, 'cache')}`, '-o', 'APT::Architectures::=' + debArch, '-o', 'APT::Sandbox::User=root'];
-  // A foreign security index can be briefly out of sync on the mirror; the main archive is enough.
-  spawnSync('apt-get', [...apt, 'update'], { stdio: 'ignore', timeout: 300_000 });
-  const work = mkdtempSync(join(tmpdir(), 'reexec-deb-'));
-  try {
-    const r = spawnSync('apt-get', [...apt, 'download', `busybox-static:${debArch}`], { cwd: work, encoding: 'utf8', timeout: 300_000 });
-    const deb = readdirSync(work).find((f) => f.endsWith('.deb'));
-    if (!deb) return { why: `apt-get download busybox-static:${debArch} failed: ${(r.stderr || '').trim().split('\n').pop()}` };
-    const x = join(work, 'x');
-    execFileSync('dpkg-deb', ['-x', join(work, deb), x]);
-    const found = ['bin/busybox', 'usr/bin/busybox'].map((p) => join(x, p)).find(existsSync);
-    if (!found) return { why: `no busybox in busybox-static:${debArch}` };
-    mkdirSync(join(dir, 'bin'), { recursive: true });
-    copyFileSync(found, bin);
-    chmodSync(bin, 0o755);
-    return { path: bin };
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+  return debianBusybox(debArch, TEST_CACHE);
 }
 
 /** A static riscv64 executable from the npm registry (Debian 12 has no riscv64 port). */
