@@ -63,15 +63,16 @@ export function runInRoot(root: string, argv: readonly string[], opts: { cwd?: s
 
 /**
  * A busybox root filesystem in `dest` made from the clients root's static busybox (Debian's
- * busybox-static): applets as relative symlinks in usr/bin, merged-/usr links, /etc/passwd,
- * empty dev, proc and a sticky tmp.
+ * busybox-static), or from `busybox` (e.g. a foreign one): applets as relative symlinks in
+ * usr/bin, merged-/usr links, /etc/passwd, empty dev, proc and a sticky tmp.
  */
-export function makeBusyboxSysroot(root: string, dest: string): void {
+export function makeBusyboxSysroot(root: string, dest: string, busybox: string = join(root, 'usr', 'bin', 'busybox')): void {
   for (const d of ['usr/bin', 'usr/lib', 'etc', 'root', 'tmp', 'dev', 'proc']) mkdirSync(join(dest, d), { recursive: true });
-  const busybox = join(dest, 'usr', 'bin', 'busybox');
-  copyFileSync(join(root, 'usr', 'bin', 'busybox'), busybox);
-  chmodSync(busybox, 0o755);
-  const applets = execFileSync(busybox, ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  const installed = join(dest, 'usr', 'bin', 'busybox');
+  copyFileSync(busybox, installed);
+  chmodSync(installed, 0o755);
+  // Applet names from the clients root's own busybox: listing them needs no emulation.
+  const applets = execFileSync(join(root, 'usr', 'bin', 'busybox'), ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
   for (const a of applets) if (a !== 'busybox') symlinkSync('busybox', join(dest, 'usr', 'bin', a));
   symlinkSync('usr/bin', join(dest, 'bin'));
   symlinkSync('usr/bin', join(dest, 'sbin'));
