@@ -85,26 +85,56 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
     const leftovers = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() === 'sleep 60');
     expect(leftovers).toEqual([]);
   });
+});
 
-  it('runs queued work in priority order (lower value first)', async () => {
-    // Occupy both slots, then queue a low-priority and a high-priority action.
-    // Blockers of different lengths free one slot at a time, so the queue order alone decides.
-    const blockers = await Promise.all([1.5, 3].map((t) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `sleep ${t}; echo ${t}`], doNotCache: true })));
-    const blocking = blockers.map((a) => execute(d.clients, a));
-    // Wait until both slots are really busy, however loaded the machine is.
+
+async function queuedCount(d: TestDaemon): Promise<number> {
+  const list: any = await call(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
+  return list.operations.filter((o: longrunning.Operation) => !o.done && re.ExecuteOperationMetadata.decode(o.metadata!.value).stage === 2).length;
+}
+
+describe.skipIf(missing)('priorities', () => {
+  let d: TestDaemon;
+  let hostRoot: string;
+  let tree: LocalTree;
+  beforeAll(async () => {
+    // One slot: the order in which queued work runs is decided by the queue alone.
+    d = await startTestDaemon((c) => {
+      c.execution.pools = [{ name: 'native', isa: ['x86-64'], slots: 1 }];
+    });
+    hostRoot = makeBusyboxRoot();
+    tree = await treeFromDirectory(hostRoot);
+    await uploadTree(d.clients, tree);
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+  });
+
+  it('runs queued work in priority order (lower value first), ties in arrival order', async () => {
+    const blocker = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 2'], doNotCache: true });
+    const blocking = execute(d.clients, blocker);
     for (let i = 0; i < 200; i++) {
       const list: any = await call(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
-      const running = list.operations.filter((o: longrunning.Operation) => !o.done && re.ExecuteOperationMetadata.decode(o.metadata!.value).stage === 3);
-      if (running.length >= 2) break;
+      if (list.operations.some((o: longrunning.Operation) => !o.done && re.ExecuteOperationMetadata.decode(o.metadata!.value).stage === 3)) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    const low = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'date +%s%N'], doNotCache: true });
-    const high = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'date +%s%N; true'], doNotCache: true });
-    const lowRun = execute(d.clients, low, { executionPolicy: { priority: 10 } });
-    await new Promise((r) => setTimeout(r, 100));
-    const highRun = execute(d.clients, high, { executionPolicy: { priority: -10 } });
-    const [l, h] = await Promise.all([lowRun, highRun, ...blocking]);
-    const started = (r: typeof l): number => Number(r.response!.result!.executionMetadata!.executionStartTimestamp!.seconds) * 1e9 + Number(r.response!.result!.executionMetadata!.executionStartTimestamp!.nanos);
-    expect(started(l) - started(h)).toBeGreaterThan(0.5e9);
+    const spec = (tag: string) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `echo ${tag}`], doNotCache: true });
+    const [low, tieA, tieB, high] = await Promise.all([spec('low'), spec('tie-a'), spec('tie-b'), spec('high')]);
+    const runs = [];
+    for (const [a, priority] of [[low, 10], [tieA, 0], [tieB, 0], [high, -10]] as const) {
+      const queuedBefore = await queuedCount(d);
+      runs.push(execute(d.clients, a, { executionPolicy: { priority } }));
+      // Arrival order matters for ties: wait until this one is queued before sending the next.
+      for (let i = 0; i < 100 && (await queuedCount(d)) <= queuedBefore; i++) await new Promise((r) => setTimeout(r, 20));
+    }
+    const [l, ta, tb, h] = await Promise.all(runs);
+    await blocking;
+    const started = (r: Awaited<(typeof runs)[number]>): number => {
+      const t = r.response!.result!.executionMetadata!.workerStartTimestamp!;
+      return Number(t.seconds) * 1e9 + Number(t.nanos);
+    };
+    const order = [['high', h], ['tie-a', ta], ['tie-b', tb], ['low', l]].sort((x, y) => started(x[1] as any) - started(y[1] as any)).map((x) => x[0]);
+    expect(order).toEqual(['high', 'tie-a', 'tie-b', 'low']);
   });
 });
