@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bazelSkipReason as skipReason, grpcEndpoint, makeBazelWorkspace, type BazelWorkspace } from '../helpers/bazel-workspace.js';
 import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
-import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run-client.js';
+import { describeRun } from '../helpers/run-client.js';
 
 /**
  * Bazel 4.2 (Debian 12's `bazel-bootstrap`) with reexec as its remote cache, on a budget
@@ -15,8 +15,6 @@ import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run
  * cache misses (never a hit with missing blobs), rebuilt and uploaded again; after
  * `reexec gc --target 0` everything is rebuilt. No build fails, no remote-cache warning.
  */
-const BAZEL = '/usr/bin/bazel';
-const skipReason = isExecutable(BAZEL) ? '' : 'skipped: install the Debian package bazel-bootstrap (for /usr/bin/bazel)';
 if (skipReason) console.warn(`Bazel eviction end-to-end test ${skipReason}`);
 
 const TIMEOUT = 15 * 60_000;
@@ -34,20 +32,15 @@ function freePort(): Promise<number> {
   });
 }
 
-describe.skipIf(!isExecutable(BAZEL))(`Bazel 4.2 across an eviction${skipReason ? ` (${skipReason})` : ''}`, () => {
+describe.skipIf(!!skipReason)(`Bazel 4.2 across an eviction${skipReason ? ` (${skipReason})` : ''}`, () => {
   let daemon: DaemonProcess | undefined;
+  let ws: BazelWorkspace | undefined;
   let tmp: string;
   let workspace: string;
-  let outputRoot: string;
   let configFile: string;
   const run = randomBytes(6).toString('hex');
 
-  const bazel = (...args: string[]) =>
-    runClient(BAZEL, [`--output_user_root=${outputRoot}`, '--nohome_rc', ...args], {
-      cwd: workspace,
-      env: { ...process.env, HOME: join(tmp, 'home'), LANG: 'C.UTF-8' },
-      timeoutMs: 5 * 60_000,
-    });
+  const bazel = (...args: string[]) => ws!.bazel(...args);
   /** BUILD with four genrules of 1 MiB each, distinct for `variant`. */
   const writeBuild = (variant: string) =>
     writeFileSync(
@@ -69,15 +62,7 @@ genrule(
     writeBuild(variant);
     const clean = await bazel('clean');
     expect(clean.code, describeRun('bazel clean', clean)).toBe(0);
-    const b = await bazel(
-      'build',
-      `--remote_cache=grpc://127.0.0.1:${daemon!.port}`,
-      '--remote_timeout=120',
-      '--nosandbox_debug',
-      '--color=no',
-      '--curses=no',
-      '//...',
-    );
+    const b = await ws!.build(`--remote_cache=${grpcEndpoint(daemon!.port)}`, '//...');
     lastBuild = b.output;
     expect(b.code, describeRun(`bazel build (${variant})`, b)).toBe(0);
     // Never a failed download ("Missing digest", CacheNotFoundException); failed uploads only when told.
@@ -97,12 +82,8 @@ genrule(
   };
 
   beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'reexec-bazel-gc-'));
-    workspace = join(tmp, 'ws');
-    outputRoot = join(tmp, 'output-root');
-    mkdirSync(workspace);
-    mkdirSync(join(tmp, 'home'));
-    writeFileSync(join(workspace, 'WORKSPACE'), '');
+    ws = makeBazelWorkspace('reexec-bazel-gc-', 5 * 60_000);
+    ({ tmp, workspace } = ws);
     const port = await freePort();
     configFile = join(tmp, 'config.yaml');
     // One build's outputs (4 MiB) fit between the marks; two builds' pass the high one.
@@ -129,9 +110,9 @@ genrule(
   }, 60_000);
 
   afterAll(async () => {
-    if (outputRoot) await bazel('shutdown').catch(() => undefined);
+    await ws?.shutdown();
     await daemon?.stop();
-    if (tmp) removeTree(tmp);
+    ws?.remove();
   });
 
   it(

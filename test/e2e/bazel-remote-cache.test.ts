@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bazelSkipReason as skipReason, grpcEndpoint, makeBazelWorkspace, type BazelWorkspace } from '../helpers/bazel-workspace.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
-import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run-client.js';
+import { describeRun } from '../helpers/run-client.js';
 
 /**
  * Bazel 4.2 (Debian 12's `bazel-bootstrap`) with reexec as its remote cache: build genrules
@@ -12,48 +12,25 @@ import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run
  * remote cache hit and the outputs the same. Bazel uses Capabilities, ActionCache Get/Update,
  * FindMissingBlobs, BatchUpdateBlobs and ByteStream.
  */
-const BAZEL = '/usr/bin/bazel';
-const skipReason = isExecutable(BAZEL) ? '' : 'skipped: install the Debian package bazel-bootstrap (for /usr/bin/bazel)';
 if (skipReason) console.warn(`Bazel remote cache end-to-end test ${skipReason}`);
 
 const TIMEOUT = 10 * 60_000;
 const BIG_BYTES = 3 * 1024 * 1024 + 17; // several ByteStream chunks, above the batch limit
 
-describe.skipIf(!isExecutable(BAZEL))(`Bazel 4.2 remote cache${skipReason ? ` (${skipReason})` : ''}`, () => {
+describe.skipIf(!!skipReason)(`Bazel 4.2 remote cache${skipReason ? ` (${skipReason})` : ''}`, () => {
   let daemon: DaemonProcess | undefined;
-  let tmp: string;
+  let ws: BazelWorkspace | undefined;
   let workspace: string;
-  let outputRoot: string;
   // New to the server on every run, so the first build cannot hit.
   const token = randomBytes(8).toString('hex');
 
-  const bazel = (...args: string[]) =>
-    runClient(BAZEL, [`--output_user_root=${outputRoot}`, '--nohome_rc', ...args], {
-      cwd: workspace,
-      env: { ...process.env, HOME: join(tmp, 'home'), LANG: 'C.UTF-8' },
-      timeoutMs: TIMEOUT - 30_000,
-    });
-  const build = () =>
-    bazel(
-      'build',
-      // Always the scheme: a bare host:port means TLS, which Debian's Bazel 4.2 cannot do.
-      `--remote_cache=grpc://127.0.0.1:${daemon!.port}`,
-      '--remote_timeout=120',
-      // Debian's /etc/bazel/bazelrc turns on sandbox debugging, which floods the output.
-      '--nosandbox_debug',
-      '--color=no',
-      '--curses=no',
-      '//...',
-    );
+  const bazel = (...args: string[]) => ws!.bazel(...args);
+  const build = () => ws!.build(`--remote_cache=${grpcEndpoint(daemon!.port)}`, '//...');
 
   beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'reexec-bazel-'));
-    workspace = join(tmp, 'ws');
-    outputRoot = join(tmp, 'output-root');
-    mkdirSync(workspace);
-    mkdirSync(join(tmp, 'home'));
-    daemon = await startDaemonProcess({ dataDir: join(tmp, 'server') });
-    writeFileSync(join(workspace, 'WORKSPACE'), '');
+    ws = makeBazelWorkspace('reexec-bazel-', TIMEOUT - 30_000);
+    workspace = ws.workspace;
+    daemon = await startDaemonProcess({ dataDir: join(ws.tmp, 'server') });
     writeFileSync(
       join(workspace, 'BUILD'),
       `
@@ -95,9 +72,9 @@ genrule(
 
   afterAll(async () => {
     // Always stop the Bazel server, even after a failure: it would outlive the test run.
-    if (outputRoot) await bazel('shutdown').catch(() => undefined);
+    await ws?.shutdown();
     await daemon?.stop();
-    if (tmp) removeTree(tmp);
+    ws?.remove();
   });
 
   const outputs = () => {

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BAZEL, grpcEndpoint, makeBazelWorkspace, type BazelWorkspace } from '../helpers/bazel-workspace.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
-import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run-client.js';
+import { describeRun, isExecutable, runClient } from '../helpers/run-client.js';
 
 /**
  * Bazel 4.2 (Debian 12's `bazel-bootstrap`) with reexec as its remote executor: genrules run
@@ -12,7 +12,6 @@ import { describeRun, isExecutable, removeTree, runClient } from '../helpers/run
  * their outputs come back right, and after `bazel clean` the same actions are remote cache
  * hits. Bazel uses Capabilities, Execute (stream), WaitExecution, the action cache and CAS.
  */
-const BAZEL = '/usr/bin/bazel';
 const missing = [
   !isExecutable(BAZEL) && 'bazel-bootstrap (for /usr/bin/bazel)',
   !isExecutable('/usr/bin/bwrap') && 'bubblewrap (reexec runs actions in bwrap)',
@@ -24,41 +23,26 @@ const TIMEOUT = 10 * 60_000;
 
 describe.skipIf(missing.length > 0)(`Bazel 4.2 remote execution${skipReason ? ` (${skipReason})` : ''}`, () => {
   let daemon: DaemonProcess | undefined;
-  let tmp: string;
+  let ws: BazelWorkspace | undefined;
   let workspace: string;
-  let outputRoot: string;
   // New to the server on every run, so the first build cannot hit the cache.
   const token = randomBytes(8).toString('hex');
 
-  const bazel = (...args: string[]) =>
-    runClient(BAZEL, [`--output_user_root=${outputRoot}`, '--nohome_rc', ...args], {
-      cwd: workspace,
-      env: { ...process.env, HOME: join(tmp, 'home'), LANG: 'C.UTF-8' },
-      timeoutMs: TIMEOUT - 30_000,
-    });
+  const bazel = (...args: string[]) => ws!.bazel(...args);
   const build = (target = '//:all') =>
-    bazel(
-      'build',
-      // Always the scheme: a bare host:port means TLS, which Debian's Bazel 4.2 cannot do.
-      `--remote_executor=grpc://127.0.0.1:${daemon!.port}`,
+    ws!.build(
+      `--remote_executor=${grpcEndpoint(daemon!.port)}`,
       // genrules run /bin/bash and coreutils from the host: reexec's host-tools sandbox.
       '--remote_default_exec_properties=reexec-sandbox=host-tools',
-      '--remote_timeout=120',
-      '--nosandbox_debug',
-      '--color=no',
-      '--curses=no',
       '--jobs=4',
       target,
     );
 
   beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'reexec-bazel-rex-'));
-    workspace = join(tmp, 'ws');
-    outputRoot = join(tmp, 'output-root');
-    mkdirSync(join(workspace, 'src'), { recursive: true });
-    mkdirSync(join(tmp, 'home'));
-    daemon = await startDaemonProcess({ dataDir: join(tmp, 'server') });
-    writeFileSync(join(workspace, 'WORKSPACE'), '');
+    ws = makeBazelWorkspace('reexec-bazel-rex-', TIMEOUT - 30_000);
+    workspace = ws.workspace;
+    mkdirSync(join(workspace, 'src'));
+    daemon = await startDaemonProcess({ dataDir: join(ws.tmp, 'server') });
     mkdirSync(join(workspace, 'fail'));
     writeFileSync(
       join(workspace, 'fail', 'BUILD'),
@@ -118,9 +102,9 @@ genrule(
 
   afterAll(async () => {
     // Always stop the Bazel server, even after a failure: it would outlive the test run.
-    if (outputRoot) await bazel('shutdown').catch(() => undefined);
+    await ws?.shutdown();
     await daemon?.stop();
-    if (tmp) removeTree(tmp);
+    ws?.remove();
   });
 
   const outputs = () => {
