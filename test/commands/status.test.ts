@@ -1,24 +1,14 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StatusSnapshot } from '../../src/status/status-snapshot.js';
-import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { freePort, REEXEC_BIN as BIN, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 
-const BIN = join(REPO_ROOT, 'bin', 'run.js');
 /** Without a terminal, and without CI's variable (which would force plain output anyway). */
 const status = (args: string[], opts: { timeout?: number } = {}) =>
   execa(process.execPath, [BIN, 'status', ...args], { reject: false, timeout: opts.timeout ?? 30_000, env: { CI: '', XDG_CONFIG_HOME: join(tmpdir(), 'reexec-no-config') } });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('reexec status against a running daemon', () => {
   let d: DaemonProcess;

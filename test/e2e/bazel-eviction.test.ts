@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bazelSkipReason as skipReason, grpcEndpoint, makeBazelWorkspace, type BazelWorkspace } from '../helpers/bazel-workspace.js';
-import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { freePort, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { gcSummary } from '../helpers/gc.js';
 import { describeRun } from '../helpers/run-client.js';
 
 /**
@@ -20,17 +19,6 @@ if (skipReason) console.warn(`Bazel eviction end-to-end test ${skipReason}`);
 const TIMEOUT = 15 * 60_000;
 const MiB = 1024 * 1024;
 const RULES = ['one', 'two', 'three', 'four'];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe.skipIf(!!skipReason)(`Bazel 4.2 across an eviction${skipReason ? ` (${skipReason})` : ''}`, () => {
   let daemon: DaemonProcess | undefined;
@@ -75,11 +63,7 @@ genrule(
     }
     return Number(/(\d+) remote cache hit/.exec(b.output)?.[1] ?? 0);
   };
-  const casBytes = async (): Promise<number> => {
-    const r = await execa(process.execPath, [join(REPO_ROOT, 'bin', 'run.js'), 'gc', '--endpoint', `grpc://127.0.0.1:${daemon!.port}`, '--dry-run', '--json'], { reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    return JSON.parse(r.stdout).before.bytes as number;
-  };
+  const casBytes = async (): Promise<number> => (await gcSummary(daemon!.port, '--dry-run')).before.bytes as number;
 
   beforeAll(async () => {
     ws = makeBazelWorkspace('reexec-bazel-gc-', 5 * 60_000);
@@ -137,9 +121,7 @@ genrule(
       expect(await cleanBuild(a)).toBe(4);
 
       // Everything evicted on request: Bazel rebuilds everything, then hits again.
-      const gc = await execa(process.execPath, [join(REPO_ROOT, 'bin', 'run.js'), 'gc', '--endpoint', `grpc://127.0.0.1:${daemon!.port}`, '--target', '0', '--json'], { reject: false });
-      expect(gc.exitCode, gc.stderr).toBe(0);
-      expect(JSON.parse(gc.stdout).after.bytes).toBe(0);
+      expect((await gcSummary(daemon!.port, '--target', '0')).after.bytes).toBe(0);
       expect(await cleanBuild(a)).toBe(0);
       expect(await cleanBuild(a)).toBe(4);
 

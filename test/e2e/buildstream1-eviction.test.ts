@@ -1,10 +1,10 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { BST_BUSYBOX, bst1Missing, bst1SkipReason, makeBst1Project, type Bst1Project } from '../helpers/bst1-project.js';
+import { gcSummary } from '../helpers/gc.js';
 import { describeRun, removeTree } from '../helpers/run-client.js';
 
 /**
@@ -49,9 +49,7 @@ describe.skipIf(missing.length > 0)(`BuildStream 1.6 across an eviction${skipRea
       expect(first.output.match(new RegExp(`Pushed artifact [0-9a-f]+ -> ${remote}`, 'g')) ?? [], describeRun('bst build', first)).toHaveLength(2);
 
       await new Promise((r) => setTimeout(r, 1100));
-      const gc = await execa(process.execPath, [join(REPO_ROOT, 'bin', 'run.js'), 'gc', '--endpoint', `grpc://127.0.0.1:${d.port}`, '--target', '0', '--json'], { reject: false });
-      expect(gc.exitCode, gc.stderr).toBe(0);
-      const summary = JSON.parse(gc.stdout);
+      const summary = await gcSummary(d.port, '--target', '0');
       expect(summary.freedBlobs).toBeGreaterThan(0);
       expect(summary.after.bytes).toBe(0);
 

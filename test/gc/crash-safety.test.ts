@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -10,11 +9,10 @@ import { LmdbBlobStore } from '../../src/cas/lmdb-blob-store.js';
 import { Digest } from '../../src/digest/digest.js';
 import { SHA256 } from '../../src/digest/digest-function.js';
 import { LmdbEnv } from '../../src/store/lmdb-env.js';
-import { REPO_ROOT, startDaemonProcess as startProcess, type DaemonProcess, type DaemonProcessOptions } from '../helpers/daemon-process.js';
+import { freePort, REEXEC_BIN as BIN, startDaemonProcess as startProcess, type DaemonProcess, type DaemonProcessOptions } from '../helpers/daemon-process.js';
 import { adminCollect } from '../helpers/gc.js';
 import { call } from '../helpers/storage.js';
 
-const BIN = join(REPO_ROOT, 'bin', 'run.js');
 /** Every daemon started, killed at the end whatever happens. */
 const started: DaemonProcess[] = [];
 async function startDaemonProcess(opts: DaemonProcessOptions): Promise<DaemonProcess> {
@@ -23,17 +21,6 @@ async function startDaemonProcess(opts: DaemonProcessOptions): Promise<DaemonPro
   return d;
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Small blobs (inline in LMDB) and some over 64 KiB (files), all distinct for `round`. */
 function blobs(round: number, small: number, large: number): Buffer[] {

@@ -1,15 +1,13 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/reapi-client.js';
 import { Digest } from '../../src/digest/digest.js';
-import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { freePort, REEXEC_BIN as BIN, REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { bytes, call, digestOf } from '../helpers/storage.js';
 
-const BIN = join(REPO_ROOT, 'bin', 'run.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function distIsStale(): boolean {
@@ -19,17 +17,6 @@ function distIsStale(): boolean {
   return ['src/commands/gc.ts', 'src/gc/storage-gc.ts', 'src/gc/garbage-collector.ts', 'src/gc/offline-gc.ts', 'src/gc/remote-gc.ts', 'src/gc/gc-report.ts', 'src/cas/lmdb-blob-store.ts'].some(
     (s) => statSync(join(REPO_ROOT, s)).mtimeMs > builtAt,
   );
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -1,12 +1,29 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The repository root (this file is test/helpers/daemon-process.ts). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const RUN_JS = join(REPO_ROOT, 'bin', 'run.js');
+/** `reexec` as users run it: bin/run.js, on the build in dist/. */
+export const REEXEC_BIN = join(REPO_ROOT, 'bin', 'run.js');
+
+/**
+ * A loopback TCP port free right now, for a daemon that must listen on a port known before
+ * it starts (one named in its config file, or the same one again after a restart).
+ */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
 
 export interface DaemonProcessOptions {
   /** Use this data dir (kept afterwards); default: a fresh temporary one, removed by stop(). */
@@ -55,7 +72,7 @@ export async function startDaemonProcess(opts: DaemonProcessOptions = {}): Promi
   const ownDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'reexec-proc-'));
   const listen = opts.listen ?? ['127.0.0.1:0'];
-  const args = [RUN_JS, 'start', ...listen.flatMap((l) => ['--listen', l]), '--data-dir', dataDir, '--log-format', 'json', ...(opts.args ?? [])];
+  const args = [REEXEC_BIN, 'start', ...listen.flatMap((l) => ['--listen', l]), '--data-dir', dataDir, '--log-format', 'json', ...(opts.args ?? [])];
   const child = spawn(process.execPath, args, {
     cwd: REPO_ROOT,
     env: { ...process.env, ...opts.env },
