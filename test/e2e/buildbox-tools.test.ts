@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeBusyboxSysroot, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { makeBusyboxSysroot, makeClientsWork, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { listOperations } from '../helpers/daemon-operations.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
@@ -43,12 +43,9 @@ describe.skipIf(!!clients.skip)(`buildbox tools: casupload, trexe, recc${skipRea
   };
 
   beforeAll(async () => {
-    mkdirSync(join(root, 'tmp'), { recursive: true });
-    work = mkdtempSync(join(root, 'tmp', 'reexec-buildbox-'));
-    inside = work.slice(root.length);
+    ({ work, inside } = makeClientsWork(root, 'reexec-buildbox-'));
     daemon = await startDaemonProcess({ dataDir: join(work, 'server') });
     remote = `http://127.0.0.1:${daemon.port}`;
-    mkdirSync(join(work, 'tmp'));
     makeBusyboxSysroot(root, join(work, 'rootfs'));
   });
 

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectIsaSupport } from '../../src/execution/isa-support.js';
-import { makeBusyboxSysroot, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { bst2UserConfig, makeBst2Project, runBst2 } from '../helpers/bst2-project.js';
+import { makeClientsWork, prepareClientsRoot } from '../helpers/clients-root.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { listOperations } from '../helpers/daemon-operations.js';
 import { foreignBusybox } from '../helpers/foreign-busybox.js';
@@ -39,31 +40,19 @@ describe.skipIf(!!skip)(`BuildStream 2.8 builds a build-arch: aarch64 element on
   // Unique per run: the element's cache key, and so its action, is new to the server.
   const token = randomBytes(8).toString('hex');
 
-  const bst = (...args: string[]) =>
-    runInRoot(root, ['bst', '--no-interactive', '-c', `${inside}/buildstream.conf`, ...args], {
-      cwd: `${inside}/project`,
-      env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` },
-      timeoutMs: TIMEOUT - 10_000,
-    });
+  const bst = (...args: string[]) => runBst2(root, inside, 'buildstream.conf', args, TIMEOUT - 10_000);
 
   beforeAll(async () => {
     root = prepareClientsRoot().root!;
     const busybox = foreignBusybox('arm64');
     if (!busybox.path) throw new Error(`cannot get busybox-static:arm64: ${busybox.why}`);
-    mkdirSync(join(root, 'tmp'), { recursive: true });
-    work = mkdtempSync(join(root, 'tmp', 'reexec-bst2-arm-'));
-    inside = work.slice(root.length);
+    ({ work, inside } = makeClientsWork(root, 'reexec-bst2-arm-'));
     daemon = await startDaemonProcess({ dataDir: join(work, 'server') });
     url = `http://127.0.0.1:${daemon.port}`;
-    mkdirSync(join(work, 'home'));
-    mkdirSync(join(work, 'tmp'));
 
     // An arm64 busybox sysroot (Debian's busybox-static:arm64), applets as relative symlinks.
     const project = join(work, 'project');
-    makeBusyboxSysroot(root, join(project, 'files', 'sysroot'), busybox.path);
-    mkdirSync(join(project, 'elements'));
-    writeFileSync(join(project, 'project.conf'), 'name: reexec-e2e-arm\nmin-version: 2.0\nelement-path: elements\n');
-    writeFileSync(join(project, 'elements', 'base.bst'), 'kind: import\nsources:\n- kind: local\n  path: files/sysroot\n');
+    makeBst2Project(root, project, 'reexec-e2e-arm', busybox.path);
     writeFileSync(
       join(project, 'elements', 'arm.bst'),
       [
@@ -84,19 +73,7 @@ describe.skipIf(!!skip)(`BuildStream 2.8 builds a build-arch: aarch64 element on
       ].join('\n'),
     );
     const server = `{url: "${url}", push: true}`;
-    writeFileSync(
-      join(work, 'buildstream.conf'),
-      [
-        `cachedir: ${inside}/cache`,
-        `logdir: ${inside}/logs`,
-        `artifacts: {override-project-caches: true, servers: [${server}]}`,
-        'remote-execution:',
-        `  execution-service: {url: "${url}"}`,
-        `  storage-service: {url: "${url}"}`,
-        `  action-cache-service: ${server}`,
-        '',
-      ].join('\n'),
-    );
+    writeFileSync(join(work, 'buildstream.conf'), bst2UserConfig(inside, { artifacts: server, remoteExecution: { service: `{url: "${url}"}`, actionCache: server } }));
   });
 
   afterAll(async () => {

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeBusyboxSysroot, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { bst2RunOptions, bst2UserConfig, makeBst2Project, runBst2 } from '../helpers/bst2-project.js';
+import { makeClientsWork, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { listOperations } from '../helpers/daemon-operations.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
@@ -50,31 +51,16 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
   // Unique per run: every cache key, and so every artifact and action, is new to the server.
   const token = randomBytes(8).toString('hex');
 
-  const bst = (...args: string[]) =>
-    runInRoot(root, ['bst', '--no-interactive', '-c', `${inside}/buildstream.conf`, ...args], {
-      cwd: `${inside}/project`,
-      env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` },
-      timeoutMs: TIMEOUT - 10_000,
-    });
+  const bst = (...args: string[]) => runBst2(root, inside, 'buildstream.conf', args, TIMEOUT - 10_000);
 
   beforeAll(async () => {
-    mkdirSync(join(root, 'tmp'), { recursive: true });
-    work = mkdtempSync(join(root, 'tmp', 'reexec-bst2-'));
-    inside = work.slice(root.length);
+    ({ work, inside } = makeClientsWork(root, 'reexec-bst2-'));
     daemon = await startDaemonProcess({ dataDir: join(work, 'server') });
     url = `http://127.0.0.1:${daemon.port}`;
-    mkdirSync(join(work, 'home'));
-    // BuildStream's and buildbox-casd's temporary files go with the test's folder, not into
-    // the cached root's /tmp.
-    mkdirSync(join(work, 'tmp'));
 
     // A busybox sysroot (Debian testing's busybox-static), applets as relative symlinks.
     const project = join(work, 'project');
-    makeBusyboxSysroot(root, join(project, 'files', 'sysroot'));
-
-    mkdirSync(join(project, 'elements'));
-    writeFileSync(join(project, 'project.conf'), 'name: reexec-e2e\nmin-version: 2.0\nelement-path: elements\n');
-    writeFileSync(join(project, 'elements', 'base.bst'), 'kind: import\nsources:\n- kind: local\n  path: files/sysroot\n');
+    makeBst2Project(root, project, 'reexec-e2e');
     writeFileSync(
       join(project, 'elements', 'hello.bst'),
       [
@@ -165,17 +151,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
     const server = `{url: "${url}", push: true}`;
     writeFileSync(
       join(work, 'buildstream.conf'),
-      [
-        `cachedir: ${inside}/cache`,
-        `logdir: ${inside}/logs`,
-        `artifacts: {override-project-caches: true, servers: [${server}]}`,
-        `source-caches: {override-project-caches: true, servers: [${server}]}`,
-        'remote-execution:',
-        `  execution-service: {url: "${url}"}`,
-        `  storage-service: {url: "${url}"}`,
-        `  action-cache-service: ${server}`,
-        '',
-      ].join('\n'),
+      bst2UserConfig(inside, { artifacts: server, sourceCaches: server, remoteExecution: { service: `{url: "${url}"}`, actionCache: server } }),
     );
   });
 
@@ -324,7 +300,7 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
       const running = runInRoot(
         root,
         ['sh', '-c', `bst --no-interactive -c ${inside}/buildstream.conf build slow.bst & echo $! > ${pidFile}; wait $!`],
-        { cwd: `${inside}/project`, env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` }, timeoutMs: TIMEOUT - 10_000 },
+        bst2RunOptions(inside, TIMEOUT - 10_000),
       );
       const bstPid = () => Number(readFileSync(join(work, 'bst.pid'), 'utf8').trim());
       let op;

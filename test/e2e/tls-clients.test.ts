@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, connect } from '../../src/client/reapi-client.js';
 import { createTlsSetup, type TlsSetup } from '../../src/host/tls-setup.js';
-import { makeBusyboxSysroot, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { bst2UserConfig, makeBst2Project, runBst2 } from '../helpers/bst2-project.js';
+import { makeBusyboxSysroot, makeClientsWork, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
 
@@ -35,12 +36,7 @@ describe.skipIf(!!clients.skip)(`real clients over mutual TLS with access tokens
   let socket: string;
   const token = randomBytes(8).toString('hex');
 
-  const bst = (conf: string, ...args: string[]) =>
-    runInRoot(root, ['bst', '--no-interactive', '-c', `${inside}/${conf}`, ...args], {
-      cwd: `${inside}/project`,
-      env: { HOME: `${inside}/home`, TMPDIR: `${inside}/tmp` },
-      timeoutMs: TIMEOUT - 10_000,
-    });
+  const bst = (conf: string, ...args: string[]) => runBst2(root, inside, conf, args, TIMEOUT - 10_000);
   const inRoot = (argv: string[]) => runInRoot(root, argv, { cwd: inside, env: { TMPDIR: `${inside}/tmp` }, timeoutMs: TIMEOUT - 10_000 });
   /** A file of the TLS setup as the clients root sees it. */
   const tlsFile = (host: string): string => host.slice(root.length);
@@ -60,11 +56,7 @@ describe.skipIf(!!clients.skip)(`real clients over mutual TLS with access tokens
   };
 
   beforeAll(async () => {
-    mkdirSync(join(root, 'tmp'), { recursive: true });
-    work = mkdtempSync(join(root, 'tmp', 'reexec-tls-'));
-    inside = work.slice(root.length);
-    mkdirSync(join(work, 'home'));
-    mkdirSync(join(work, 'tmp'));
+    ({ work, inside } = makeClientsWork(root, 'reexec-tls-'));
     tls = await createTlsSetup(join(work, 'tls'), { listen: ['127.0.0.1:0'] });
     socket = join(work, 'admin.sock');
     writeFileSync(
@@ -79,10 +71,7 @@ describe.skipIf(!!clients.skip)(`real clients over mutual TLS with access tokens
     url = `https://127.0.0.1:${daemon.port}`;
 
     const project = join(work, 'project');
-    makeBusyboxSysroot(root, join(project, 'files', 'sysroot'));
-    mkdirSync(join(project, 'elements'));
-    writeFileSync(join(project, 'project.conf'), 'name: reexec-tls\nmin-version: 2.0\nelement-path: elements\n');
-    writeFileSync(join(project, 'elements', 'base.bst'), 'kind: import\nsources:\n- kind: local\n  path: files/sysroot\n');
+    makeBst2Project(root, project, 'reexec-tls');
     const manual = (name: string, text: string): void =>
       writeFileSync(
         join(project, 'elements', `${name}.bst`),
@@ -95,30 +84,19 @@ describe.skipIf(!!clients.skip)(`real clients over mutual TLS with access tokens
       `auth: {server-cert: "${tlsFile(tls.caCert)}", client-cert: "${tlsFile(tls.clientCert)}", client-key: "${tlsFile(tls.clientKey)}", access-token: "${tlsFile(tokenFile)}"}`;
     const server = (tokenFile: string): string => `{url: "${url}", push: true, ${auth(tokenFile)}}`;
     // The writer: artifacts, sources and remote execution, everything over mutual TLS with the client token.
+    const service = `{url: "${url}", ${auth(tls.tokens.client.file)}}`;
     writeFileSync(
       join(work, 'writer.conf'),
-      [
-        `cachedir: ${inside}/cache`,
-        `logdir: ${inside}/logs`,
-        `artifacts: {override-project-caches: true, servers: [${server(tls.tokens.client.file)}]}`,
-        `source-caches: {override-project-caches: true, servers: [${server(tls.tokens.client.file)}]}`,
-        'remote-execution:',
-        `  execution-service: {url: "${url}", ${auth(tls.tokens.client.file)}}`,
-        `  storage-service: {url: "${url}", ${auth(tls.tokens.client.file)}}`,
-        `  action-cache-service: {url: "${url}", ${auth(tls.tokens.client.file)}}`,
-        '',
-      ].join('\n'),
+      bst2UserConfig(inside, {
+        artifacts: server(tls.tokens.client.file),
+        sourceCaches: server(tls.tokens.client.file),
+        remoteExecution: { service, actionCache: service },
+      }),
     );
     // The reader: the same caches with the read-only token, and push: true (which must not work); builds locally.
     writeFileSync(
       join(work, 'reader.conf'),
-      [
-        `cachedir: ${inside}/cache`,
-        `logdir: ${inside}/logs`,
-        `artifacts: {override-project-caches: true, servers: [${server(tls.tokens.readOnly.file)}]}`,
-        `source-caches: {override-project-caches: true, servers: [${server(tls.tokens.readOnly.file)}]}`,
-        '',
-      ].join('\n'),
+      bst2UserConfig(inside, { artifacts: server(tls.tokens.readOnly.file), sourceCaches: server(tls.tokens.readOnly.file) }),
     );
   });
 

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from './daemon-process.js';
@@ -59,6 +59,20 @@ export function runInRoot(root: string, argv: readonly string[], opts: { cwd?: s
     cwd: REPO_ROOT,
     timeoutMs: opts.timeoutMs ?? 300_000,
   });
+}
+
+/**
+ * A fresh folder for one test under the clients root's /tmp, with home/ and tmp/ in it, so
+ * that the clients' own files (BuildStream's, buildbox-casd's) go with the test's folder and
+ * not into the cached root's /tmp. `work` is its host path, `inside` the same folder as
+ * commands in the clients root see it.
+ */
+export function makeClientsWork(root: string, prefix: string): { work: string; inside: string } {
+  mkdirSync(join(root, 'tmp'), { recursive: true });
+  const work = mkdtempSync(join(root, 'tmp', prefix));
+  mkdirSync(join(work, 'home'));
+  mkdirSync(join(work, 'tmp'));
+  return { work, inside: work.slice(root.length) };
 }
 
 /**
