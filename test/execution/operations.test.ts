@@ -2,12 +2,13 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
-import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
+import type { LocalTree } from '../../src/client/merkle.js';
 import { longrunning, re } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
-import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { uploadBusyboxRoot } from '../helpers/action-batch.js';
+import { BUSYBOX } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
+import { execute, readBlob, uploadAction } from '../helpers/exec-client.js';
 
 const missing = !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
 
@@ -19,22 +20,32 @@ function firstOperation(d: TestDaemon, action: ReturnType<typeof uploadAction> e
   });
 }
 
+/**
+ * A test daemon with one native pool of `slots`, and a busybox input root uploaded to it;
+ * stop() also removes the root.
+ */
+async function startBusyboxDaemon(slots: number): Promise<{ d: TestDaemon; tree: LocalTree }> {
+  const d = await startTestDaemon((c) => {
+    c.execution.pools = [{ name: 'native', isa: ['x86-64'], slots }];
+  });
+  const { tree, hostRoot } = await uploadBusyboxRoot(d.clients).catch(async (err: unknown) => {
+    await d.stop();
+    throw err;
+  });
+  const stop = async () => {
+    await d.stop();
+    rmSync(hostRoot, { recursive: true, force: true });
+  };
+  return { d: { ...d, stop }, tree };
+}
+
 describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${missing})` : ''}`, () => {
   let d: TestDaemon;
-  let hostRoot: string;
   let tree: LocalTree;
   beforeAll(async () => {
-    d = await startTestDaemon((c) => {
-      c.execution.pools = [{ name: 'native', isa: ['x86-64'], slots: 2 }];
-    });
-    hostRoot = makeBusyboxRoot();
-    tree = await treeFromDirectory(hostRoot);
-    await uploadTree(d.clients, tree);
+    ({ d, tree } = await startBusyboxDaemon(2));
   });
-  afterAll(async () => {
-    await d?.stop();
-    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
-  });
+  afterAll(() => d?.stop());
 
   it('shares one execution between identical actions in flight', async () => {
     const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 1; date +%s%N'] });
@@ -95,21 +106,12 @@ async function queuedCount(d: TestDaemon): Promise<number> {
 
 describe.skipIf(missing)('priorities', () => {
   let d: TestDaemon;
-  let hostRoot: string;
   let tree: LocalTree;
+  // One slot: the order in which queued work runs is decided by the queue alone.
   beforeAll(async () => {
-    // One slot: the order in which queued work runs is decided by the queue alone.
-    d = await startTestDaemon((c) => {
-      c.execution.pools = [{ name: 'native', isa: ['x86-64'], slots: 1 }];
-    });
-    hostRoot = makeBusyboxRoot();
-    tree = await treeFromDirectory(hostRoot);
-    await uploadTree(d.clients, tree);
+    ({ d, tree } = await startBusyboxDaemon(1));
   });
-  afterAll(async () => {
-    await d?.stop();
-    if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
-  });
+  afterAll(() => d?.stop());
 
   it('runs queued work in priority order (lower value first), ties in arrival order', async () => {
     const blocker = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 2'], doNotCache: true });
