@@ -89,6 +89,25 @@ export function needsLinux32(platform: PlatformRequirements): boolean {
   return platform.isas.length === 1 && platform.isas[0] === 'x86-32' && hostIsa() === 'x86-64';
 }
 
+/**
+ * Wait until a sandbox's init has exited. A namespace's init turns into a zombie only after the
+ * kernel has killed and waited for every other process in its namespace, so a zombie counts.
+ */
+async function waitUntilGone(pid: number | undefined, maxMs: number): Promise<void> {
+  if (pid === undefined) return;
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return;
+    }
+    if (/\) [ZX] /.test(stat)) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** Runs one action under bubblewrap and reports how it ended. The one place that spawns actions. */
 export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   const startedAt = new Date();
@@ -118,12 +137,21 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   child.stdio[3]!.on('data', (b: Buffer) => (status += b.toString()));
   let timedOut = false;
   let cancelled = false;
+  // The host pid of the sandbox's init (PID 1 of its namespace), from bwrap's status stream.
+  const sandboxInit = (): number | undefined => {
+    const m = /"child-pid":\s*(\d+)/.exec(status);
+    return m ? Number(m[1]) : undefined;
+  };
   const kill = (): void => {
-    try {
-      // The whole process group: bwrap, and with it (--die-with-parent, PID namespace) the action.
-      process.kill(-child.pid!, 'SIGKILL');
-    } catch {
-      /* already gone */
+    // bwrap's process group, and the sandbox's init, which --new-session put in a session of
+    // its own: when a PID namespace's init dies, the kernel kills everything else in it.
+    for (const target of [-child.pid!, sandboxInit()]) {
+      if (target === undefined) continue;
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     }
   };
   const timer = setTimeout(() => {
@@ -154,7 +182,12 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
       /* partial line from a killed bwrap */
     }
   }
-  if (timedOut || cancelled) return { exitCode: exitCode ?? 137, timedOut, cancelled, startedAt, completedAt };
+  if (timedOut || cancelled) {
+    // Report the end only once the action's processes are gone: the namespace's init is reaped
+    // after the kernel has killed every other process in it.
+    await waitUntilGone(sandboxInit(), 10_000);
+    return { exitCode: exitCode ?? 137, timedOut, cancelled, startedAt, completedAt };
+  }
   if (!childStarted) {
     let why = '';
     try {

@@ -52,7 +52,7 @@ describe.skipIf(missing)('the queue survives a daemon restart', () => {
           s.on('end', () => resolve(got));
           s.on('error', reject);
         });
-        const resp = re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value);
+        const resp = re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value!);
         expect(resp.status?.code ?? 0).toBe(0);
         expect((await readBlob(second.clients, resp.result!.stdoutDigest)).toString()).toBe(i === 0 ? 'interrupted-one\n' : 'queued-one\n');
       }

@@ -34,7 +34,7 @@ export async function listOperations(port: number): Promise<ObservedOperation[]>
           stage: meta?.stage ?? 0,
           actionHash: meta?.actionDigest?.hash ?? '',
           cachedResult: !!response?.cachedResult,
-          exitCode: response?.result ? response.result.exitCode : undefined,
+          exitCode: response?.result ? (response.result.exitCode ?? undefined) : undefined,
           statusCode: response?.status?.code ?? 0,
           worker: response?.result?.executionMetadata?.worker || undefined,
         });

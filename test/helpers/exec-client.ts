@@ -99,7 +99,7 @@ export function execute(clients: Clients, actionDigest: Digest, extra: Record<st
     stream.on('error', (error: grpc.ServiceError) => resolve({ operations, error }));
     stream.on('end', () => {
       const last = operations[operations.length - 1];
-      resolve({ operations, response: last?.response ? re.ExecuteResponse.decode(last.response.value) : undefined });
+      resolve({ operations, response: last?.response ? re.ExecuteResponse.decode(last.response.value!) : undefined });
     });
   });
 }

@@ -129,10 +129,10 @@ describe('crash safety (separate daemon process, SIGKILL)', () => {
     );
     expect(err, 'a second daemon started on a data dir in use').toBeInstanceOf(Error);
     expect(err!.message).toContain(dataDir);
-    expect(err!.message).toContain(String(owner.pid));
+    expect(err!.message).toContain(String(owner!.pid));
     expect(err!.message).toMatch(/already using the data dir/);
     // The first one is unharmed.
-    const c = connect(owner.address);
+    const c = connect(owner!.address);
     try {
       const caps: any = await call(c.capabilities, 'GetCapabilities', {});
       expect(caps.cacheCapabilities.digestFunctions).toContain(1);

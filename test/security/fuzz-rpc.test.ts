@@ -286,7 +286,7 @@ describe('hostile RPCs: unparseable, random and mutated requests to every method
       call(d.clients.push, 'PushDirectory', { uris: ['x'], rootDirectoryDigest: huge, expireAt: { seconds: 1e15 }, digestFunction: 42 }).catch((e) => e),
       call(d.clients.byteStream, 'QueryWriteStatus', { resourceName: 'uploads/u/blobs/' + 'a'.repeat(64) + '/9007199254740991' }).catch((e) => e),
     ]);
-    for (const o of outs) expect(o?.code, o?.details).not.toBe(grpc.status.UNKNOWN);
+    for (const o of outs as Array<{ code?: number; details?: string } | undefined>) expect(o?.code, o?.details).not.toBe(grpc.status.UNKNOWN);
     await new Promise<void>((resolve) => {
       const s = d.clients.cas.GetTree({ rootDigest: huge, pageSize: -5, pageToken: 'x' });
       s.on('data', () => undefined);

@@ -71,7 +71,7 @@ describe.skipIf(missing)(`sandbox escape attempts${missing ? ` (skipped: install
     const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', script], workingDirectory: 'work', doNotCache: true, ...spec });
     const { response, error } = await execute(d.clients, action);
     expect(error, error?.details).toBeUndefined();
-    expect(response!.status?.code ?? 0, response!.status?.message).toBe(0);
+    expect(response!.status?.code ?? 0, response!.status?.message ?? undefined).toBe(0);
     const result = response!.result!;
     return { stdout: (await readBlob(d.clients, result.stdoutDigest)).toString(), stderr: (await readBlob(d.clients, result.stderrDigest)).toString(), result };
   };
