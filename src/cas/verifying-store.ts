@@ -1,5 +1,5 @@
-import type { Hash } from 'node:crypto';
 import type { Digest } from '../digest/digest.js';
+import type { Hasher } from '../digest/digest-function.js';
 import { invalidArgument } from '../util/status-error.js';
 import { ForwardingBlobStore, type BlobWriter } from './blob-store.js';
 
@@ -27,7 +27,7 @@ function hashMismatch(digest: Digest, actual: string): Error {
 }
 
 class VerifyingWriter implements BlobWriter {
-  private readonly hash: Hash;
+  private readonly hash: Hasher;
   written = 0;
   constructor(
     private readonly digest: Digest,

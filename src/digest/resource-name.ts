@@ -1,6 +1,6 @@
 import { invalidArgument } from '../util/status-error.js';
 import { Digest } from './digest.js';
-import { SHA256, digestFunctionFromName, type DigestFunction } from './digest-function.js';
+import { digestFunctionForHashLength, digestFunctionFromName, type DigestFunction } from './digest-function.js';
 import { InstanceName, type InstancePolicy } from './instance-name.js';
 
 /** Compressors reexec can name; whether one is served is the ByteStream service's business. */
@@ -47,7 +47,7 @@ function parseBlobPart(parts: string[], start: number, raw: string, compressed: 
   if (!Number.isSafeInteger(Number(sizeText))) {
     throw invalidArgument(`resource name "${raw}": size "${sizeText}" is too large`, 'resource_name');
   }
-  if (!fn) fn = [SHA256, ...['sha1', 'sha384', 'sha512'].map((n) => digestFunctionFromName(n)!)].find((f) => f.hexLength === hash.length) ?? SHA256;
+  if (!fn) fn = digestFunctionForHashLength(hash.length);
   const digest = Digest.of(fn, hash, Number(sizeText), 'resource_name');
   return { digest, compressor, end: i + 2 };
 }

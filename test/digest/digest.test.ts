@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Digest } from '../../src/digest/digest.js';
-import { SHA1, SHA256, SHA384, digestFunctionFromValue } from '../../src/digest/digest-function.js';
+import { BLAKE3, DIGEST_FUNCTIONS, SHA1, SHA256, SHA384, digestFunctionFromValue } from '../../src/digest/digest-function.js';
 import { Code, StatusError } from '../../src/util/status-error.js';
 
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
@@ -60,9 +60,53 @@ describe('Digest', () => {
   });
 
   it('refuses digest functions it does not serve, naming them', () => {
-    const e = codeOf(() => digestFunctionFromValue(9));
+    const e = codeOf(() => digestFunctionFromValue(3));
     expect(e.code).toBe(Code.INVALID_ARGUMENT);
-    expect(e.message).toContain('BLAKE3');
+    expect(e.message).toContain('MD5');
     expect(digestFunctionFromValue(0)).toBe(SHA256);
+  });
+});
+
+describe('BLAKE3', () => {
+  // The test vectors of the BLAKE3 reference implementation.
+  const EMPTY_BLAKE3 = 'af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262';
+  const ABC_BLAKE3 = '6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85';
+
+  it('is served (the prebuilt binding loaded) after SHA-256, which stays the default', () => {
+    expect(BLAKE3).toBeDefined();
+    expect(DIGEST_FUNCTIONS[0]).toBe(SHA256);
+    expect(DIGEST_FUNCTIONS).toContain(BLAKE3);
+    expect(digestFunctionFromValue(9)).toBe(BLAKE3);
+    expect(BLAKE3!.name).toBe('blake3');
+    expect(BLAKE3!.hexLength).toBe(64);
+  });
+
+  it('hashes the known test vectors, whole and incrementally', () => {
+    const fn = BLAKE3!;
+    expect(fn.emptyHash).toBe(EMPTY_BLAKE3);
+    expect(Digest.empty(fn).hash).toBe(EMPTY_BLAKE3);
+    expect(Digest.compute(new Uint8Array(), fn).isEmpty).toBe(true);
+    expect(Digest.compute(Buffer.from('abc'), fn).hash).toBe(ABC_BLAKE3);
+    expect(fn.newHash().update(Buffer.from('a')).update(Buffer.from('bc')).digest('hex')).toBe(ABC_BLAKE3);
+    // A view into a larger buffer hashes only its own bytes.
+    const big = Buffer.from('xxabcxx');
+    expect(fn.newHash().update(big.subarray(2, 5)).digest('hex')).toBe(ABC_BLAKE3);
+    // Chunked hashing of a multi-chunk (> 1 KiB) input equals hashing it whole.
+    const data = Buffer.alloc(300_000, 0).map((_, i) => i % 251);
+    const h = fn.newHash();
+    for (let o = 0; o < data.length; o += 7_000) h.update(data.subarray(o, o + 7_000));
+    expect(h.digest('hex')).toBe(Digest.compute(data, fn).hash);
+    expect(Digest.compute(data, fn).hash).not.toBe(Digest.compute(data, SHA256).hash);
+  });
+
+  it('is never inferred: an unlabelled 64-digit hash is SHA-256', () => {
+    expect(Digest.fromRequest({ hash: EMPTY_BLAKE3, sizeBytes: 0 }, 0).fn).toBe(SHA256);
+    expect(Digest.fromRequest({ hash: EMPTY_BLAKE3, sizeBytes: 0 }, undefined).fn).toBe(SHA256);
+    const d = Digest.fromRequest({ hash: EMPTY_BLAKE3, sizeBytes: 0 }, 9);
+    expect(d.fn).toBe(BLAKE3);
+    expect(d.isEmpty).toBe(true);
+    // The same hash text under SHA-256 and BLAKE3 are different storage keys.
+    expect(d.key).not.toBe(Digest.of(SHA256, EMPTY_BLAKE3, 0).key);
+    expect(Digest.of(SHA256, EMPTY_BLAKE3, 0).isEmpty).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Digest } from '../../src/digest/digest.js';
-import { SHA1, SHA256, SHA512 } from '../../src/digest/digest-function.js';
+import { BLAKE3, SHA1, SHA256, SHA512 } from '../../src/digest/digest-function.js';
 import { InstanceName, InstancePolicy } from '../../src/digest/instance-name.js';
 import { parseReadResourceName, parseWriteResourceName } from '../../src/digest/resource-name.js';
 import { Code, StatusError } from '../../src/util/status-error.js';
@@ -61,7 +61,16 @@ describe('ByteStream read names', () => {
   });
 
   it('refuses a digest function the server does not serve, naming it', () => {
-    expectInvalid(() => parseReadResourceName(`blobs/blake3/${H}/5`), 'blake3');
+    expectInvalid(() => parseReadResourceName(`blobs/md5/${H.slice(0, 32)}/5`), 'md5');
+  });
+
+  it('takes BLAKE3 only from a "blake3" segment: a bare 64-digit hash is SHA-256', () => {
+    expect(parseReadResourceName(`blobs/blake3/${H}/5`).digest.fn).toBe(BLAKE3);
+    expect(parseReadResourceName(`i/compressed-blobs/zstd/blake3/${H}/5`).digest.fn).toBe(BLAKE3);
+    expect(parseWriteResourceName(`uploads/u-1/blobs/blake3/${H}/5`).digest.fn).toBe(BLAKE3);
+    expect(parseWriteResourceName(`uploads/u-1/blobs/blake3/${H}/5/meta`).digest.fn).toBe(BLAKE3);
+    expect(parseReadResourceName(`blobs/${H}/5`).digest.fn).toBe(SHA256);
+    expect(parseWriteResourceName(`uploads/u-1/blobs/${H}/5`).digest.fn).toBe(SHA256);
   });
 
   it('refuses malformed names with INVALID_ARGUMENT naming the value', () => {
