@@ -1,6 +1,7 @@
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Digest } from '../digest/digest.js';
+import type { DigestFunction } from '../digest/digest-function.js';
 import { re } from '../proto.js';
 
 /** A Merkle tree built from a local directory: the root digest and every blob by digest key. */
@@ -12,6 +13,8 @@ export interface LocalTree {
 export interface TreeOptions {
   /** Node properties for the Directory at a relative path ("" = root), e.g. SubtreeReadOnly. */
   directoryProperties?: (rel: string) => Array<{ name: string; value: string }> | undefined;
+  /** The digest function to address blobs with (default SHA-256). */
+  fn?: DigestFunction;
 }
 
 /**
@@ -21,7 +24,7 @@ export interface TreeOptions {
 export async function treeFromDirectory(path: string, opts: TreeOptions = {}): Promise<LocalTree> {
   const blobs = new Map<string, { digest: Digest; data: Uint8Array }>();
   const add = (data: Uint8Array): Digest => {
-    const digest = Digest.compute(data);
+    const digest = Digest.compute(data, opts.fn);
     blobs.set(digest.key, { digest, data });
     return digest;
   };

@@ -3,11 +3,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
 import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
+import { Digest } from '../../src/digest/digest.js';
+import { BLAKE3 } from '../../src/digest/digest-function.js';
 import { re } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
 import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
+import { bsRead } from '../helpers/storage.js';
 
 const missing = !BUSYBOX ? 'busybox-static (apt-get install busybox-static)' : !findBubblewrap() ? 'bubblewrap (apt-get install bubblewrap)' : undefined;
 
@@ -157,6 +160,55 @@ describe.skipIf(missing)(`Execute in the rootfs sandbox${missing ? ` (skipped: i
     const { response } = await execute(d.clients, action);
     expect(response!.status!.code).toBe(4);
     expect(Date.now() - t0).toBeLessThan(20_000);
+  });
+
+  it('runs an action addressed with BLAKE3 and hashes its outputs with BLAKE3', async () => {
+    const b3tree = await treeFromDirectory(hostRoot, {
+      fn: BLAKE3,
+      directoryProperties: (rel) =>
+        rel === '' ? [{ name: 'SubtreeReadOnly', value: 'true' }] : ['work', 'tmp', 'dev', 'proc'].includes(rel) ? [{ name: 'SubtreeReadOnly', value: 'false' }] : undefined,
+    });
+    await uploadTree(d.clients, b3tree);
+    expect(b3tree.root.fn).toBe(BLAKE3);
+    // out/big is past the output collector's whole-file limit (4 MiB), so it is hashed streaming.
+    const action = await uploadAction(d.clients, b3tree.root, {
+      args: ['sh', '-c', 'cat src/input.txt > out/copy.txt; mkdir -p out/dir; echo x > out/dir/f; dd if=/dev/zero of=out/big bs=1048576 count=5 2>/dev/null; echo b3-out; echo b3-err >&2'],
+      workingDirectory: 'work',
+      outputPaths: ['out/copy.txt', 'out/dir', 'out/big'],
+    });
+    expect(action.fn).toBe(BLAKE3);
+    const { response, error, operations } = await execute(d.clients, action);
+    expect(error).toBeUndefined();
+    expect(response!.status?.code ?? 0).toBe(0);
+    const meta = re.ExecuteOperationMetadata.decode(operations[0]!.metadata!.value!);
+    expect(meta.digestFunction).toBe(BLAKE3!.value);
+    const result = response!.result!;
+    expect(result.exitCode).toBe(0);
+    const read = (dg: re.IDigest | null | undefined): Promise<Buffer> => readBlob(d.clients, dg, BLAKE3);
+    const expectB3 = async (dg: re.IDigest | null | undefined, content: Buffer): Promise<void> => {
+      expect((await read(dg)).toString()).toBe(content.toString());
+      expect({ hash: dg!.hash, sizeBytes: Number(dg!.sizeBytes) }).toEqual(Digest.compute(content, BLAKE3).toProto());
+    };
+    await expectB3(result.stdoutDigest, Buffer.from('b3-out\n'));
+    await expectB3(result.stderrDigest, Buffer.from('b3-err\n'));
+    const file = (path: string): re.IOutputFile => result.outputFiles!.find((f) => f.path === path)!;
+    await expectB3(file('out/copy.txt').digest, Buffer.from('hello from the input root\n'));
+    const big = file('out/big').digest!;
+    expect({ hash: big.hash, sizeBytes: Number(big.sizeBytes) }).toEqual(Digest.compute(Buffer.alloc(5 * 1024 * 1024), BLAKE3).toProto());
+    const bigData = await bsRead(d.clients.byteStream as any, `blobs/blake3/${big.hash}/${big.sizeBytes}`);
+    expect(bigData.equals(Buffer.alloc(5 * 1024 * 1024))).toBe(true);
+    const dir = result.outputDirectories!.find((o) => o.path === 'out/dir')!;
+    const treeBytes = await read(dir.treeDigest);
+    expect(dir.treeDigest).toEqual(Digest.compute(treeBytes, BLAKE3).toProto());
+    const t = re.Tree.decode(treeBytes);
+    expect(t.root!.files![0]!.digest).toEqual(Digest.compute(Buffer.from('x\n'), BLAKE3).toProto());
+    expect(dir.rootDirectoryDigest).toEqual(Digest.compute(re.Directory.encode(t.root!).finish(), BLAKE3).toProto());
+    // Cached under BLAKE3; the same hash text without a digest function is a SHA-256 action.
+    const cached: any = await call(d.clients.actionCache, 'GetActionResult', { actionDigest: action.toProto(), digestFunction: BLAKE3!.value });
+    expect(cached.stdoutDigest).toEqual(result.stdoutDigest);
+    await expect(call(d.clients.actionCache, 'GetActionResult', { actionDigest: action.toProto() })).rejects.toMatchObject({ code: 5 });
+    const again = await execute(d.clients, action);
+    expect(again.response!.cachedResult).toBe(true);
   });
 });
 

@@ -4,6 +4,7 @@ import { call } from '../../src/client/reapi-client.js';
 import type { connect } from '../../src/client/reapi-client.js';
 import type { LocalTree } from '../../src/client/merkle.js';
 import { Digest } from '../../src/digest/digest.js';
+import { SHA256, type DigestFunction } from '../../src/digest/digest-function.js';
 import { re, longrunning } from '../../src/proto.js';
 
 type Clients = ReturnType<typeof connect>;
@@ -14,7 +15,10 @@ export async function uploadTree(clients: Clients, tree: LocalTree): Promise<voi
   let bytes = 0;
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return;
-    const res: any = await call(clients.cas, 'BatchUpdateBlobs', { requests: batch.map((b) => ({ digest: b.digest.toProto(), data: b.data })) });
+    const res: any = await call(clients.cas, 'BatchUpdateBlobs', {
+      requests: batch.map((b) => ({ digest: b.digest.toProto(), data: b.data })),
+      digestFunction: batch[0]!.digest.fn.value,
+    });
     for (const r of res.responses) if (r.status?.code) throw new Error(`upload failed: ${r.status.message}`);
     batch = [];
     bytes = 0;
@@ -31,11 +35,12 @@ export async function uploadTree(clients: Clients, tree: LocalTree): Promise<voi
   await flush();
 }
 
-/** ByteStream.Write in 1 MiB chunks. */
+/** ByteStream.Write in 1 MiB chunks (naming the digest function unless it is SHA-256). */
 export function writeBlob(clients: Clients, digest: Digest, data: Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
     const stream = (clients.byteStream as any).Write((err: grpc.ServiceError | null) => (err ? reject(err) : resolve()));
-    const name = `uploads/${randomUUID()}/blobs/${digest.hash}/${digest.sizeBytes}`;
+    const fnPart = digest.fn === SHA256 ? '' : `${digest.fn.name}/`;
+    const name = `uploads/${randomUUID()}/blobs/${fnPart}${digest.hash}/${digest.sizeBytes}`;
     const chunk = 1024 * 1024;
     for (let off = 0; off < data.byteLength || off === 0; off += chunk) {
       const end = Math.min(data.byteLength, off + chunk);
@@ -46,9 +51,9 @@ export function writeBlob(clients: Clients, digest: Digest, data: Uint8Array): P
   });
 }
 
-export async function uploadBlob(clients: Clients, data: Uint8Array): Promise<Digest> {
-  const digest = Digest.compute(data);
-  await call(clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: digest.toProto(), data }] });
+export async function uploadBlob(clients: Clients, data: Uint8Array, fn: DigestFunction = SHA256): Promise<Digest> {
+  const digest = Digest.compute(data, fn);
+  await call(clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: digest.toProto(), data }], digestFunction: fn.value });
   return digest;
 }
 
@@ -67,6 +72,8 @@ export interface ActionSpec {
   outputNodeProperties?: string[];
 }
 
+/** Command and Action are hashed with the input root's digest function. */
+
 export async function uploadAction(clients: Clients, root: Digest, spec: ActionSpec): Promise<Digest> {
   const platform = { properties: (spec.platform ?? [['OSFamily', 'linux']]).map(([name, value]) => ({ name, value })).sort((a, b) => (a.name < b.name ? -1 : 1)) };
   const command = re.Command.encode({
@@ -79,7 +86,7 @@ export async function uploadAction(clients: Clients, root: Digest, spec: ActionS
     platform: spec.platformInCommand ? platform : undefined,
     outputNodeProperties: spec.outputNodeProperties ?? [],
   }).finish();
-  const commandDigest = await uploadBlob(clients, command);
+  const commandDigest = await uploadBlob(clients, command, root.fn);
   const action = re.Action.encode({
     commandDigest: commandDigest.toProto(),
     inputRootDigest: root.toProto(),
@@ -87,14 +94,14 @@ export async function uploadAction(clients: Clients, root: Digest, spec: ActionS
     timeout: spec.timeoutSeconds ? { seconds: spec.timeoutSeconds } : undefined,
     doNotCache: spec.doNotCache ?? false,
   }).finish();
-  return uploadBlob(clients, action);
+  return uploadBlob(clients, action, root.fn);
 }
 
-/** Run Execute and collect every Operation the stream sends. */
+/** Run Execute (with the action digest's function) and collect every Operation the stream sends. */
 export function execute(clients: Clients, actionDigest: Digest, extra: Record<string, unknown> = {}): Promise<{ operations: longrunning.Operation[]; response?: re.ExecuteResponse; error?: grpc.ServiceError }> {
   return new Promise((resolve) => {
     const operations: longrunning.Operation[] = [];
-    const stream = (clients.execution as any).Execute({ actionDigest: actionDigest.toProto(), ...extra });
+    const stream = (clients.execution as any).Execute({ actionDigest: actionDigest.toProto(), digestFunction: actionDigest.fn.value, ...extra });
     stream.on('data', (op: longrunning.Operation) => operations.push(op));
     stream.on('error', (error: grpc.ServiceError) => resolve({ operations, error }));
     stream.on('end', () => {
@@ -104,8 +111,8 @@ export function execute(clients: Clients, actionDigest: Digest, extra: Record<st
   });
 }
 
-export async function readBlob(clients: Clients, d: re.IDigest | null | undefined): Promise<Buffer> {
+export async function readBlob(clients: Clients, d: re.IDigest | null | undefined, fn: DigestFunction = SHA256): Promise<Buffer> {
   if (!d || !d.hash) return Buffer.alloc(0);
-  const res: any = await call(clients.cas, 'BatchReadBlobs', { digests: [d] });
+  const res: any = await call(clients.cas, 'BatchReadBlobs', { digests: [d], digestFunction: fn.value });
   return Buffer.from(res.responses[0].data);
 }

@@ -53,6 +53,8 @@ export interface WriteOptions {
   breakAfter?: number;
   /** How long to wait before breaking (default 100 ms: the server takes what was sent). */
   breakWaitMs?: number;
+  /** A digest function segment for the resource name ("blake3"); without it none is sent. */
+  fn?: string;
 }
 
 /**
@@ -67,7 +69,8 @@ export function bsWrite(
 ): Promise<{ committedSize: number } | 'cancelled'> {
   const chunk = opts.chunkBytes ?? 1024 * 1024;
   const prefix = opts.instance ? `${opts.instance}/` : '';
-  const resourceName = `${prefix}uploads/${opts.uuid ?? randomUUID()}/blobs/${digest.hash}/${digest.sizeBytes}`;
+  const fnPart = opts.fn ? `${opts.fn}/` : '';
+  const resourceName = `${prefix}uploads/${opts.uuid ?? randomUUID()}/blobs/${fnPart}${digest.hash}/${digest.sizeBytes}`;
   return new Promise((resolve, reject) => {
     let cancelled = false;
     const stream = client.Write((err: grpc.ServiceError | null, res: { committedSize: number }) => {
@@ -98,12 +101,14 @@ export function bsWrite(
   });
 }
 
-export function uploadName(digest: { hash: string; sizeBytes: number }, uuid = randomUUID(), instance = ''): string {
-  return `${instance ? `${instance}/` : ''}uploads/${uuid}/blobs/${digest.hash}/${digest.sizeBytes}`;
+/** An upload resource name; `fn` adds a digest function segment ("blake3"). */
+export function uploadName(digest: { hash: string; sizeBytes: number }, uuid = randomUUID(), instance = '', fn = ''): string {
+  return `${instance ? `${instance}/` : ''}uploads/${uuid}/blobs/${fn ? `${fn}/` : ''}${digest.hash}/${digest.sizeBytes}`;
 }
 
-export function blobName(digest: { hash: string; sizeBytes: number }, instance = ''): string {
-  return `${instance ? `${instance}/` : ''}blobs/${digest.hash}/${digest.sizeBytes}`;
+/** A read resource name; `fn` adds a digest function segment ("blake3"). */
+export function blobName(digest: { hash: string; sizeBytes: number }, instance = '', fn = ''): string {
+  return `${instance ? `${instance}/` : ''}blobs/${fn ? `${fn}/` : ''}${digest.hash}/${digest.sizeBytes}`;
 }
 
 export { call };
