@@ -44,7 +44,7 @@ if (!existsSync(new URL('daemon/daemon.js', dist))) {
   process.exit(2);
 }
 const { Daemon } = await import(new URL('daemon/daemon.js', dist).href);
-const { defaultConfig } = await import(new URL('config/config.js', dist).href);
+const { scratchDaemonConfig } = await import(new URL('config/config.js', dist).href);
 const { connect, call } = await import(new URL('client/reapi-client.js', dist).href);
 const { treeFromDirectory } = await import(new URL('client/merkle.js', dist).href);
 const { Digest } = await import(new URL('digest/digest.js', dist).href);
@@ -90,14 +90,7 @@ process.once('SIGTERM', onSignal);
 let daemon;
 let clients;
 try {
-  const config = defaultConfig();
-  config.listen = ['127.0.0.1:0'];
-  config.dataDir = dataDir;
-  config.instances = '*';
-  config.tls = null;
-  config.listenerTls = {};
-  config.auth = { tokenFile: null, anonymous: [] };
-  config.metrics = { listen: null };
+  const config = scratchDaemonConfig(dataDir);
   config.execution.enabled = true;
   config.execution.pools = 'auto';
   daemon = await Daemon.start(config, silentLogger);

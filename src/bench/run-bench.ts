@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ClientSecurity } from '../client/client-security.js';
 import { connect, type ReapiClients } from '../client/reapi-client.js';
-import { defaultConfig, type Config } from '../config/config.js';
+import { scratchDaemonConfig, type Config } from '../config/config.js';
 import { Daemon } from '../daemon/daemon.js';
 import type { re } from '../proto.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -165,15 +165,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       const dataDir = mkdtempSync(join(scratchRoot, 'reexec-bench-'));
       cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
       opts.onTempDir?.(dataDir);
-      const config = structuredClone(opts.config ?? defaultConfig());
-      config.listen = ['127.0.0.1:0'];
-      config.dataDir = dataDir;
-      config.instances = '*';
       // The bench's own loopback listener: no TLS, no tokens, no metrics port.
-      config.tls = null;
-      config.listenerTls = {};
-      config.auth = { tokenFile: null, anonymous: [] };
-      config.metrics = { listen: null };
+      const config = scratchDaemonConfig(dataDir, opts.config);
       // Workers only when the exec suite runs (a storage benchmark needs none).
       const execution = opts.suites.includes('exec');
       config.execution.enabled = execution;

@@ -162,6 +162,22 @@ export function defaultConfig(): Config {
   };
 }
 
+/**
+ * A daemon for a tool's own use (a benchmark, a script): loopback on a free port, any instance
+ * name, no TLS, tokens or metrics port, data in `dataDir`; everything else as in `base`.
+ */
+export function scratchDaemonConfig(dataDir: string, base: Config = defaultConfig()): Config {
+  const config = structuredClone(base);
+  config.listen = ['127.0.0.1:0'];
+  config.dataDir = dataDir;
+  config.instances = '*';
+  config.tls = null;
+  config.listenerTls = {};
+  config.auth = { tokenFile: null, anonymous: [] };
+  config.metrics = { listen: null };
+  return config;
+}
+
 /** "90", "90s", "15m", "24h", "7d" → seconds. */
 export function parseDuration(v: unknown, what: string): number {
   if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v;

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { claimSent, takeReceivedBytes, type ByteTally } from './message-bytes.js';
+import type { RpcStatus } from '../status/status-snapshot.js';
 import { RollingCounter } from './rolling-counter.js';
 
 /** grpc.status 4 → "DEADLINE_EXCEEDED". */
@@ -42,18 +43,6 @@ interface MethodWindow {
   calls: RollingCounter;
   errors: RollingCounter;
   seconds: RollingCounter;
-}
-
-/** What the last minute of RPCs looked like, for the status snapshot. */
-export interface RecentRpcs {
-  windowSeconds: number;
-  calls: number;
-  errors: number;
-  bytesIn: number;
-  bytesOut: number;
-  perSecond: { calls: number[]; bytesIn: number[]; bytesOut: number[] };
-  /** Busiest first. */
-  methods: Array<{ method: string; calls: number; errors: number; meanMs: number }>;
 }
 
 function splitPath(path: string): { service: string; method: string } {
@@ -210,7 +199,8 @@ export class RpcMetrics {
     });
   };
 
-  recent(): RecentRpcs {
+  /** What the last minute of RPCs looked like, for the status snapshot. */
+  recent(): RpcStatus {
     const methods = [...this.perMethod]
       .map(([method, w]) => {
         const calls = w.calls.sum();

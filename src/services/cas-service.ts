@@ -6,7 +6,8 @@ import type { InstancePolicy } from '../digest/instance-name.js';
 import { re } from '../proto.js';
 import type { Logger } from '../util/logger.js';
 import { Code, invalidArgument, notFound, StatusError, unimplemented } from '../util/status-error.js';
-import { itemStatus, method, OK_STATUS, serverStream, unary } from './grpc-adapters.js';
+import { errorToRpcStatus } from '../util/rpc-status.js';
+import { method, OK_STATUS, serverStream, unary } from './grpc-adapters.js';
 
 const SERVICE = 'build.bazel.remote.execution.v2.ContentAddressableStorage';
 
@@ -60,7 +61,7 @@ export function casService(log: Logger, store: BlobStore, opts: CasServiceOption
             await store.put(digest, r.data ?? new Uint8Array());
             return { digest: r.digest, status: OK_STATUS };
           } catch (err) {
-            return { digest: r.digest, status: itemStatus(err) };
+            return { digest: r.digest, status: errorToRpcStatus(err) };
           }
         }),
       );

@@ -40,14 +40,7 @@ export function method<Req, Res>(
   };
 }
 
-export { toRpcStatus };
-
 export const OK_STATUS: rpc.IStatus = { code: Code.OK, message: '' };
-
-/** The status of a per-item result in a batch (BatchUpdateBlobs and friends). */
-export function itemStatus(err: unknown): rpc.IStatus {
-  return toRpcStatus(asStatusError(err));
-}
 
 /** A call's error: code, message, and the details in grpc-status-details-bin as REAPI clients read them. */
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {

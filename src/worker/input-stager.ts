@@ -106,14 +106,15 @@ export class InputStager {
         const digest = Digest.fromProto(f.digest, dirDigest.fn);
         const target = join(hostPath, f.name ?? "");
         const props = f.nodeProperties;
-        const cacheFile = await this.cacheFile(digest, !!f.isExecutable);
         const wantsOwnInode = !knownInodes || props?.mtime || props?.unixMode;
         if (wantsOwnInode) {
-          await copyFile(cacheFile, target);
+          // A private copy, straight from the CAS: the shared file cache is for hardlinks only.
+          await this.copyBlob(digest, target);
           // Never setuid/setgid: the file lives on the host, where it would run with the
           // daemon's identity (inside the sandbox those bits do nothing anyway: nosuid).
           await chmod(target, props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o1777 : f.isExecutable ? 0o755 : 0o644);
         } else {
+          const cacheFile = await this.cacheFile(digest, !!f.isExecutable);
           try {
             await link(cacheFile, target);
           } catch (err) {
@@ -132,18 +133,21 @@ export class InputStager {
     for (const s of dir.symlinks) await symlink(s.target ?? "", join(hostPath, s.name ?? ""));
   }
 
+  /** Write a blob's bytes to `target`: a kernel-side copy of a file blob, or the inline bytes. */
+  private async copyBlob(digest: Digest, target: string): Promise<void> {
+    const local = this.blobs.localFile(digest);
+    if (local) return copyFile(local, target);
+    const data = await this.cas.get(digest);
+    if (!data) throw internal(`input blob ${digest} vanished from the CAS while staging`);
+    await writeFile(target, data);
+  }
+
   /** A read-only file holding a blob, made once per blob and mode (executable or not). */
   private async cacheFile(digest: Digest, executable: boolean): Promise<string> {
     const name = `${digest.fn.name}-${digest.hash}-${digest.sizeBytes}${executable ? 'x' : 'r'}`;
     const path = join(this.filesDir, digest.hash.slice(0, 2), name);
     return this.once(`f:${name}`, path, async (tmp) => {
-      const local = this.blobs.localFile(digest);
-      if (local) await copyFile(local, tmp);
-      else {
-        const data = await this.cas.get(digest);
-        if (!data) throw internal(`input blob ${digest} vanished from the CAS while staging`);
-        await writeFile(tmp, data);
-      }
+      await this.copyBlob(digest, tmp);
       await chmod(tmp, executable ? 0o555 : 0o444);
       await rename(tmp, path);
     });

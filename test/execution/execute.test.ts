@@ -7,7 +7,7 @@ import { Digest } from '../../src/digest/digest.js';
 import { BLAKE3 } from '../../src/digest/digest-function.js';
 import { re } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
-import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { BUSYBOX, buildStreamReadOnlyRoot, makeBusyboxRoot } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
 import { bsRead } from '../helpers/storage.js';
@@ -27,8 +27,7 @@ describe.skipIf(missing)(`Execute in the rootfs sandbox${missing ? ` (skipped: i
     });
     // BuildStream's shape: a read-only root with writable work, tmp and dev subtrees.
     tree = await treeFromDirectory(hostRoot, {
-      directoryProperties: (rel) =>
-        rel === '' ? [{ name: 'SubtreeReadOnly', value: 'true' }] : ['work', 'tmp', 'dev', 'proc'].includes(rel) ? [{ name: 'SubtreeReadOnly', value: 'false' }] : undefined,
+      directoryProperties: buildStreamReadOnlyRoot,
     });
     await uploadTree(d.clients, tree);
   });
@@ -165,8 +164,7 @@ describe.skipIf(missing)(`Execute in the rootfs sandbox${missing ? ` (skipped: i
   it('runs an action addressed with BLAKE3 and hashes its outputs with BLAKE3', async () => {
     const b3tree = await treeFromDirectory(hostRoot, {
       fn: BLAKE3,
-      directoryProperties: (rel) =>
-        rel === '' ? [{ name: 'SubtreeReadOnly', value: 'true' }] : ['work', 'tmp', 'dev', 'proc'].includes(rel) ? [{ name: 'SubtreeReadOnly', value: 'false' }] : undefined,
+      directoryProperties: buildStreamReadOnlyRoot,
     });
     await uploadTree(d.clients, b3tree);
     expect(b3tree.root.fn).toBe(BLAKE3);

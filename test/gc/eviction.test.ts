@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { treeFromDirectory } from '../../src/client/merkle.js';
 import { Digest } from '../../src/digest/digest.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
-import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { BUSYBOX, buildStreamReadOnlyRoot, makeBusyboxRoot } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
 import { bsWrite, bytes, call, digestOf, expectGrpcError } from '../helpers/storage.js';
@@ -146,7 +146,8 @@ describe.skipIf(noSandbox)(`eviction while actions run${noSandbox ? ` (skipped: 
       writeFileSync(join(root, 'work', 'in', 'big.bin'), big);
     });
     roots.push(host);
-    const tree = await treeFromDirectory(host);
+    // A read-only sysroot (staged through the staging cache) with a writable work dir.
+    const tree = await treeFromDirectory(host, { directoryProperties: buildStreamReadOnlyRoot });
     await uploadTree(d.clients, tree);
     return { root: tree.root, big };
   };

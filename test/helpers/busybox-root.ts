@@ -33,3 +33,12 @@ export function makeBusyboxRoot(extra: (root: string) => void = () => undefined)
   extra(root);
   return root;
 }
+
+/**
+ * Node properties in BuildStream's shape, for treeFromDirectory: a read-only root whose work,
+ * tmp, dev and proc subtrees are writable.
+ */
+export function buildStreamReadOnlyRoot(rel: string): Array<{ name: string; value: string }> | undefined {
+  if (rel === '') return [{ name: 'SubtreeReadOnly', value: 'true' }];
+  return ['work', 'tmp', 'dev', 'proc'].includes(rel) ? [{ name: 'SubtreeReadOnly', value: 'false' }] : undefined;
+}

@@ -7,7 +7,7 @@ import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
 import { Digest } from '../../src/digest/digest.js';
 import { re } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
-import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
+import { BUSYBOX, buildStreamReadOnlyRoot, makeBusyboxRoot } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute, readBlob, uploadAction, uploadTree, type ActionSpec } from '../helpers/exec-client.js';
 import { caseTally } from './tally.js';
@@ -56,8 +56,7 @@ describe.skipIf(missing)(`sandbox escape attempts${missing ? ` (skipped: install
       symlinkSync('self', join(root, 'work', 'self'));
     });
     tree = await treeFromDirectory(hostRoot, {
-      directoryProperties: (rel) =>
-        rel === '' ? [{ name: 'SubtreeReadOnly', value: 'true' }] : ['work', 'tmp', 'dev', 'proc'].includes(rel) ? [{ name: 'SubtreeReadOnly', value: 'false' }] : undefined,
+      directoryProperties: buildStreamReadOnlyRoot,
     });
     await uploadTree(d.clients, tree);
   });
