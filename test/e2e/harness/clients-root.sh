@@ -18,8 +18,8 @@
 # /sys, /dev, then pivot_root (not chroot: the kernel refuses new user namespaces to chrooted
 # processes, and bubblewrap needs them).
 set -eu
-RECIPE='testing minbase: buildstream python3-buildstream-plugins buildbox bubblewrap fuse3 busybox-static gcc libc6-dev ca-certificates; v1'
-PACKAGES='buildstream python3-buildstream-plugins buildbox bubblewrap fuse3 busybox-static gcc libc6-dev ca-certificates'
+RECIPE='testing minbase: buildstream python3-buildstream-plugins buildbox bazel-bootstrap bubblewrap fuse3 busybox-static gcc g++ libc6-dev git ca-certificates; v2'
+PACKAGES='buildstream python3-buildstream-plugins buildbox bazel-bootstrap bubblewrap fuse3 busybox-static gcc g++ libc6-dev git ca-certificates'
 # The Debian archive the host's apt already uses (no mirror is written here): the first
 # non-security entry of its deb822 .sources files, else of its one-line sources.list files.
 host_mirror() {
