@@ -4,7 +4,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseRights, type Right } from '../auth/rights.js';
 import { canonicalIsa } from '../scheduler/platform.js';
-import type { LogFormat, LogLevel } from '../util/logger.js';
+import { LOG_FORMATS, type LogFormat, type LogLevel } from '../util/logger.js';
 
 /**
  * Configuration goes through three stages: what the user wrote (RawConfig, kebab-case YAML),
@@ -405,7 +405,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
       flowControlWindowBytes: num(g, 'flow-control-window-bytes', `${where}: grpc`, base.grpc.flowControlWindowBytes, 65535),
     },
     log: {
-      format: oneOf(l, 'format', `${where}: log`, ['human', 'json'] as const, base.log.format),
+      format: oneOf(l, 'format', `${where}: log`, LOG_FORMATS, base.log.format),
       level: oneOf(l, 'level', `${where}: log`, ['debug', 'info', 'warn', 'error'] as const, base.log.level),
     },
     metrics: { listen: metricsListen(m, `${where}: metrics`, base.metrics.listen) },

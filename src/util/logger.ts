@@ -1,8 +1,16 @@
-/** Human-readable or JSON-lines logs on stderr. The daemon's only logging facility. */
+/** Human-readable, JSON-lines or journald logs on stderr. The daemon's only logging facility. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export type LogFormat = 'human' | 'json';
+/**
+ * human: a timestamp, the level and the message; json: one object per line; journal: for
+ * systemd's journal, which stamps each line itself: no timestamp, the level as a syslog
+ * priority prefix ("<3>" error … "<7>" debug) that journald reads (SyslogLevelPrefix=).
+ */
+export type LogFormat = 'human' | 'json' | 'journal';
+export const LOG_FORMATS: readonly LogFormat[] = ['human', 'json', 'journal'];
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+/** syslog(3) priorities: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG. */
+const PRIORITY: Record<LogLevel, number> = { error: 3, warn: 4, info: 6, debug: 7 };
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -24,12 +32,15 @@ export function createLogger(
     const all = { ...bound, ...fields };
     if (format === 'json') {
       write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }));
-    } else {
-      const extra = Object.entries(all)
-        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-        .join(' ');
-      write(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${extra ? ' ' + extra : ''}`);
+      return;
     }
+    const extra = Object.entries(all)
+      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .join(' ');
+    const text = `${msg}${extra ? ' ' + extra : ''}`;
+    // journald takes one entry per line: a message with newlines (a stack) stays one entry.
+    if (format === 'journal') write(`<${PRIORITY[level]}>${text.replace(/\n/g, ' ⏎ ')}`);
+    else write(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`);
   };
   return {
     debug: (m, f) => log('debug', m, f),
