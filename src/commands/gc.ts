@@ -73,6 +73,7 @@ export default class Gc extends BaseCommand {
       }
     } catch (err) {
       bar?.done();
+      if (err instanceof DataDirLockedError && err.role === 'gc') throw new UserError(err.message);
       if (err instanceof DataDirLockedError) {
         throw new UserError(
           `a reexec daemon (pid ${err.pid}) is using ${err.dataDir}, so this command cannot open the store itself`,

@@ -6,8 +6,8 @@ import { checkInitListen, ConfigFileDiffersError, planInit, resolveUserPath, wri
 import { setupBinfmt, type BinfmtSetupStep } from '../host/binfmt-setup.js';
 import { runHostChecks, type HostCheck } from '../host/host-checks.js';
 import { createTlsSetup, type TlsSetup } from '../host/tls-setup.js';
+import { shellQuote } from '../util/shell-quote.js';
 
-const shellQuote = (s: string): string => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 export interface InitResult {
   configPath: string;

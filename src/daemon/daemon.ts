@@ -35,11 +35,14 @@ import { StoreUsageSampler } from '../metrics/store-usage.js';
 import { Telemetry } from '../metrics/telemetry.js';
 import { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
+import { pausePoint } from '../util/test-hooks.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { exposureWarnings, tlsFor } from './exposure.js';
 import { bindAddress, createGrpcServer, unixSocketPath } from './grpc-server.js';
 
-export const VERSION = '0.1.0';
+import { VERSION } from './version.js';
+
+export { VERSION };
 
 /** The services the daemon registers, by full name (for health and logs). */
 export const SERVICE_NAMES = [
@@ -232,6 +235,7 @@ export class Daemon {
   async stop(graceMs = 10_000): Promise<void> {
     if (this.state !== 'running') return;
     this.state = 'stopping';
+    await pausePoint('daemon-stop', this.log);
     this.log.info('shutting down: draining calls');
     for (const s of ['', ...SERVICE_NAMES]) this.health.setStatus(s, 'NOT_SERVING');
     // Running actions are stopped, not finished: their operations run again after a restart.

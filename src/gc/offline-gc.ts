@@ -28,7 +28,7 @@ export async function collectGarbageOffline(
 ): Promise<GcRunSummary> {
   const { dataDir } = config;
   if (!existsSync(join(dataDir, 'lmdb'))) throw new NoStoreError(dataDir);
-  const lock = DataDirLock.acquire(dataDir);
+  const lock = DataDirLock.acquire(dataDir, 'gc');
   let env: LmdbEnv | undefined;
   try {
     env = LmdbEnv.open(dataDir);
