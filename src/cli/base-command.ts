@@ -1,5 +1,6 @@
 import { Command, Flags, Errors } from '@oclif/core';
 import { ConfigError } from '../config/config.js';
+import { DataDirFormatError } from '../daemon/data-dir-format.js';
 import { DataDirLockedError } from '../daemon/data-dir-lock.js';
 
 /** Errors the user can fix: a clear message and what to do, never a stack trace. */
@@ -13,7 +14,7 @@ export class UserError extends Error {
 /**
  * What every reexec command shares: `--json` (the value run() returns is the JSON contract),
  * `--config`, and one mapping of errors to exit codes: 2 for the user's mistakes (bad flags,
- * config, a data dir in use), 1 for failures of the host or a bug.
+ * config, a data dir in use or of a newer format), 1 for failures of the host or a bug.
  */
 export abstract class BaseCommand extends Command {
   static override enableJsonFlag = true;
@@ -23,8 +24,8 @@ export abstract class BaseCommand extends Command {
   };
 
   protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (err instanceof ConfigError || err instanceof DataDirLockedError || err instanceof UserError) {
-      const suggestion = err instanceof UserError ? (err as UserError).suggestion : undefined;
+    if (err instanceof ConfigError || err instanceof DataDirLockedError || err instanceof DataDirFormatError || err instanceof UserError) {
+      const suggestion = err instanceof UserError || err instanceof DataDirFormatError ? (err as UserError | DataDirFormatError).suggestion : undefined;
       if (this.jsonEnabled()) {
         this.logJson({ error: { message: err.message, suggestion } });
         this.exit(2);

@@ -43,7 +43,31 @@ export default class Start extends BaseCommand {
     if (flags.detach) return this.detach(flags, config.dataDir, pidFile!);
 
     const log = createLogger(config.log);
-    const daemon = await Daemon.start(config, log).catch((err: Error) => {
+    // Signals are handled from the start: one that arrives while the daemon opens its store
+    // (a data dir migration can take a while) stops it as soon as it is up.
+    let daemon: Daemon | undefined;
+    let stopping = false;
+    const shutdown = (d: Daemon): void => {
+      d.stop().then(
+        () => process.exit(0),
+        (err: Error) => {
+          log.error(`shutdown failed: ${err.message}`);
+          process.exit(1);
+        },
+      );
+    };
+    const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn(`${signal} again: exiting without waiting`);
+        process.exit(130);
+      }
+      stopping = true;
+      log.info(daemon ? `${signal} received` : `${signal} received while starting: stopping once started`);
+      if (daemon) shutdown(daemon);
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    daemon = await Daemon.start(config, log).catch((err: Error) => {
       if (err instanceof ConfigError || err.name === 'DataDirLockedError' || err.name === 'DataDirFormatError') throw err;
       throw new UserError(`reexec could not start: ${err.message}`);
     });
@@ -55,24 +79,7 @@ export default class Start extends BaseCommand {
       }
       process.once('exit', () => removePidFile(pidFile));
     }
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) {
-        log.warn(`${signal} again: exiting without waiting`);
-        process.exit(130);
-      }
-      stopping = true;
-      log.info(`${signal} received`);
-      daemon.stop().then(
-        () => process.exit(0),
-        (err: Error) => {
-          log.error(`shutdown failed: ${err.message}`);
-          process.exit(1);
-        },
-      );
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
+    if (stopping) shutdown(daemon);
     // Nothing a client sends may crash the daemon: log what escaped and keep serving.
     process.on('unhandledRejection', (reason) => log.error('unhandled rejection (a bug)', { error: String(reason) }));
     await new Promise(() => undefined);

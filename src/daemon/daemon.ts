@@ -33,9 +33,10 @@ import { MeteredBlobStore } from '../metrics/metered-blob-store.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
 import { StoreUsageSampler } from '../metrics/store-usage.js';
 import { Telemetry } from '../metrics/telemetry.js';
-import { LmdbEnv } from '../store/lmdb-env.js';
+import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
+import { openDataDir } from './data-dir-format.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { exposureWarnings, tlsFor } from './exposure.js';
 import { bindAddress, createGrpcServer, unixSocketPath } from './grpc-server.js';
@@ -103,7 +104,7 @@ export class Daemon {
     let engineForCleanup: ExecutionEngine | undefined;
     let usage: StoreUsageSampler | undefined;
     try {
-      env = LmdbEnv.open(config.dataDir);
+      env = await openDataDir(config.dataDir, log);
       const budget = await resolveStorageBudget(config);
       const { store: unlimitedCas, base } = createBlobStore(env, config.dataDir, {
         inlineMaxBytes: config.storage.inlineMaxBytes,

@@ -2,8 +2,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_BLOB_STORE_OPTIONS, LmdbBlobStore } from '../cas/lmdb-blob-store.js';
 import type { Config } from '../config/config.js';
+import { openDataDir } from '../daemon/data-dir-format.js';
 import { DataDirLock } from '../daemon/data-dir-lock.js';
-import { LmdbEnv } from '../store/lmdb-env.js';
+import type { LmdbEnv } from '../store/lmdb-env.js';
 import { silentLogger } from '../util/logger.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
 import { resolveStorageBudget } from './storage-budget.js';
@@ -31,7 +32,7 @@ export async function collectGarbageOffline(
   const lock = DataDirLock.acquire(dataDir, 'gc');
   let env: LmdbEnv | undefined;
   try {
-    env = LmdbEnv.open(dataDir);
+    env = await openDataDir(dataDir, silentLogger);
     const store = new LmdbBlobStore(env, dataDir, { ...DEFAULT_BLOB_STORE_OPTIONS, inlineMaxBytes: config.storage.inlineMaxBytes, fsync: config.storage.fsync });
     await store.removeStaleUploads();
     const budget = await resolveStorageBudget(config);
