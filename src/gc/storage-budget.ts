@@ -1,5 +1,8 @@
 import { statfs } from 'node:fs/promises';
 import { ConfigError, type Config, type SizeOrShare } from '../config/config.js';
+import { formatBytes } from '../util/format-bytes.js';
+
+export { formatBytes };
 
 /**
  * What a blob costs on disk beyond its bytes, counted against the budget: its index record and,
@@ -69,17 +72,4 @@ export async function resolveStorageBudget(config: Pick<Config, 'storage' | 'dat
  */
 export function touchIntervalFor(graceSeconds: number): number {
   return Math.max(1, Math.min(600, Math.floor(graceSeconds / 2)));
-}
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = Math.abs(n);
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  const text = u === 0 ? String(v) : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
-  return `${n < 0 ? '-' : ''}${text} ${units[u]}`;
 }

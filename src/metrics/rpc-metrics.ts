@@ -3,6 +3,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { claimSent, takeReceivedBytes, type ByteTally } from './message-bytes.js';
 import type { RpcStatus } from '../status/status-snapshot.js';
 import { RollingCounter } from './rolling-counter.js';
+import { needsRequest, rpcOutcome, type RpcOutcome } from './rpc-outcome.js';
 
 /** grpc.status 4 → "DEADLINE_EXCEEDED". */
 const CODE_NAMES = new Map<number, string>(
@@ -26,6 +27,8 @@ interface CodeState {
   latency: { observe(v: number): void };
 }
 
+const OUTCOMES: readonly RpcOutcome[] = ['ok', 'miss', 'error'];
+
 interface MethodState {
   labels: { grpc_service: string; grpc_method: string };
   type: string;
@@ -35,12 +38,14 @@ interface MethodState {
   bytesIn: { inc(v?: number): void };
   bytesOut: { inc(v?: number): void };
   byCode: Map<number, CodeState>;
+  byOutcome: Record<RpcOutcome, { inc(): void }>;
   /** Absent for services left out of the recent rates. */
   window: MethodWindow | undefined;
 }
 
 interface MethodWindow {
   calls: RollingCounter;
+  misses: RollingCounter;
   errors: RollingCounter;
   seconds: RollingCounter;
 }
@@ -70,7 +75,9 @@ export class RpcMetrics {
   private readonly bytesOut: Counter<'grpc_service' | 'grpc_method'>;
   private readonly msgIn: Counter<'grpc_service' | 'grpc_method'>;
   private readonly msgOut: Counter<'grpc_service' | 'grpc_method'>;
+  private readonly outcomes: Counter<'grpc_service' | 'grpc_method' | 'outcome'>;
   private readonly recentCalls: RollingCounter;
+  private readonly recentMisses: RollingCounter;
   private readonly recentErrors: RollingCounter;
   private readonly recentIn: RollingCounter;
   private readonly recentOut: RollingCounter;
@@ -95,7 +102,14 @@ export class RpcMetrics {
     this.msgOut = new Counter({ name: 'grpc_server_msg_sent_total', help: 'Response messages sent.', labelNames: ['grpc_service', 'grpc_method'], registers });
     this.bytesIn = new Counter({ name: 'reexec_grpc_server_received_bytes_total', help: 'Serialized request message bytes received.', labelNames: ['grpc_service', 'grpc_method'], registers });
     this.bytesOut = new Counter({ name: 'reexec_grpc_server_sent_bytes_total', help: 'Serialized response message bytes sent.', labelNames: ['grpc_service', 'grpc_method'], registers });
+    this.outcomes = new Counter({
+      name: 'reexec_grpc_server_outcomes_total',
+      help: 'RPCs completed, by what their status means: ok, miss (NOT_FOUND from a lookup: GetActionResult, FetchBlob, FetchDirectory) or error (anything else but OK and the Remote Asset probes).',
+      labelNames: ['grpc_service', 'grpc_method', 'outcome'],
+      registers,
+    });
     this.recentCalls = new RollingCounter(60, now);
+    this.recentMisses = new RollingCounter(60, now);
     this.recentErrors = new RollingCounter(60, now);
     this.recentIn = new RollingCounter(60, now);
     this.recentOut = new RollingCounter(60, now);
@@ -104,7 +118,7 @@ export class RpcMetrics {
   private window(name: string): MethodWindow {
     let w = this.perMethod.get(name);
     if (!w) {
-      w = { calls: new RollingCounter(60, this.now), errors: new RollingCounter(60, this.now), seconds: new RollingCounter(60, this.now) };
+      w = { calls: new RollingCounter(60, this.now), misses: new RollingCounter(60, this.now), errors: new RollingCounter(60, this.now), seconds: new RollingCounter(60, this.now) };
       this.perMethod.set(name, w);
     }
     return w;
@@ -129,6 +143,12 @@ export class RpcMetrics {
       bytesIn: this.bytesIn.labels(labels),
       bytesOut: this.bytesOut.labels(labels),
       byCode: new Map(),
+      // Every outcome series exists from the method's first call, so rate() works at once.
+      byOutcome: Object.fromEntries(OUTCOMES.map((o) => {
+        const c = this.outcomes.labels({ ...labels, outcome: o });
+        c.inc(0);
+        return [o, c];
+      })) as Record<RpcOutcome, { inc(): void }>,
       window: recent ? this.window(`${service.slice(service.lastIndexOf('.') + 1)}.${method}`) : undefined,
     };
     this.methods.set(def.path, st);
@@ -152,6 +172,9 @@ export class RpcMetrics {
     const start = process.hrtime.bigint();
     st.started.inc();
     let finished = false;
+    // Kept only for the few methods whose outcome depends on what was asked.
+    const keepRequest = needsRequest(def.path);
+    let request: unknown;
     const finish = (code: number): void => {
       if (finished) return;
       finished = true;
@@ -159,11 +182,17 @@ export class RpcMetrics {
       const c = this.outcome(st, code);
       c.handled.inc();
       c.latency.observe(seconds);
+      const outcome = rpcOutcome(def.path, code, request);
+      request = undefined;
+      st.byOutcome[outcome].inc();
       if (w) {
         this.recentCalls.add();
         w.calls.add();
         w.seconds.add(seconds);
-        if (code !== grpc.status.OK) {
+        if (outcome === 'miss') {
+          this.recentMisses.add();
+          w.misses.add();
+        } else if (outcome === 'error') {
           this.recentErrors.add();
           w.errors.add();
         }
@@ -181,6 +210,7 @@ export class RpcMetrics {
         next({
           onReceiveMessage: (message, nextMessage) => {
             const bytes = takeReceivedBytes(message);
+            if (keepRequest && request === undefined) request = message;
             st.msgIn.inc();
             st.bytesIn.inc(bytes);
             if (w) this.recentIn.add(bytes);
@@ -204,7 +234,7 @@ export class RpcMetrics {
     const methods = [...this.perMethod]
       .map(([method, w]) => {
         const calls = w.calls.sum();
-        return { method, calls, errors: w.errors.sum(), meanMs: calls ? (w.seconds.sum() / calls) * 1000 : 0 };
+        return { method, calls, misses: w.misses.sum(), errors: w.errors.sum(), meanMs: calls ? (w.seconds.sum() / calls) * 1000 : 0 };
       })
       .filter((m) => m.calls > 0)
       .sort((a, b) => b.calls - a.calls || (a.method < b.method ? -1 : 1));
@@ -215,6 +245,7 @@ export class RpcMetrics {
     return {
       windowSeconds: 60,
       calls: sum(calls),
+      misses: this.recentMisses.sum(),
       errors: this.recentErrors.sum(),
       bytesIn: sum(bytesIn),
       bytesOut: sum(bytesOut),

@@ -146,6 +146,7 @@ export function collectStatus(src: StatusSources): StatusSnapshot {
   const rpc = src.telemetry?.rpc.recent() ?? {
     windowSeconds: 60,
     calls: 0,
+    misses: 0,
     errors: 0,
     bytesIn: 0,
     bytesOut: 0,

@@ -1,20 +1,10 @@
 /** Formatting shared by the plain-text snapshot and the dashboard. */
 
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+export { formatBytes, formatByteRate } from '../util/format-bytes.js';
 
-/** 1536 → "1.5 KiB". */
-export function formatBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (Math.abs(v) >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${v} B` : `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${UNITS[u]}`;
-}
-
-/** 850 → "850ms", 12345 → "12.3s", 245000 → "4m05s", 7980000 → "2h13m", 3 days → "3d04h". */
+/** 0.3 → "<1ms", 850 → "850ms", 12345 → "12.3s", 245000 → "4m05s", 7980000 → "2h13m", 3 days → "3d04h". */
 export function formatDuration(ms: number): string {
+  if (ms > 0 && ms < 0.5) return '<1ms';
   if (ms < 1000) return `${Math.round(ms)}ms`;
   const s = ms / 1000;
   if (s < 60) return `${s.toFixed(1)}s`;

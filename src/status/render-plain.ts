@@ -1,4 +1,4 @@
-import { formatArgv, formatBytes, formatClient, formatClock, formatDuration, formatPercent, formatRate, fit, sparkline, truncate, hitRatios } from './format.js';
+import { formatArgv, formatBytes, formatByteRate, formatClient, formatClock, formatDuration, formatPercent, formatRate, fit, sparkline, truncate, hitRatios } from './format.js';
 import type { CompletedAction, RunningAction, StatusSnapshot } from './status-snapshot.js';
 
 export interface PlainOptions {
@@ -100,13 +100,15 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
 
   const rpc = s.rpc;
   line();
-  line(
-    `RPCs (last minute, admin calls left out): ${rpc.calls} calls (${formatRate(rpc.calls, rpc.windowSeconds)}), ${rpc.errors} errors, ` +
-      `in ${formatBytes(rpc.bytesIn)}, out ${formatBytes(rpc.bytesOut)}  ${sparkline(rpc.perSecond.calls, 20)}`,
-  );
+  const rpcLine = `RPCs (last minute, admin calls left out): ${rpc.calls} calls (${formatRate(rpc.calls, rpc.windowSeconds)}), ${rpc.misses ?? 0} misses, ${rpc.errors} errors`;
+  line(`${rpcLine}  ${sparkline(rpc.perSecond.calls, Math.max(0, Math.min(20, width - rpcLine.length - 2)))}`);
+  const perSecond = (bytes: number): string => formatByteRate(rpc.windowSeconds > 0 ? bytes / rpc.windowSeconds : 0);
+  line(`  in ${formatBytes(rpc.bytesIn)} (${perSecond(rpc.bytesIn)}), out ${formatBytes(rpc.bytesOut)} (${perSecond(rpc.bytesOut)})`);
   const methodWidth = Math.min(48, Math.max(0, ...rpc.methods.map((m) => m.method.length)));
   for (const m of rpc.methods.slice(0, 8)) {
-    line(`  ${fit(m.method, methodWidth)}  ${fit(String(m.calls), 6, 'right')} calls  ${fit(String(m.errors), 4, 'right')} errors  mean ${formatDuration(m.meanMs)}`);
+    line(
+      `  ${fit(m.method, methodWidth)}  ${fit(String(m.calls), 6, 'right')} calls  ${fit(String(m.misses ?? 0), 5, 'right')} misses  ${fit(String(m.errors), 4, 'right')} errors  mean ${formatDuration(m.meanMs)}`,
+    );
   }
   return out.join('\n') + '\n';
 }

@@ -117,12 +117,18 @@ export interface RpcStatus {
   /** Admin calls (the dashboard's own polling) are left out. */
   windowSeconds: number;
   calls: number;
+  /**
+   * Lookups answered "not found" (NOT_FOUND from GetActionResult, FetchBlob, FetchDirectory):
+   * a cold cache's normal answer, not an error.
+   */
+  misses: number;
+  /** Calls that failed: every status but OK, the misses above and the Remote Asset probes' INVALID_ARGUMENT. */
   errors: number;
   bytesIn: number;
   bytesOut: number;
   perSecond: { calls: number[]; bytesIn: number[]; bytesOut: number[] };
   /** Busiest first. */
-  methods: Array<{ method: string; calls: number; errors: number; meanMs: number }>;
+  methods: Array<{ method: string; calls: number; misses: number; errors: number; meanMs: number }>;
 }
 
 export interface GcStatus {

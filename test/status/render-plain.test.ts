@@ -1,12 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, formatDuration, formatPercent, formatRate, hitRatios, sparkline, truncate } from '../../src/status/format.js';
+import { formatBytes, formatByteRate, formatDuration, formatPercent, formatRate, hitRatios, sparkline, truncate } from '../../src/status/format.js';
 import { renderPlain } from '../../src/status/render-plain.js';
 import { busySnapshot } from '../tui/fixtures.js';
 
 describe('formatting', () => {
   it('says durations, sizes, rates and ratios briefly', () => {
+    expect(formatDuration(0.4)).toBe('<1ms');
     expect([850, 12_345, 245_000, 7_980_000, 3 * 86_400_000 + 4 * 3_600_000].map(formatDuration)).toEqual(['850ms', '12.3s', '4m05s', '2h13m', '3d04h']);
     expect([0, 1023, 1536, 10 * 1024 ** 2, 3.5 * 1024 ** 4].map(formatBytes)).toEqual(['0 B', '1023 B', '1.50 KiB', '10.0 MiB', '3.50 TiB']);
+    // Averages and rates are not whole bytes: never "505.68333333333334 B/s".
+    expect([505.68333333333334, 1023.6, 0.4, -2048].map(formatBytes)).toEqual(['506 B', '1.00 KiB', '0 B', '-2.00 KiB']);
+    expect([formatByteRate(505.68333333333334), formatByteRate(1.5 * 1024 ** 2)]).toEqual(['506 B/s', '1.50 MiB/s']);
     expect([formatRate(600, 60), formatRate(3, 60), formatRate(0, 60), formatRate(1200, 60)]).toEqual(['10/s', '0.05/s', '0/s', '20/s']);
     expect([formatPercent(0.734), formatPercent(null)]).toEqual(['73%', '–']);
     expect(truncate('abcdef', 4)).toBe('abc…');
@@ -40,8 +44,11 @@ describe('renderPlain', () => {
     expect(text).toMatch(/\d\d:\d\d:\d\d {2}DEADLINE_EXCEEDED +1\.5s {2}sleep forever/);
     expect(text).toMatch(/action cache {2}75% hits \(30 hits, 10 misses\) · last minute 75% · 42 entries/);
     expect(text).toMatch(/CAS {11}12345 blobs, 3\.00 GiB of 10\.0 GiB budget \(30%\) · disk 200 GiB free of 500 GiB/);
-    expect(text).toMatch(/RPCs \(last minute, admin calls left out\): 600 calls \(10\/s\), 2 errors, in 50\.0 MiB, out 8\.00 MiB/);
-    expect(text).toMatch(/Execution\.Execute +200 calls +2 errors +mean 1\.5s/);
+    expect(text).toMatch(/RPCs \(last minute, admin calls left out\): 600 calls \(10\/s\), 10 misses, 2 errors +[▁-█ ]+$/m);
+    expect(text).toContain('  in 50.0 MiB (853 KiB/s), out 8.00 MiB (137 KiB/s)');
+    expect(text).not.toMatch(/\d\.\d{3,}/);
+    expect(text).toMatch(/Execution\.Execute +200 calls +0 misses +2 errors +mean 1\.5s/);
+    expect(text).toMatch(/ActionCache\.GetActionResult +10 calls +10 misses +0 errors +mean <1ms/);
     // No colours, no cursor movement, no trailing blanks.
     expect(text).not.toMatch(/\u001b/);
     expect(lines.every((l) => l === l.trimEnd())).toBe(true);

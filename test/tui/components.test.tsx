@@ -115,9 +115,16 @@ describe('CacheView', () => {
     expect(frame).toMatch(/hit rate\/s +[ ▁-█]+ +75% last min/);
     expect(frame).toMatch(/CAS +12,345 blobs · 3\.00 GiB of 10\.0 GiB budget/);
     expect(frame).toMatch(/█+░+ 30% of budget/);
-    expect(frame).toMatch(/RPCs \(1 min\) +600 calls · 2 errors · in 50\.0 MiB · out 8\.00 MiB/);
+    // Lookups that find nothing are misses, not errors.
+    expect(frame).toMatch(/RPCs \(1 min\) +600 calls · 10 misses · 2 errors · in 50\.0 MiB · out 8\.00 MiB/);
     expect(frame).toMatch(/calls\/s +[▁-█ ]+ +10\/s/);
-    expect(frame).toMatch(/Execution\.Execute +200 +2 +1\.5s/);
+    // Rates of bytes in units, rounded: 295,000 B/s and 505.68… B/s.
+    expect(frame).toMatch(/in\/s +[▁-█ ]+ +288 KiB\/s$/m);
+    expect(frame).toMatch(/out\/s +[▁-█ ]+ +506 B\/s$/m);
+    expect(frame).not.toMatch(/\d\.\d{3,}/);
+    expect(frame).toMatch(/ {2}method +calls +misses +errors +mean$/m);
+    expect(frame).toMatch(/Execution\.Execute +200 +0 +2 +1\.5s/);
+    expect(frame).toMatch(/ActionCache\.GetActionResult +10 +10 +0 +<1ms/);
   });
 });
 

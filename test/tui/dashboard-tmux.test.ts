@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect } from '../../src/client/reapi-client.js';
+import { call, connect } from '../../src/client/reapi-client.js';
 import type { LocalTree } from '../../src/client/merkle.js';
 import type { Digest } from '../../src/digest/digest.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
@@ -11,6 +11,7 @@ import { hostIsa } from '../../src/scheduler/platform.js';
 import { executeAll, shAction, uploadBusyboxRoot } from '../helpers/action-batch.js';
 import { BUSYBOX } from '../helpers/busybox-root.js';
 import { REPO_ROOT, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
+import { digestOf } from '../helpers/storage.js';
 
 const hasTmux = spawnSync('sh', ['-c', 'command -v tmux'], { stdio: 'ignore' }).status === 0;
 const missing = !hasTmux ? 'tmux' : !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
@@ -101,14 +102,24 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
     expect(lines[21]).toMatch(/^finished\/s +[ ▁-█]+ +4 in 1 min$/);
     expect(lines[22]).toMatch(/^AC hit rate +[ ▁]*▁ +0% in 1 min$/); // every lookup missed
 
+    // A client asking the action cache about actions never run: misses, not errors.
+    for (const i of [1, 2]) {
+      await call(clients.actionCache, 'GetActionResult', { actionDigest: digestOf(Buffer.from(`never run ${i}`)) }).catch((e: { code: number }) => expect(e.code).toBe(5));
+    }
     keys('Tab');
     await waitForScreen('an empty queue', (t) => t.includes('Nothing is waiting'));
     keys('Tab');
-    const cache = await waitForScreen('the cache view', (t) => t.includes('Action cache'));
+    const cache = await waitForScreen('the cache view with the lookups', (t) => t.includes('Action cache') && /ActionCache\.GetActionResult +2/.test(t));
     keep('5-cache', cache);
-    expect(cache).toMatch(/Action cache +0% hits since start \(0 hits, 4 misses\) · 4 entries/);
-    expect(cache).toMatch(/RPCs \(1 min\) +\d+ calls/);
-    expect(cache).toMatch(/Execution\.Execute +4 +0/);
+    expect(cache).toMatch(/Action cache +0% hits since start \(0 hits, 6 misses\) · 4 entries/); // 4 from Execute, 2 asked
+    expect(cache).toMatch(/RPCs \(1 min\) +\d+ calls · 2 misses · 0 errors/);
+    expect(cache).toMatch(/ {2}method +calls +misses +errors +mean$/m);
+    expect(cache).toMatch(/Execution\.Execute +4 +0 +0 +\S+$/m);
+    expect(cache).toMatch(/ActionCache\.GetActionResult +2 +2 +0 +\S+$/m);
+    // Byte rates in units, never raw fractions ("505.68333333333334 B/s").
+    expect(cache).toMatch(/^ {2}in\/s +.* \d+(\.\d{1,2})? (B|KiB|MiB)\/s$/m);
+    expect(cache).toMatch(/^ {2}out\/s +.* \d+(\.\d{1,2})? (B|KiB|MiB)\/s$/m);
+    expect(cache).not.toMatch(/\d\.\d{3,}/);
 
     keys('p');
     await waitForScreen('paused', (t) => t.split('\n')[0]!.includes('❚❚ paused'));

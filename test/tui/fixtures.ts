@@ -67,14 +67,17 @@ export function busySnapshot(over: Partial<StatusSnapshot> = {}): StatusSnapshot
     rpc: {
       windowSeconds: 60,
       calls: 600,
+      misses: 10,
       errors: 2,
       bytesIn: 50 * 1024 ** 2,
       bytesOut: 8 * 1024 ** 2,
-      perSecond: { calls: series((i) => 10 + (i % 5)), bytesIn: series((i) => i * 10_000), bytesOut: series(() => 100_000) },
+      // Out: an average that is not a whole number of bytes per second (505.68…), as a real minute gives.
+      perSecond: { calls: series((i) => 10 + (i % 5)), bytesIn: series((i) => i * 10_000), bytesOut: series((i) => (i % 3 === 0 ? 1517.05 : 0)) },
       methods: [
-        { method: 'ContentAddressableStorage.FindMissingBlobs', calls: 300, errors: 0, meanMs: 1.2 },
-        { method: 'Execution.Execute', calls: 200, errors: 2, meanMs: 1500 },
-        { method: 'ByteStream.Write', calls: 100, errors: 0, meanMs: 40 },
+        { method: 'ContentAddressableStorage.FindMissingBlobs', calls: 300, misses: 0, errors: 0, meanMs: 1.2 },
+        { method: 'Execution.Execute', calls: 200, misses: 0, errors: 2, meanMs: 1500 },
+        { method: 'ByteStream.Write', calls: 90, misses: 0, errors: 0, meanMs: 40 },
+        { method: 'ActionCache.GetActionResult', calls: 10, misses: 10, errors: 0, meanMs: 0.4 },
       ],
     },
     gc: null,

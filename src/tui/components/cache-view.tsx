@@ -1,6 +1,6 @@
 import { Box, Text } from 'ink';
 import type { ReactNode } from 'react';
-import { bar, formatBytes, formatDuration, formatPercent, formatRate, fit, hitRatios, formatClock } from '../../status/format.js';
+import { bar, formatBytes, formatByteRate, formatDuration, formatPercent, formatRate, fit, hitRatios, formatClock } from '../../status/format.js';
 import type { StatusSnapshot } from '../../status/status-snapshot.js';
 import { Row, Title } from './row.js';
 import { SparklineRow } from './sparkline-row.js';
@@ -42,27 +42,30 @@ export function CacheView({ snapshot, width, height }: CacheViewProps): ReactNod
     </Row>,
     <Row key="gap2"> </Row>,
     <Row key="rpc">
-      <Text bold>{fit('RPCs (1 min)', LABEL)}</Text>  {rpc.calls} calls · <Text color={rpc.errors ? 'red' : undefined}>{rpc.errors} errors</Text> · in {formatBytes(rpc.bytesIn)} · out{' '}
-      {formatBytes(rpc.bytesOut)}
+      <Text bold>{fit('RPCs (1 min)', LABEL)}</Text>  {rpc.calls} calls · {rpc.misses} misses · <Text color={rpc.errors ? 'red' : undefined}>{rpc.errors} errors</Text> · in{' '}
+      {formatBytes(rpc.bytesIn)} · out {formatBytes(rpc.bytesOut)}
     </Row>,
     <SparklineRow key="calls" label="  calls/s" labelWidth={LABEL} values={rpc.perSecond.calls} value={formatRate(rpc.calls, rpc.windowSeconds)} width={width} />,
-    <SparklineRow key="in" label="  in/s" labelWidth={LABEL} values={rpc.perSecond.bytesIn} value={`${formatBytes(perSecond(rpc.perSecond.bytesIn))}/s`} width={width} color="magenta" />,
-    <SparklineRow key="out" label="  out/s" labelWidth={LABEL} values={rpc.perSecond.bytesOut} value={`${formatBytes(perSecond(rpc.perSecond.bytesOut))}/s`} width={width} color="blue" />,
+    <SparklineRow key="in" label="  in/s" labelWidth={LABEL} values={rpc.perSecond.bytesIn} value={formatByteRate(perSecond(rpc.perSecond.bytesIn))} width={width} color="magenta" />,
+    <SparklineRow key="out" label="  out/s" labelWidth={LABEL} values={rpc.perSecond.bytesOut} value={formatByteRate(perSecond(rpc.perSecond.bytesOut))} width={width} color="blue" />,
   ];
   const methodRoom = height - rows.length - 2;
   if (methodRoom > 0 && rpc.methods.length > 0) {
-    const nameWidth = Math.min(48, Math.max(...rpc.methods.map((m) => m.method.length)));
+    // Columns: calls, misses, errors (6 each), mean (7), two spaces before each.
+    const nameWidth = Math.max(12, Math.min(48, width - 2 - 4 * 2 - 3 * 6 - 7, Math.max(...rpc.methods.map((m) => m.method.length))));
     rows.push(<Row key="gap3"> </Row>);
     rows.push(
       <Title key="mh">
-        {fit('  method', nameWidth + 2)}  {fit('calls', 7, 'right')}  {fit('errors', 7, 'right')}  {fit('mean', 8, 'right')}
+        {fit('  method', nameWidth + 2)}  {fit('calls', 6, 'right')}  {fit('misses', 6, 'right')}  {fit('errors', 6, 'right')}  {fit('mean', 7, 'right')}
       </Title>,
     );
     for (const m of rpc.methods.slice(0, methodRoom)) {
       rows.push(
         <Row key={m.method}>
           {'  '}
-          {fit(m.method, nameWidth)}  {fit(String(m.calls), 7, 'right')}  <Text color={m.errors ? 'red' : undefined}>{fit(String(m.errors), 7, 'right')}</Text>  {fit(formatDuration(m.meanMs), 8, 'right')}
+          {fit(m.method, nameWidth)}  {fit(String(m.calls), 6, 'right')}  {fit(String(m.misses ?? 0), 6, 'right')}  <Text color={m.errors ? 'red' : undefined}>{fit(String(m.errors), 6, 'right')}</Text>
+          {'  '}
+          {fit(formatDuration(m.meanMs), 7, 'right')}
         </Row>,
       );
     }
