@@ -20,6 +20,8 @@ const NEEDED = {
   gcc: 'gcc',
   // `reexec init --tls` and the TLS tests make certificates with it
   openssl: 'openssl',
+  // verifies the unit `reexec init --systemd` writes (systemd need not be running)
+  'systemd-analyze': 'systemd',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;

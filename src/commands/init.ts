@@ -1,10 +1,15 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
 import { defaultConfigPath, defaultDataDir, DEFAULT_LISTEN } from '../config/config.js';
+import { chmodSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { checkInitListen, ConfigFileDiffersError, planInit, resolveUserPath, writeConfigFile, type ClientSnippets } from '../config/init-config.js';
 import { setupBinfmt, type BinfmtSetupStep } from '../host/binfmt-setup.js';
+import { findBubblewrap } from '../runner/bubblewrap-runner.js';
 import { runHostChecks, type HostCheck } from '../host/host-checks.js';
+import { ensureSystemUser, SystemUserError, type SystemUser } from '../host/system-user.js';
+import { defaultUnitPath, enableCommands, renderUnit, SERVICE_USER, socketDirs, SYSTEM_CONFIG, SYSTEM_DATA_DIR, systemdRunning, type UnitMode } from '../host/systemd-unit.js';
 import { createTlsSetup, type TlsSetup } from '../host/tls-setup.js';
 import { shellQuote } from '../util/shell-quote.js';
 
@@ -19,6 +24,17 @@ export interface InitResult {
   binfmt?: BinfmtSetupStep[];
   /** With --tls: where the certificates and tokens are, and which files this run made. */
   tls?: { dir: string; created: string[]; serverNames: string[] };
+  /** With --systemd: the unit written, whether systemd runs here, and the commands that enable it. */
+  systemd?: {
+    mode: UnitMode;
+    unitPath: string;
+    outcome: 'created' | 'unchanged' | 'overwritten';
+    /** Whether this machine runs systemd; when not, the unit is written but cannot be enabled here. */
+    running: boolean;
+    /** System units: the account the daemon runs as, and whether this run created it. */
+    user?: { name: string; uid: number; created: boolean };
+    commands: string[];
+  };
 }
 
 export default class Init extends BaseCommand {
@@ -32,6 +48,8 @@ export default class Init extends BaseCommand {
     '<%= config.bin %> init --listen 0.0.0.0:50051 --data-dir /srv/reexec',
     '<%= config.bin %> init --tls --listen 0.0.0.0:50051',
     '<%= config.bin %> init --config ./reexec.yaml --force',
+    '<%= config.bin %> init --systemd',
+    'sudo <%= config.bin %> init --systemd --system --listen 0.0.0.0:50051 --tls',
     '<%= config.bin %> init --json',
   ];
 
@@ -45,11 +63,24 @@ export default class Init extends BaseCommand {
       description:
         'secure the daemon: create a local CA, a server and a client certificate (with openssl) and access tokens next to the config file, turn on TLS, mutual TLS and tokens, and print client configuration that uses them',
     }),
+    systemd: Flags.boolean({
+      description: `also write a systemd unit that runs the daemon with this config (a user unit in $XDG_CONFIG_HOME/systemd/user, or with --system a system unit), restarts it on failure and logs to the journal; prints the systemctl commands that enable it`,
+    }),
+    system: Flags.boolean({
+      dependsOn: ['systemd'],
+      description: `with --systemd, as root: a system unit (/etc/systemd/system/reexec.service) running as the dedicated user ${SERVICE_USER} (created if missing), config in ${SYSTEM_CONFIG}, data in ${SYSTEM_DATA_DIR}`,
+    }),
+    'unit-file': Flags.string({ dependsOn: ['systemd'], description: 'with --systemd: where to write the unit (default: the user or system unit directory)' }),
+    'service-user': Flags.string({ dependsOn: ['system'], description: `with --system: the account the daemon runs as (default: ${SERVICE_USER})` }),
   };
 
   async run(): Promise<InitResult> {
     const { flags } = await this.parse(Init);
-    const configPath = resolveUserPath(flags.config ?? defaultConfigPath());
+    const mode: UnitMode | undefined = flags.systemd ? (flags.system ? 'system' : 'user') : undefined;
+    if (mode === 'system' && process.getuid?.() !== 0) {
+      throw new UserError('a system unit needs root: it writes /etc/systemd/system and creates a system user', `Run: sudo reexec init --systemd --system ${this.argv.filter((a) => !['--systemd', '--system'].includes(a)).join(' ')}`.trimEnd());
+    }
+    const configPath = resolveUserPath(flags.config ?? (mode === 'system' ? SYSTEM_CONFIG : defaultConfigPath()));
     const listen = checkInitListen(flags.listen ?? [DEFAULT_LISTEN]);
     let tls: TlsSetup | undefined;
     if (flags.tls) {
@@ -61,7 +92,7 @@ export default class Init extends BaseCommand {
     }
     const plan = planInit({
       configPath,
-      dataDir: flags['data-dir'] ?? defaultDataDir(),
+      dataDir: flags['data-dir'] ?? (mode === 'system' ? SYSTEM_DATA_DIR : defaultDataDir()),
       listen,
       ...(tls
         ? {
@@ -84,6 +115,7 @@ export default class Init extends BaseCommand {
       }
       throw err;
     }
+    const systemd = mode ? await this.writeUnit(mode, plan, flags, tls) : undefined;
     let binfmt: BinfmtSetupStep[] | undefined;
     if (flags['setup-binfmt']) {
       try {
@@ -136,8 +168,21 @@ export default class Init extends BaseCommand {
     section('BuildStream 1.6: project.conf or ~/.config/buildstream.conf', plan.clients.buildstream1);
     section('Bazel: .bazelrc', plan.clients.bazel);
 
-    const start = plan.configPath === defaultConfigPath() ? 'reexec start' : `reexec start --config ${shellQuote(plan.configPath)}`;
-    this.log(`\nStart the server with: ${start}`);
+    if (systemd) {
+      const where = systemd.mode === 'system' ? 'system' : 'user';
+      const did = systemd.outcome === 'unchanged' ? 'is already up to date' : systemd.outcome === 'overwritten' ? 'replaced (the previous file is kept as .bak)' : 'written';
+      this.log(`\nsystemd ${where} unit ${systemd.unitPath} ${did}${systemd.user ? `; the daemon runs as ${systemd.user.name} (uid ${systemd.user.uid}${systemd.user.created ? ', created now' : ''})` : ''}.`);
+      if (!systemd.running) {
+        this.log('systemd is not running on this machine (no /run/systemd/system): the unit cannot be enabled here. On a machine that runs systemd:');
+      } else {
+        this.log('Enable and start it, keep it running after you log out, and follow its log:');
+      }
+      for (const c of systemd.commands) this.log(`  ${c}`);
+      if (systemd.running) this.log(`Stop it with: ${systemd.mode === 'system' ? 'sudo systemctl' : 'systemctl --user'} stop reexec`);
+    } else {
+      const start = plan.configPath === defaultConfigPath() ? 'reexec start' : `reexec start --config ${shellQuote(plan.configPath)}`;
+      this.log(`\nStart the server with: ${start}`);
+    }
 
     return {
       configPath: plan.configPath,
@@ -147,6 +192,75 @@ export default class Init extends BaseCommand {
       clients: plan.clients,
       ...(binfmt ? { binfmt } : {}),
       ...(tls ? { tls: { dir: tls.dir, created: tls.created, serverNames: tls.serverNames } } : {}),
+      ...(systemd ? { systemd } : {}),
     };
+  }
+
+  /**
+   * The unit file, and for a system unit its account and a data dir that account owns (and
+   * the TLS files it reads). The unit starts this very node and reexec, by absolute path.
+   */
+  private async writeUnit(
+    mode: UnitMode,
+    plan: { configPath: string; dataDir: string; listen: string[] },
+    flags: { 'unit-file'?: string | undefined; 'service-user'?: string | undefined; force: boolean },
+    tls: TlsSetup | undefined,
+  ): Promise<NonNullable<InitResult['systemd']>> {
+    let user: SystemUser | undefined;
+    if (mode === 'system') {
+      try {
+        user = await ensureSystemUser(flags['service-user'] ?? SERVICE_USER, { home: plan.dataDir });
+      } catch (err) {
+        if (err instanceof SystemUserError) throw new UserError(err.message, 'Create the account yourself (useradd --system --user-group NAME) and pass it with --service-user NAME.');
+        throw err;
+      }
+      // The daemon's own data dir, private to it.
+      mkdirSync(plan.dataDir, { recursive: true, mode: 0o700 });
+      chownSync(plan.dataDir, user.uid, user.gid);
+      chmodSync(plan.dataDir, 0o700);
+      if (tls) {
+        // Readable by the daemon's group: its key and certificate, the client CA, the tokens.
+        for (const [path, m] of [[tls.dir, 0o750], [tls.serverKey, 0o640], [tls.serverCert, 0o644], [tls.caCert, 0o644], [tls.tokenFile, 0o640]] as const) {
+          chownSync(path, statSync(path).uid, user.gid);
+          chmodSync(path, m);
+        }
+      }
+    }
+    const unitPath = resolveUserPath(flags['unit-file'] ?? defaultUnitPath(mode));
+    const content = renderUnit({
+      mode,
+      node: process.execPath,
+      bin: fileURLToPath(new URL('../../bin/run.js', import.meta.url)),
+      configPath: plan.configPath,
+      dataDir: plan.dataDir,
+      socketDirs: socketDirs(plan.listen),
+      bwrapSetuid: bwrapIsSetuid(),
+      ...(user ? { user: user.name } : {}),
+    });
+    let outcome: ReturnType<typeof writeConfigFile>['outcome'];
+    try {
+      outcome = writeConfigFile(unitPath, content, flags.force).outcome;
+    } catch (err) {
+      if (err instanceof ConfigFileDiffersError) throw new UserError(err.message, `--force replaces it (the old one is kept as ${err.path}.bak), or --unit-file FILE writes elsewhere.`);
+      throw err;
+    }
+    return {
+      mode,
+      unitPath,
+      outcome,
+      running: systemdRunning(),
+      ...(user ? { user: { name: user.name, uid: user.uid, created: user.created } } : {}),
+      commands: enableCommands(mode),
+    };
+  }
+}
+
+/** Whether the bwrap in PATH is setuid root (old or hardened distributions): it then breaks under NoNewPrivileges=. */
+function bwrapIsSetuid(): boolean {
+  const bwrap = findBubblewrap();
+  try {
+    return bwrap !== undefined && (statSync(bwrap).mode & 0o4000) !== 0;
+  } catch {
+    return false;
   }
 }
