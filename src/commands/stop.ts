@@ -25,8 +25,8 @@ export interface StopResult {
   reason?: string;
   /** A pid file naming a process that was gone, removed. */
   removedStalePidFile?: string;
-  /** The systemd service the daemon ran as, when it did. */
-  systemdUnit?: string;
+  /** The systemd service the daemon ran as, when it did (user: a user manager's). */
+  systemdUnit?: { name: string; user: boolean };
 }
 
 export default class Stop extends BaseCommand {
@@ -84,14 +84,13 @@ export default class Stop extends BaseCommand {
     if (!this.jsonEnabled()) {
       this.log(`Stopping reexec (pid ${pid}, data dir ${dataDir}): draining calls, stopping running actions, closing the store…`);
       if (found.systemdUnit) {
-        this.log(
-          `  (it runs as the systemd service ${found.systemdUnit}: \`systemctl${process.getuid?.() === 0 ? '' : ' --user'} stop ${found.systemdUnit}\` is the usual way; a clean stop is not restarted)`,
-        );
+        const { name, user } = found.systemdUnit;
+        this.log(`  (it runs as the systemd service ${name}: \`${user ? 'systemctl --user' : 'sudo systemctl'} stop ${name}\` is the usual way; a clean stop is not restarted)`);
       }
     }
     const onEvent = (e: StopEvent): void => {
       if (this.jsonEnabled()) return;
-      if (e.kind === 'waiting') this.log(`  still draining after ${e.seconds} s (SIGKILL at ${Math.round(timeoutMs / 1000)} s${flags['no-kill'] ? ': no, --no-kill' : ''})`);
+      if (e.kind === 'waiting') this.log(`  still draining after ${e.seconds} s (${flags['no-kill'] ? 'giving up' : 'SIGKILL'} at ${Math.round(timeoutMs / 1000)} s)`);
       else if (e.signal === 'SIGKILL') {
         this.log(`  still running after ${Math.round(timeoutMs / 1000)} s: sending SIGKILL. The store is crash-safe; actions that were running run again after the next start.`);
       }

@@ -76,7 +76,7 @@ export function pidFileOwner(path: string): { pid: number } | { stale: number } 
 }
 
 export type DaemonLookup =
-  | { running: true; pid: number; startTicks?: number; via: 'lock' | 'pid-file'; systemdUnit?: string }
+  | { running: true; pid: number; startTicks?: number; via: 'lock' | 'pid-file'; systemdUnit?: { name: string; user: boolean } }
   | { running: false; why: string; stalePidFile?: string };
 
 /**
@@ -85,7 +85,7 @@ export type DaemonLookup =
  * started in the foreground is found too.
  */
 export function findDaemon(opts: { dataDir: string; pidFile?: string }): DaemonLookup {
-  const unit = (pid: number): { systemdUnit?: string } => {
+  const unit = (pid: number): { systemdUnit?: { name: string; user: boolean } } => {
     const u = systemdUnitOf(pid);
     return u ? { systemdUnit: u } : {};
   };

@@ -70,20 +70,24 @@ export function processArgv(pid: number): string[] | undefined {
 }
 
 /**
- * The systemd service a process runs as ("reexec.service"), read from its cgroup; undefined
- * when none (a login session, a terminal: user@UID.service itself is the user manager).
+ * The systemd service a process runs as, read from its cgroup: its name ("reexec.service") and
+ * whether it is a user manager's (under user@UID.service) or the system's; undefined when
+ * none (a login session, a terminal: user@UID.service itself is the user manager).
  */
-export function systemdUnitOf(pid: number): string | undefined {
-  let cgroup: string;
+export function systemdUnitOf(pid: number): { name: string; user: boolean } | undefined {
   try {
-    cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+    return systemdUnitIn(readFileSync(`/proc/${pid}/cgroup`, 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+/** The service of /proc/PID/cgroup's text ("0::/system.slice/reexec.service"). */
+export function systemdUnitIn(cgroup: string): { name: string; user: boolean } | undefined {
   for (const line of cgroup.split('\n')) {
-    const path = line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
-    const unit = path.split('/').findLast((part) => part.endsWith('.service'));
-    if (unit && !/^user@\d+\.service$/.test(unit)) return unit;
+    const parts = line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1).split('/');
+    const name = parts.findLast((part) => part.endsWith('.service'));
+    if (name && !/^user@\d+\.service$/.test(name)) return { name, user: parts.some((p) => /^user@\d+\.service$/.test(p)) };
   }
   return undefined;
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DataDirLock, lockHolder } from '../../src/daemon/data-dir-lock.js';
-import { processAlive } from '../../src/daemon/process-identity.js';
+import { processAlive, systemdUnitIn } from '../../src/daemon/process-identity.js';
 import { REEXEC_BIN, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 
 /** A process that is not reexec, to hand out its pid as if it had been reused. */
@@ -186,5 +186,15 @@ describe('reexec stop', () => {
     const r = await reexec('stop', '--config', config, '--data-dir', dataDir('none'), '--timeout', 'soon');
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain('--timeout: "soon" is not a duration');
+  });
+});
+
+describe('which systemd service a daemon runs as (from its cgroup)', () => {
+  it('names system and user services, and none for a terminal or a login session', () => {
+    expect(systemdUnitIn('0::/system.slice/reexec.service\n')).toEqual({ name: 'reexec.service', user: false });
+    expect(systemdUnitIn('0::/user.slice/user-1000.slice/user@1000.service/app.slice/reexec.service\n')).toEqual({ name: 'reexec.service', user: true });
+    expect(systemdUnitIn('0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-terminal-1234.scope\n')).toBeUndefined();
+    expect(systemdUnitIn('0::/user.slice/user-1000.slice/session-3.scope\n')).toBeUndefined();
+    expect(systemdUnitIn('12:pids:/system.slice/reexec.service\n0::/\n')).toEqual({ name: 'reexec.service', user: false });
   });
 });
