@@ -22,6 +22,9 @@ const NEEDED = {
   openssl: 'openssl',
   // verifies the unit `reexec init --systemd` writes (systemd need not be running)
   'systemd-analyze': 'systemd',
+  // the completion scripts of `reexec completion zsh|fish` are checked by the shells themselves
+  zsh: 'zsh',
+  fish: 'fish',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;

@@ -87,9 +87,13 @@ describe('reexec completion', () => {
         expect(zsh).toContain(`--${f.name}`);
       }
     }
-    // Where the shells are installed, their parsers accept the scripts.
+    // The shells' own parsers accept the scripts (under CI a missing shell is a failure).
     for (const [shell, text] of [['zsh', zsh], ['fish', fish]] as const) {
-      if (spawnSync('sh', ['-c', `command -v ${shell}`]).status !== 0) continue;
+      if (spawnSync('sh', ['-c', `command -v ${shell}`]).status !== 0) {
+        if (process.env.CI) expect.fail(`${shell} is not installed: install the Debian package ${shell} (.ci/run does)`);
+        console.warn(`completion test: ${shell} not installed, its script is checked by content only (apt-get install ${shell})`);
+        continue;
+      }
       const file = join(dir, `reexec.${shell}`);
       writeFileSync(file, text);
       const r = spawnSync(shell, ['-n', file], { encoding: 'utf8' });
