@@ -8,7 +8,7 @@ import type { BlobStore } from './blob-store.js';
 export async function readDirectory(store: BlobStore, digest: Digest, what = 'Directory'): Promise<Directory> {
   const bytes = await store.get(digest);
   if (!bytes) {
-    throw failedPrecondition(`${what} ${digest} is not in the CAS`, [{ type: 'MISSING', subject: `blobs/${digest}` }]);
+    throw failedPrecondition(`${what} ${digest} is not in the CAS`, [{ type: 'MISSING', subject: digest.blobPath }]);
   }
   try {
     return re.Directory.decode(bytes);

@@ -3,6 +3,12 @@ import { SHA256, type DigestFunction, digestFunctionFromValue } from './digest-f
 
 const HEX = /^[0-9a-f]+$/;
 
+/**
+ * DigestFunction values REAPI leaves out of blob paths (MD5, VSO, MURMUR3 and the SHA family):
+ * a hash of their length is unambiguous. Any other function (BLAKE3) is named.
+ */
+const UNLABELLED_FUNCTIONS = new Set([1 /* SHA256 */, 2 /* SHA1 */, 3 /* MD5 */, 4 /* VSO */, 5 /* SHA384 */, 6 /* SHA512 */, 7 /* MURMUR3 */]);
+
 /** The wire shape of a REAPI Digest (what protobufjs decodes). */
 export interface DigestLike {
   hash?: string | null;
@@ -69,6 +75,15 @@ export class Digest {
 
   toProto(): { hash: string; sizeBytes: number } {
     return { hash: this.hash, sizeBytes: this.sizeBytes };
+  }
+
+  /**
+   * "blobs/{digest_function/}{hash}/{size}": a ByteStream resource name without the instance,
+   * which is also the `subject` of a MISSING violation in a PreconditionFailure (REAPI,
+   * Execution.Execute). The function is named only when it is not one of the legacy ones.
+   */
+  get blobPath(): string {
+    return `blobs/${UNLABELLED_FUNCTIONS.has(this.fn.value) ? '' : `${this.fn.name}/`}${this.hash}/${this.sizeBytes}`;
   }
 
   /** "hash/size", the form clients print and ByteStream names use. */

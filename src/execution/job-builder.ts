@@ -18,7 +18,7 @@ export interface JobOptions {
 
 async function loadMessage<T>(cas: BlobStore, digest: Digest, what: string, decode: (b: Uint8Array) => T): Promise<T> {
   const bytes = await cas.get(digest);
-  if (!bytes) throw failedPrecondition(`${what} ${digest} is not in the CAS: upload it first`, [{ type: 'MISSING', subject: `blobs/${digest}`, description: what }]);
+  if (!bytes) throw failedPrecondition(`${what} ${digest} is not in the CAS: upload it first`, [{ type: 'MISSING', subject: digest.blobPath, description: what }]);
   try {
     return decode(bytes);
   } catch (err) {
@@ -26,26 +26,52 @@ async function loadMessage<T>(cas: BlobStore, digest: Digest, what: string, deco
   }
 }
 
-/** Output paths: relative, inside the root once normalised against the working directory, unique. */
+/**
+ * Output paths: relative, inside the root once normalised against the working directory, and
+ * each listed once per list. REAPI 2.1+: when `output_paths` is set, `output_files` and
+ * `output_directories` are ignored (Bazel 6.3+ sends both, the legacy lists repeating the same
+ * paths); otherwise a file may not also be listed as a directory.
+ */
 export function validateOutputs(command: re.ICommand): void {
   const wd = command.workingDirectory ?? '';
   if (wd.startsWith('/') || resolveOutputPath('', wd || '.') === undefined) {
     throw invalidArgument(`working_directory "${wd}" must be a relative path inside the input root`, 'working_directory');
   }
-  const lists: Array<[string, readonly string[]]> = [
-    ['output_paths', command.outputPaths ?? []],
-    ['output_files', command.outputFiles ?? []],
-    ['output_directories', command.outputDirectories ?? []],
-  ];
-  const seen = new Set<string>();
+  const lists: Array<[string, readonly string[]]> =
+    (command.outputPaths ?? []).length > 0
+      ? [['output_paths', command.outputPaths ?? []]]
+      : [
+          ['output_files', command.outputFiles ?? []],
+          ['output_directories', command.outputDirectories ?? []],
+        ];
+  const listed = new Map<string, string>();
   for (const [field, paths] of lists) {
+    const seen = new Set<string>();
     paths.forEach((p, i) => {
-      if (p.startsWith('/')) throw invalidArgument(`${field}[${i}] "${p}" is absolute: output paths are relative to the working directory`, `${field}[${i}]`);
-      if (resolveOutputPath(wd, p) === undefined) throw invalidArgument(`${field}[${i}] "${p}" escapes the input root (working directory "${wd}")`, `${field}[${i}]`);
-      if (seen.has(p)) throw invalidArgument(`${field}[${i}] "${p}" is listed twice`, `${field}[${i}]`);
+      const where = `${field}[${i}]`;
+      if (p.startsWith('/')) throw invalidArgument(`${where} "${p}" is absolute: output paths are relative to the working directory`, where);
+      if (resolveOutputPath(wd, p) === undefined) throw invalidArgument(`${where} "${p}" escapes the input root (working directory "${wd}")`, where);
+      if (seen.has(p)) throw invalidArgument(`${where} "${p}" is listed twice`, where);
+      const other = listed.get(p);
+      if (other) throw invalidArgument(`${where} "${p}" is also listed in ${other}: a path is either an output file or an output directory`, where);
       seen.add(p);
     });
+    for (const p of paths) listed.set(p, field);
   }
+}
+
+/** output_node_properties reexec reports: NodeProperties fields. Anything else is refused (REAPI: INVALID_ARGUMENT). */
+export const OUTPUT_NODE_PROPERTIES = ['mtime', 'unix_mode'] as const;
+
+export function validateOutputNodeProperties(command: re.ICommand): void {
+  (command.outputNodeProperties ?? []).forEach((name, i) => {
+    if (!(OUTPUT_NODE_PROPERTIES as readonly string[]).includes(name)) {
+      throw invalidArgument(
+        `output_node_properties[${i}] "${name}" is not a node property this server reports (it reports ${OUTPUT_NODE_PROPERTIES.join(', ')})`,
+        `output_node_properties[${i}]`,
+      );
+    }
+  });
 }
 
 /** The working directory must exist in the input tree (a directory, reached through directories). */
@@ -98,6 +124,7 @@ export async function buildJob(
   if (command instanceof Error || inputTree instanceof Error) throw new Error('unreachable');
   if (command.arguments.length === 0 || !command.arguments[0]) throw invalidArgument(`Command ${commandDigest} has no arguments`, 'arguments');
   validateOutputs(command);
+  validateOutputNodeProperties(command);
   checkWorkingDirectory(inputTree, command.workingDirectory);
   // REAPI 2.2+: the platform lives in the Action; older clients put it in the Command.
   const platform = parsePlatform((action.platform?.properties?.length ?? 0) > 0 ? action.platform : command.platform, opts.hostIsa);

@@ -3,6 +3,7 @@ import { DIGEST_FUNCTIONS, SHA256 } from '../digest/digest-function.js';
 import type { InstancePolicy } from '../digest/instance-name.js';
 import { re } from '../proto.js';
 import type { Logger } from '../util/logger.js';
+import { STAGED_NODE_PROPERTIES } from '../worker/input-stager.js';
 import { method, unary, type CallContext } from './grpc-adapters.js';
 
 const SERVICE = 'build.bazel.remote.execution.v2.Capabilities';
@@ -51,6 +52,9 @@ export function capabilitiesService(log: Logger, opts: CapabilitiesOptions): grp
               digestFunction: SHA256.value,
               digestFunctions: functions,
               execEnabled: true,
+              // Node properties, not platform properties (remoteApisSocketPath, reexec-sandbox:
+              // those are in the README): what staging honours on input files and directories.
+              supportedNodeProperties: [...STAGED_NODE_PROPERTIES],
               executionPriorityCapabilities: opts.execution.priorities
                 ? { priorities: [{ minPriority: opts.execution.priorities.min, maxPriority: opts.execution.priorities.max }] }
                 : undefined,

@@ -146,6 +146,12 @@ export async function executeAction(
       return { result, status: { code: Code.DEADLINE_EXCEEDED, message: `the action ran longer than its timeout of ${Math.round(job.timeoutMs / 1000)} s and was killed` } };
     }
     if (run.cancelled) return { result, status: { code: Code.CANCELLED, message: 'the operation was cancelled while running' } };
+    if (collected.wrongTypes.length > 0) {
+      // REAPI (ActionResult.output_files, output_directories): FAILED_PRECONDITION. The logs
+      // and the outputs that were right still come back; nothing is cached.
+      const message = `the action's outputs do not have the types the Command declares: ${collected.wrongTypes.join('; ')}`;
+      return { result, status: { code: Code.FAILED_PRECONDITION, message }, message };
+    }
     // Only successes are cached; failures still return outputs and logs (BuildStream caches failed artifacts).
     if (run.exitCode === 0 && !job.doNotCache) await ctx.ac.put(job.instance, job.actionDigest, result);
     return { result, status: { code: Code.OK, message: '' }, cachedResult: false };

@@ -33,6 +33,12 @@ export interface StagedInput {
 const READ_ONLY = 'SubtreeReadOnly';
 
 /**
+ * The node properties staging honours (ExecutionCapabilities.supported_node_properties):
+ * `SubtreeReadOnly` on Directories (rootfs sandbox), `mtime` and `unix_mode` on files.
+ */
+export const STAGED_NODE_PROPERTIES = [READ_ONLY, 'mtime', 'unix_mode'] as const;
+
+/**
  * Turns input trees from the CAS into directories on disk. Read-only subtrees (BuildStream's
  * sysroots) are materialised once per Directory digest into a cache and bind-mounted
  * read-only, so an input root seen before costs a few mounts. Writable subtrees get private

@@ -12,7 +12,7 @@ export interface InputTree {
   fileCount: number;
 }
 
-const missing = (d: Digest, what: string): PreconditionViolation => ({ type: 'MISSING', subject: `blobs/${d}`, description: what });
+const missing = (d: Digest, what: string): PreconditionViolation => ({ type: 'MISSING', subject: d.blobPath, description: what });
 
 function checkName(name: string, where: string): void {
   if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {

@@ -8,7 +8,7 @@ import type { DigestFunction } from '../digest/digest-function.js';
 import { re } from '../proto.js';
 import type { InputTree } from './input-tree.js';
 import type { StagedInput } from './input-stager.js';
-import { resolveInRoot } from './root-path.js';
+import { resolveInRoot, type RootView } from './root-path.js';
 
 export interface CollectOptions {
   fn: DigestFunction;
@@ -24,6 +24,12 @@ export interface CollectedOutputs {
   outputFiles: re.IOutputFile[];
   outputDirectories: re.IOutputDirectory[];
   outputSymlinks: re.IOutputSymlink[];
+  /**
+   * Outputs of the wrong type, each a sentence naming it: an `output_files` entry that is a
+   * directory (or a symlink to one), an `output_directories` entry that is a file (or a
+   * symlink to one). REAPI: the server returns FAILED_PRECONDITION, never drops them silently.
+   */
+  wrongTypes: string[];
 }
 
 /** Blobs up to this size are read whole; larger ones are hashed, then streamed into the CAS. */
@@ -58,8 +64,8 @@ export class OutputCollector {
    * what the client wrote, echoed back verbatim. Missing paths are skipped.
    */
   async collect(outputs: Array<{ rel: string; reported: string; kind: 'any' | 'file' | 'directory' }>): Promise<CollectedOutputs> {
-    const result: CollectedOutputs = { outputFiles: [], outputDirectories: [], outputSymlinks: [] };
-    const view = { hostPath: (rel: string) => this.hostPath(rel), mountPoint: this.opts.mountPoint ?? '/' };
+    const result: CollectedOutputs = { outputFiles: [], outputDirectories: [], outputSymlinks: [], wrongTypes: [] };
+    const view = this.view();
     for (const o of outputs) {
       // Symlinks on the way resolve inside the sandbox, never on the host: an output path
       // through `x -> /etc` must not read the host's /etc. Paths that leave the root are skipped.
@@ -72,9 +78,23 @@ export class OutputCollector {
       } catch {
         continue;
       }
+      const field = o.kind === 'file' ? 'output_files' : 'output_directories';
       if (st.isSymbolicLink()) {
-        result.outputSymlinks.push({ path: o.reported, target: await readlink(host), nodeProperties: this.props(st, false) });
-      } else if (st.isDirectory() && o.kind !== 'file') {
+        const target = await this.symlinkTargetType(rel);
+        if (o.kind === 'file' && target === 'directory') {
+          result.wrongTypes.push(`output "${o.reported}" is listed in output_files but is a symlink to a directory`);
+          continue;
+        }
+        if (o.kind === 'directory' && target === 'file') {
+          result.wrongTypes.push(`output "${o.reported}" is listed in output_directories but is a symlink to a file`);
+          continue;
+        }
+        result.outputSymlinks.push({ path: o.reported, target: await readlink(host), nodeProperties: this.props(st, 'symlink') });
+      } else if (st.isDirectory()) {
+        if (o.kind === 'file') {
+          result.wrongTypes.push(`output "${o.reported}" is listed in ${field} but is a directory`);
+          continue;
+        }
         const { root, children } = await this.directory(rel, host);
         const rootDigest = await this.store(re.Directory.encode(root).finish());
         const unique = new Map<string, re.IDirectory>();
@@ -82,15 +102,39 @@ export class OutputCollector {
         const tree = re.Tree.encode({ root, children: [...unique.values()] }).finish();
         const treeDigest = await this.store(tree);
         result.outputDirectories.push({ path: o.reported, treeDigest: treeDigest.toProto(), rootDirectoryDigest: rootDigest.toProto(), isTopologicallySorted: false });
-      } else if (st.isFile() && o.kind !== 'directory') {
+      } else if (st.isFile()) {
+        if (o.kind === 'directory') {
+          result.wrongTypes.push(`output "${o.reported}" is listed in ${field} but is a regular file`);
+          continue;
+        }
         const digest = await this.file(host, st);
-        result.outputFiles.push({ path: o.reported, digest: digest.toProto(), isExecutable: (st.mode & 0o111) !== 0, nodeProperties: this.props(st, true) });
+        result.outputFiles.push({ path: o.reported, digest: digest.toProto(), isExecutable: (st.mode & 0o111) !== 0, nodeProperties: this.props(st, 'file') });
       }
     }
     return result;
   }
 
-  private props(st: Stats, isFile: boolean): re.INodeProperties | undefined {
+  private view(): RootView {
+    return { hostPath: (rel: string) => this.hostPath(rel), mountPoint: this.opts.mountPoint ?? '/' };
+  }
+
+  /**
+   * What a symlink output points at, resolved inside the sandbox: a file, a directory, or
+   * unknown (dangling, or outside the input root, which this server does not look at).
+   */
+  private async symlinkTargetType(rel: string): Promise<'file' | 'directory' | 'unknown'> {
+    const target = await resolveInRoot(this.view(), rel, { followLast: true });
+    if (target === undefined) return 'unknown';
+    try {
+      const st = await lstat(this.hostPath(target));
+      return st.isDirectory() ? 'directory' : st.isFile() ? 'file' : 'unknown';
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  /** The node properties the Command asked for (output_node_properties), for one entry. */
+  private props(st: Stats, kind: 'file' | 'directory' | 'symlink'): re.INodeProperties | undefined {
     const p: re.INodeProperties = {};
     let any = false;
     if (this.opts.nodeProperties.includes('mtime')) {
@@ -98,7 +142,8 @@ export class OutputCollector {
       p.mtime = { seconds: Math.floor(ms / 1000), nanos: Math.round((ms % 1000) * 1e6) };
       any = true;
     }
-    if (this.opts.nodeProperties.includes('unix_mode') && isFile) {
+    // A symlink's mode is always 0777 on Linux: it says nothing.
+    if (this.opts.nodeProperties.includes('unix_mode') && kind !== 'symlink') {
       p.unixMode = { value: st.mode & 0o7777 };
       any = true;
     }
@@ -108,19 +153,22 @@ export class OutputCollector {
   /** Build the Directory for a host directory, storing every descendant Directory as a blob. */
   private async directory(rel: string, host: string): Promise<{ root: re.IDirectory; children: Array<{ digest: Digest; directory: re.IDirectory }> }> {
     const children: Array<{ digest: Digest; directory: re.IDirectory }> = [];
+    // With node properties asked for, every Directory carries its own (mtime, mode): the
+    // input's messages for a cached read-only subtree would not say them.
+    const withProps = this.opts.nodeProperties.length > 0;
     const build = async (rel: string, host: string): Promise<re.IDirectory> => {
       const cached = this.staged.cachedDirs.get(rel);
-      if (cached) return this.knownDirectory(cached.digest, children);
+      if (cached && !withProps) return this.knownDirectory(cached.digest, children);
       const dir: re.IDirectory = { files: [], directories: [], symlinks: [] };
       const entries = (await readdir(host, { withFileTypes: true })).sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
       const fileJobs: Array<() => Promise<void>> = [];
       for (const e of entries) {
         const childRel = rel ? `${rel}/${e.name}` : e.name;
         if (this.opts.ignore.has(childRel)) continue;
-        const childHost = join(host, e.name);
+        const childHost = this.hostPath(childRel);
         if (e.isSymbolicLink()) {
           const st = await lstat(childHost);
-          dir.symlinks!.push({ name: e.name, target: await readlink(childHost), nodeProperties: this.props(st, false) });
+          dir.symlinks!.push({ name: e.name, target: await readlink(childHost), nodeProperties: this.props(st, 'symlink') });
         } else if (e.isDirectory()) {
           const sub = await build(childRel, childHost);
           const digest = await this.store(re.Directory.encode(sub).finish());
@@ -130,13 +178,14 @@ export class OutputCollector {
           fileJobs.push(async () => {
             const st = await stat(childHost);
             const digest = await this.file(childHost, st);
-            dir.files!.push({ name: e.name, digest: digest.toProto(), isExecutable: (st.mode & 0o111) !== 0, nodeProperties: this.props(st, true) });
+            dir.files!.push({ name: e.name, digest: digest.toProto(), isExecutable: (st.mode & 0o111) !== 0, nodeProperties: this.props(st, 'file') });
           });
         }
         // Sockets, FIFOs and device nodes are not content: skipped.
       }
       for (let i = 0; i < fileJobs.length; i += PARALLEL_FILES) await Promise.all(fileJobs.slice(i, i + PARALLEL_FILES).map((j) => j()));
       dir.files!.sort(byName);
+      if (withProps) dir.nodeProperties = this.props(await stat(host), 'directory');
       return canonicalDirectory(dir);
     };
     const root = await build(rel, host);

@@ -20,6 +20,12 @@ describe('Capabilities', () => {
     expect(caps.cacheCapabilities.maxBatchTotalSizeBytes).toBe(4 * 1024 * 1024);
   });
 
+  it('lists the node properties input staging honours (not platform properties)', async () => {
+    const caps: any = await call(d.clients.capabilities, 'GetCapabilities', { instanceName: '' });
+    expect(caps.executionCapabilities.execEnabled).toBe(true);
+    expect([...caps.executionCapabilities.supportedNodeProperties].sort()).toEqual(['SubtreeReadOnly', 'mtime', 'unix_mode']);
+  });
+
   it('refuses a malformed instance name, naming it', async () => {
     await expect(call(d.clients.capabilities, 'GetCapabilities', { instanceName: 'a//b' })).rejects.toMatchObject({
       code: 3,
