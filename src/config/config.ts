@@ -78,6 +78,17 @@ export interface ExecutionConfig {
   maxTimeoutSeconds: number;
   /** How long finished operations stay queryable (WaitExecution, GetOperation). */
   operationRetentionSeconds: number;
+  /** The host-tools sandbox (Bazel, recc): what its actions see of the host. */
+  hostTools: HostToolsConfig;
+}
+
+export interface HostToolsConfig {
+  /**
+   * The file system host-tools actions see as "/", read-only: the host's own (the default), or
+   * a toolchain root, e.g. one whose compilers match those the clients configured (Bazel
+   * checks that remote compiles include nothing from outside the toolchain it knows).
+   */
+  root: string;
 }
 
 /** A size in bytes, or a share of something else (the file system, or storage.max-bytes). */
@@ -158,6 +169,7 @@ export function defaultConfig(): Config {
       defaultTimeoutSeconds: 24 * 3600,
       maxTimeoutSeconds: 7 * 24 * 3600,
       operationRetentionSeconds: 3600,
+      hostTools: { root: '/' },
     },
   };
 }
@@ -212,7 +224,17 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
     defaultTimeoutSeconds: duration('default-timeout', base.defaultTimeoutSeconds),
     maxTimeoutSeconds: duration('max-timeout', base.maxTimeoutSeconds),
     operationRetentionSeconds: duration('operation-retention', base.operationRetentionSeconds),
+    hostTools: compileHostTools(section(raw, 'host-tools', where), `${where}: host-tools`, base.hostTools),
   };
+}
+
+/** execution.host-tools: {root}. Whether the root is usable is checked when the daemon starts. */
+function compileHostTools(raw: Raw, where: string, base: HostToolsConfig): HostToolsConfig {
+  for (const k of Object.keys(raw)) if (!['root'].includes(k)) throw new ConfigError(`${where}: no setting "${k}" (root)`);
+  const root = raw['root'];
+  if (root === undefined || root === null) return { ...base };
+  if (typeof root !== 'string' || !root) throw new ConfigError(`${where}: "root" must be the path of a directory, e.g. / or /srv/toolchain-root`);
+  return { ...base, root: userPath(root) };
 }
 
 type Raw = Record<string, unknown>;

@@ -16,6 +16,7 @@ import { Code } from '../util/status-error.js';
 import { InputStager } from '../worker/input-stager.js';
 import type { TreeLimits } from '../worker/input-tree.js';
 import { WorkerPool } from '../worker/worker-pool.js';
+import { checkHostToolsRoot } from './host-tools-root.js';
 import { detectIsaSupport, resolvePools, whyUnavailable, type IsaSupport } from './isa-support.js';
 import { buildJob, type JobOptions } from './job-builder.js';
 import { holdInputsOfQueuedActions, InUseDigests } from '../gc/in-use-digests.js';
@@ -51,6 +52,7 @@ export class ExecutionEngine {
     treeLimits?: TreeLimits;
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
+    await checkHostToolsRoot(config.hostTools.root);
     const workDir = join(dataDir, 'work');
     // Build directories of a previous run are garbage: their operations are re-run from the journal.
     await rm(workDir, { recursive: true, force: true });
@@ -74,7 +76,12 @@ export class ExecutionEngine {
       treeLimits: opts.treeLimits,
     };
     const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
-    const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], log }, log);
+    const workers = new WorkerPool(
+      scheduler,
+      { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], hostToolsRoot: config.hostTools.root, log },
+      log,
+    );
+    if (config.hostTools.root !== '/') log.info(`host-tools actions see ${config.hostTools.root} as their root file system (read-only)`);
     const inUse = new InUseDigests();
     holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);

@@ -20,6 +20,11 @@ export interface RunRequest {
   hide: string[];
   /** Host files (the daemon's unix sockets) the host-tools sandbox covers with /dev/null. */
   hideFiles?: string[];
+  /**
+   * The host directory the host-tools sandbox shows read-only as "/" (a toolchain root whose
+   * compilers match the clients'); default the host's own "/".
+   */
+  hostToolsRoot?: string;
 }
 
 export interface RunResult {
@@ -44,19 +49,30 @@ export const HOST_TOOLS_ROOT = '/tmp/reexec-build';
  * Host-tools sandbox (Bazel, recc): the host's filesystem read-only, the input root at
  * HOST_TOOLS_ROOT, the same isolation otherwise.
  */
-export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, statusFd: number): string[] {
+export function bubblewrapArgs(
+  req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>,
+  statusFd: number,
+  /** Whether a host path exists (mount points a configured host-tools root may lack). */
+  exists: (hostPath: string) => boolean = existsSync,
+): string[] {
   const { staged, platform } = req;
   const a: string[] = ['--unshare-user', '--uid', String(platform.uid), '--gid', String(platform.gid), '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
   if (!platform.network) a.push('--unshare-net');
   a.push('--hostname', 'reexec', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
   let cwd: string;
   if (platform.sandbox === 'host-tools') {
+    // Host paths as the sandbox sees them under the host-tools root (those outside it are not there at all).
+    const root = (req.hostToolsRoot ?? '/').replace(/(.)\/+$/, '$1');
+    const inside = (p: string): string | undefined => (root === '/' ? p : p === root ? '/' : p.startsWith(root + '/') ? p.slice(root.length) : undefined);
+    const hide = req.hide.map(inside).filter((p): p is string => p !== undefined && p !== '/');
+    const hideFiles = (req.hideFiles ?? []).map(inside).filter((p): p is string => p !== undefined);
     // /run holds the host's sockets (D-Bus, container engines, ...): a unix socket on a
     // read-only mount still accepts connections, so it is covered like /tmp.
-    const covered = ['/tmp', '/run', ...req.hide];
-    a.push('--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp', '--tmpfs', '/run');
-    for (const h of req.hide) a.push('--tmpfs', h);
-    for (const f of req.hideFiles ?? []) if (!covered.some((c) => f.startsWith(c + '/'))) a.push('--ro-bind', '/dev/null', f);
+    const run = root === '/' || exists(join(root, 'run')) ? ['/run'] : [];
+    const covered = ['/tmp', ...run, ...hide];
+    a.push('--ro-bind', root, '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp', ...run.flatMap((r) => ['--tmpfs', r]));
+    for (const h of hide) a.push('--tmpfs', h);
+    for (const f of hideFiles) if (!covered.some((c) => f.startsWith(c + '/'))) a.push('--ro-bind', '/dev/null', f);
     a.push('--bind', staged.rootDir, HOST_TOOLS_ROOT);
     for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, HOST_TOOLS_ROOT + m.dest);
     cwd = join(HOST_TOOLS_ROOT, req.workingDirectory);

@@ -23,6 +23,8 @@ export interface ExecutorContext {
   hide: string[];
   /** Host files actions must never reach (the daemon's unix sockets). */
   hideFiles?: string[];
+  /** The file system host-tools actions see as "/" (read-only); default the host's. */
+  hostToolsRoot?: string;
   log: Logger;
 }
 
@@ -108,6 +110,7 @@ export async function executeAction(
       signal,
       hide: ctx.hide,
       hideFiles: ctx.hideFiles,
+      hostToolsRoot: ctx.hostToolsRoot,
     });
     meta.executionStartTimestamp = ts(run.startedAt);
     meta.executionCompletedTimestamp = ts(run.completedAt);

@@ -52,4 +52,17 @@ describe('bubblewrapArgs', () => {
     expect(pairs(a, '--bind')[0]).toEqual(['/w/root', HOST_TOOLS_ROOT]);
     expect(a[a.indexOf('--chdir') + 1]).toBe(`${HOST_TOOLS_ROOT}/build/x`);
   });
+  it('host-tools with a configured root: that root read-only as "/", host paths mapped into it', () => {
+    const p = parsePlatform({ properties: [{ name: 'reexec-sandbox', value: 'host-tools' }] });
+    const req = { ...base, hide: ['/srv/root/var/data', '/elsewhere/data'], hideFiles: ['/srv/root/srv/reexec.sock', '/other.sock'], hostToolsRoot: '/srv/root/', staged: staged({ mounts: [] }), argv: ['gcc'], platform: p };
+    const a = bubblewrapArgs(req, 3, () => false);
+    expect(pairs(a, '--ro-bind')[0]).toEqual(['/srv/root', '/']);
+    const tmpfs = pairs(a, '--tmpfs').map((x) => x[0]);
+    expect(tmpfs).toContain('/var/data');
+    expect(tmpfs).not.toContain('/run'); // the root has no /run to cover
+    expect(a.join(' ')).not.toContain('/elsewhere');
+    expect(pairs(a, '--ro-bind')).toContainEqual(['/dev/null', '/srv/reexec.sock']);
+    expect(a.join(' ')).not.toContain('/other.sock');
+    expect(pairs(bubblewrapArgs(req, 3, () => true), '--tmpfs').map((x) => x[0])).toContain('/run');
+  });
 });
