@@ -4,8 +4,8 @@ import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
 import type { ExecutionConfig } from '../config/config.js';
-import type { Operation } from '../scheduler/operation.js';
-import { LmdbOperationJournal } from '../scheduler/operation-journal.js';
+import { Execution, Operation, type Job } from '../scheduler/operation.js';
+import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-journal.js';
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { findBubblewrap } from '../runner/bubblewrap-runner.js';
@@ -89,30 +89,45 @@ export class ExecutionEngine {
     return new ExecutionEngine(support, scheduler, workers, jobOptions, inUse);
   }
 
-  /** Operations of a previous run: finished ones stay queryable, unfinished ones run again. */
+  /**
+   * Operations of a previous run: finished ones stay queryable, unfinished ones run again,
+   * those that shared an execution sharing it again.
+   */
   private static async restore(scheduler: Scheduler, journal: LmdbOperationJournal, cas: BlobStore, jobOptions: JobOptions, log: Logger): Promise<void> {
-    let requeued = 0;
-    for (const rec of journal.load()) {
-      const stub = { instance: rec.instance, actionDigest: rec.actionDigest, action: {}, command: {}, platform: parsePlatform(undefined), priority: rec.priority, doNotCache: true, timeoutMs: 0 };
-      const op: Operation = { name: rec.name, job: stub, stage: rec.stage, pool: rec.pool, queuedAt: rec.queuedAt, completedAt: rec.completedAt, response: rec.response, attempts: rec.attempts, abort: new AbortController(), client: rec.client };
-      if (rec.stage === 'COMPLETED') {
-        scheduler.restore(op);
+    const stubJob = (e: JournalEntry): Job => ({ instance: e.instance, actionDigest: e.actionDigest, action: {}, command: {}, platform: parsePlatform(undefined), priority: e.priority, doNotCache: true, timeoutMs: 0 });
+    const unfinished = new Map<string, JournalEntry[]>();
+    for (const e of journal.load()) {
+      if (e.stage !== 'COMPLETED') {
+        unfinished.set(e.execution, [...(unfinished.get(e.execution) ?? []), e]);
         continue;
       }
-      if (rec.attempts >= MAX_ATTEMPTS) {
-        scheduler.restore(op, { status: { code: Code.UNAVAILABLE, message: `the daemon stopped while this action ran, ${rec.attempts} times; not retried again` } });
+      const ex = new Execution(e.execution, stubJob(e), e.pool, e.queuedAt);
+      ex.stage = 'COMPLETED';
+      ex.completedAt = e.completedAt;
+      ex.response = e.response;
+      scheduler.restoreCompleted(new Operation(e.name, ex, e.queuedAt, e.submitter));
+    }
+    let requeued = 0;
+    for (const [id, entries] of unfinished) {
+      const first = entries.reduce((a, b) => (b.queuedAt < a.queuedAt ? b : a));
+      const priority = Math.min(...entries.map((e) => e.priority));
+      const ex = new Execution(id, stubJob(first), first.pool, first.queuedAt);
+      ex.attempts = Math.max(...entries.map((e) => e.attempts));
+      const ops = entries.map((e) => new Operation(e.name, ex, e.queuedAt, e.submitter));
+      if (ex.attempts >= MAX_ATTEMPTS) {
+        scheduler.restoreExecution(ex, ops, { status: { code: Code.UNAVAILABLE, message: `the daemon stopped while this action ran, ${ex.attempts} times; not retried again` } });
         continue;
       }
       try {
-        op.job = await buildJob(cas, rec.instance, rec.actionDigest, jobOptions, rec.priority);
-        op.pool = scheduler.poolFor(op.job.platform).name;
-        scheduler.restore(op);
+        ex.job = await buildJob(cas, first.instance, first.actionDigest, jobOptions, priority);
+        ex.pool = scheduler.poolFor(ex.job.platform).name;
+        scheduler.restoreExecution(ex, ops);
         requeued++;
       } catch (err) {
-        scheduler.restore(op, { status: errorToRpcStatus(err) });
+        scheduler.restoreExecution(ex, ops, { status: errorToRpcStatus(err) });
       }
     }
-    if (requeued) log.info(`re-queued ${requeued} operation(s) interrupted by the last shutdown`);
+    if (requeued) log.info(`re-queued ${requeued} action(s) interrupted by the last shutdown`);
   }
 
   async stop(): Promise<void> {

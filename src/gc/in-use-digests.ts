@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { Digest } from '../digest/digest.js';
-import type { Job, Operation } from '../scheduler/operation.js';
+import type { Execution, Job } from '../scheduler/operation.js';
 
 /**
  * Blobs that must not be evicted because something holds them: the inputs of queued and
@@ -57,12 +57,12 @@ export function jobDigestKeys(job: Job): string[] {
 }
 
 /**
- * Keep `inUse` in step with a scheduler: an operation's inputs are held from the moment it is
+ * Keep `inUse` in step with a scheduler: an execution's inputs are held from the moment it is
  * queued until it completes. Subscribe before operations are restored from the journal.
  */
 export function holdInputsOfQueuedActions(scheduler: EventEmitter, inUse: InUseDigests): void {
-  scheduler.on('change', (op: Operation) => {
-    if (op.stage === 'COMPLETED') inUse.release(op.name);
-    else inUse.hold(op.name, jobDigestKeys(op.job));
+  scheduler.on('execution', (ex: Execution) => {
+    if (ex.stage === 'COMPLETED') inUse.release(ex.id);
+    else inUse.hold(ex.id, jobDigestKeys(ex.job));
   });
 }

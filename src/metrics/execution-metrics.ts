@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { re } from '../proto.js';
-import type { Operation } from '../scheduler/operation.js';
+import type { Execution } from '../scheduler/operation.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { codeName } from './rpc-metrics.js';
 
@@ -22,9 +22,9 @@ export function outcomeOf(response: re.IExecuteResponse | undefined): string {
   return (response?.result?.exitCode ?? 0) === 0 ? 'success' : 'exit_nonzero';
 }
 
-/** The running operations, by pool: what the worker slots hold. */
+/** The running executions, by slot: what the worker slots hold. */
 export interface RunningSource {
-  readonly running: ReadonlyMap<string, Operation>;
+  readonly running: ReadonlyMap<string, Execution>;
 }
 
 /**
@@ -59,7 +59,7 @@ export class ExecutionMetrics {
       registers,
       collect() {
         const counts = new Map(scheduler.pools.map((p) => [p.name, 0]));
-        for (const op of workers.running.values()) counts.set(op.pool, (counts.get(op.pool) ?? 0) + 1);
+        for (const ex of workers.running.values()) counts.set(ex.pool, (counts.get(ex.pool) ?? 0) + 1);
         for (const [pool, n] of counts) this.set({ pool }, n);
       },
     });
@@ -73,11 +73,12 @@ export class ExecutionMetrics {
       },
     });
 
-    scheduler.on('change', (op: Operation) => {
-      if (op.stage !== 'COMPLETED') return;
-      const pool = { pool: op.pool };
-      executed.inc({ ...pool, outcome: outcomeOf(op.response) });
-      const meta = op.response?.result?.executionMetadata;
+    // Once per run, however many operations waited on it.
+    scheduler.on('execution', (ex: Execution) => {
+      if (ex.stage !== 'COMPLETED') return;
+      const pool = { pool: ex.pool };
+      executed.inc({ ...pool, outcome: outcomeOf(ex.response) });
+      const meta = ex.response?.result?.executionMetadata;
       if (!meta) return;
       const observe = (h: Histogram<'pool'>, s: number | undefined): void => {
         if (s !== undefined) h.observe(pool, s);

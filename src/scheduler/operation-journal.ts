@@ -4,14 +4,20 @@ import { digestFunctionFromName } from '../digest/digest-function.js';
 import { InstanceName } from '../digest/instance-name.js';
 import { re } from '../proto.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
-import type { Job, Operation } from './operation.js';
+import type { Job, Operation, Stage, Submitter } from './operation.js';
 import type { OperationJournal } from './scheduler.js';
 
+/**
+ * One operation and what it knows of its execution. Operations sharing an execution carry the
+ * same `execution` id and the same execution fields. Records written before operations had
+ * executions of their own lack `execution`: each is then an execution of its own.
+ */
 interface OperationRecord {
   name: string;
+  execution?: string;
   instance: string;
   action: { f: string; h: string; s: number };
-  stage: Operation['stage'];
+  stage: Stage;
   pool: string;
   priority: number;
   queuedAt: number;
@@ -19,6 +25,22 @@ interface OperationRecord {
   attempts: number;
   response?: Buffer;
   client?: string;
+}
+
+/** An operation as the journal holds it; rebuilding its job (Action, Command, inputs) is the caller's business. */
+export interface JournalEntry {
+  name: string;
+  execution: string;
+  instance: InstanceName;
+  actionDigest: Digest;
+  stage: Stage;
+  pool: string;
+  priority: number;
+  queuedAt: Date;
+  completedAt?: Date;
+  attempts: number;
+  response?: re.IExecuteResponse;
+  submitter: Submitter;
 }
 
 /** Operations in LMDB, so the queue and recent results survive a daemon restart. */
@@ -30,18 +52,21 @@ export class LmdbOperationJournal implements OperationJournal {
   }
 
   save(op: Operation): void {
+    const ex = op.execution;
+    const response = op.response;
     const rec: OperationRecord = {
       name: op.name,
+      execution: ex.id,
       instance: op.job.instance.value,
       action: { f: op.job.actionDigest.fn.name, h: op.job.actionDigest.hash, s: op.job.actionDigest.sizeBytes },
       stage: op.stage,
-      pool: op.pool,
+      pool: ex.pool,
       priority: op.job.priority,
       queuedAt: op.queuedAt.getTime(),
       completedAt: op.completedAt?.getTime(),
-      attempts: op.attempts,
-      response: op.response ? Buffer.from(re.ExecuteResponse.encode(op.response).finish()) : undefined,
-      client: op.client,
+      attempts: ex.attempts,
+      response: response ? Buffer.from(re.ExecuteResponse.encode(response).finish()) : undefined,
+      client: op.submitter.client,
     };
     this.db.put(op.name, rec).catch(() => undefined);
   }
@@ -50,17 +75,15 @@ export class LmdbOperationJournal implements OperationJournal {
     this.db.remove(name).catch(() => undefined);
   }
 
-  /**
-   * What the journal holds, for restore: each record with its action digest. Rebuilding the
-   * job (reloading Action, Command, inputs) is the caller's business.
-   */
-  load(): Array<{ name: string; instance: InstanceName; actionDigest: Digest; stage: Operation['stage']; pool: string; priority: number; queuedAt: Date; completedAt?: Date; attempts: number; response?: re.IExecuteResponse; client?: string }> {
-    const out = [];
+  /** What the journal holds, for restore. */
+  load(): JournalEntry[] {
+    const out: JournalEntry[] = [];
     for (const { value: r } of this.db.getRange()) {
       const fn = digestFunctionFromName(r.action.f);
       if (!fn) continue;
       out.push({
         name: r.name,
+        execution: r.execution ?? r.name,
         instance: InstanceName.parse(r.instance),
         actionDigest: Digest.of(fn, r.action.h, r.action.s),
         stage: r.stage,
@@ -70,7 +93,7 @@ export class LmdbOperationJournal implements OperationJournal {
         completedAt: r.completedAt ? new Date(r.completedAt) : undefined,
         attempts: r.attempts,
         response: r.response ? re.ExecuteResponse.decode(r.response) : undefined,
-        client: r.client,
+        submitter: { client: r.client },
       });
     }
     return out;

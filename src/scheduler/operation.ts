@@ -15,33 +15,105 @@ export interface Job {
   action: IAction;
   command: ICommand;
   platform: PlatformRequirements;
-  /** Fetched and validated at Execute time; re-fetched if the daemon restarted. */
+  /** Fetched and validated at Execute time; re-fetched if the daemon restarted; dropped once run. */
   inputTree?: InputTree;
   priority: number;
   doNotCache: boolean;
   timeoutMs: number;
 }
 
-/** The scheduler's view of one execution, shared by every client waiting on it. */
-export interface Operation {
-  name: string;
-  job: Job;
-  stage: Stage;
-  pool: string;
-  queuedAt: Date;
+/** Who asked for an operation. */
+export interface Submitter {
+  /** The client's peer, for the status view. */
+  client?: string;
+}
+
+/**
+ * One run of an action: queued, running in a worker slot, or done. Identical cacheable
+ * actions in flight share one Execution, each client holding an Operation of its own on it,
+ * so one client's cancel or delete never ends another's build.
+ */
+export class Execution {
+  stage: Stage = 'QUEUED';
   startedAt?: Date;
   completedAt?: Date;
-  /** Set when done: the ExecuteResponse clients get. */
+  /** Set when done: the ExecuteResponse of the run. */
   response?: re.IExecuteResponse;
   /** The worker slot running it, for the status view. */
   worker?: string;
   /** What the worker is doing while EXECUTING, for the status view. */
   phase?: ExecutionPhase;
-  attempts: number;
-  /** Cancels the running action (CancelOperation, daemon shutdown). */
-  abort: AbortController;
-  /** Client's peer, for the status view. */
-  client?: string;
+  attempts = 0;
+  /** Stops the running action (last waiting operation cancelled, daemon shutdown). */
+  readonly abort = new AbortController();
+  /** The operations that still wait on this execution (neither cancelled nor deleted). */
+  readonly operations = new Set<Operation>();
+
+  constructor(
+    /** Stable across restarts (journal), unique among executions. */
+    readonly id: string,
+    public job: Job,
+    public pool: string,
+    readonly queuedAt: Date,
+  ) {}
+
+  /** The operation names waiting on this execution, the oldest first. */
+  get operationNames(): string[] {
+    return [...this.operations].map((o) => o.name);
+  }
+}
+
+/**
+ * What one Execute call returned: a name the client can wait on, cancel or delete. It shows
+ * its execution's progress until it is done, or until it was cancelled on its own while other
+ * operations kept the execution going.
+ */
+export class Operation {
+  private own?: { response: re.IExecuteResponse; completedAt: Date };
+
+  constructor(
+    readonly name: string,
+    public execution: Execution,
+    readonly queuedAt: Date,
+    readonly submitter: Submitter = {},
+  ) {}
+
+  get stage(): Stage {
+    return this.own ? 'COMPLETED' : this.execution.stage;
+  }
+
+  get response(): re.IExecuteResponse | undefined {
+    return this.own?.response ?? (this.execution.stage === 'COMPLETED' ? this.execution.response : undefined);
+  }
+
+  get completedAt(): Date | undefined {
+    return this.own?.completedAt ?? this.execution.completedAt;
+  }
+
+  get job(): Job {
+    return this.execution.job;
+  }
+
+  get pool(): string {
+    return this.execution.pool;
+  }
+
+  get startedAt(): Date | undefined {
+    return this.execution.startedAt;
+  }
+
+  get phase(): ExecutionPhase | undefined {
+    return this.execution.phase;
+  }
+
+  get client(): string | undefined {
+    return this.submitter.client;
+  }
+
+  /** Finish this operation alone (cancelled while others still wait on its execution). */
+  finishAlone(response: re.IExecuteResponse, at = new Date()): void {
+    this.own = { response, completedAt: at };
+  }
 }
 
 export const isDone = (op: Operation): boolean => op.stage === 'COMPLETED';

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import type { re } from '../proto.js';
 import { Code, failedPrecondition, notFound, StatusError } from '../util/status-error.js';
-import type { Job, Operation, Stage } from './operation.js';
+import { Execution, Operation, type Job, type Stage, type Submitter } from './operation.js';
 import { canonicalIsa, type PlatformRequirements } from './platform.js';
 
 /** A set of worker slots for one ISA (or several ISAs one machine provides natively). */
@@ -17,6 +18,8 @@ export interface PoolSpec {
 export interface SchedulerEvents {
   /** An operation changed stage or finished. */
   change: (op: Operation) => void;
+  /** An execution was queued, started or finished (once per run, however many operations wait on it). */
+  execution: (ex: Execution) => void;
 }
 
 /** What the scheduler persists so that the queue and recent operations survive a restart. */
@@ -25,18 +28,23 @@ export interface OperationJournal {
   remove(name: string): void;
 }
 
+type Waiter = (ex: Execution) => void;
+
 /**
- * Queues and operations, nothing about processes. Workers pull work with next(); identical
- * cacheable actions in flight share one operation; priorities order each pool's queue
- * (lower value first, as REAPI says), ties in arrival order.
+ * Queues, executions and operations, nothing about processes. Workers pull executions with
+ * next(); each Execute call gets an Operation of its own, and identical cacheable actions in
+ * flight share one Execution; priorities order each pool's queue (lower value first, as REAPI
+ * says), ties in arrival order.
  */
 export class Scheduler extends EventEmitter {
   private readonly operations = new Map<string, Operation>();
-  private readonly inflight = new Map<string, Operation>();
-  private readonly queues = new Map<string, Operation[]>();
-  private readonly waiting = new Map<string, Array<(op: Operation) => void>>();
+  /** Queued and running executions, by id. */
+  private readonly active = new Map<string, Execution>();
+  private readonly inflight = new Map<string, Execution>();
+  private readonly queues = new Map<string, Execution[]>();
+  private readonly waiting = new Map<string, Waiter[]>();
   private seq = 0;
-  private readonly order = new WeakMap<Operation, number>();
+  private readonly order = new WeakMap<Execution, number>();
   private closed = false;
   get isClosed(): boolean {
     return this.closed;
@@ -77,167 +85,247 @@ export class Scheduler extends EventEmitter {
     );
   }
 
+  /** Executions are shared by identical actions of one instance. */
   private dedupKey(job: Job): string {
     return `${job.instance.value}\u0000${job.actionDigest.key}/${job.actionDigest.sizeBytes}`;
   }
 
-  /** Queue a job, or join the identical one already in flight. */
-  submit(job: Job, client?: string): Operation {
+  /** Queue a job for one client, or let it wait on the identical execution already in flight. */
+  submit(job: Job, submitter: Submitter = {}): Operation {
     if (this.closed) throw new StatusError(Code.UNAVAILABLE, 'the server is shutting down; retry');
     const pool = this.poolFor(job.platform);
     const key = this.dedupKey(job);
+    const now = new Date();
     if (!job.doNotCache) {
       const existing = this.inflight.get(key);
-      if (existing && existing.stage !== 'COMPLETED') return existing;
+      if (existing && existing.stage !== 'COMPLETED') {
+        const op = this.addOperation(new Operation(this.newName(job), existing, now, submitter));
+        if (existing.stage === 'QUEUED') this.joinedQueued(existing, job.priority);
+        return op;
+      }
     }
-    const op: Operation = {
-      name: `operations/${randomUUID()}`,
-      job,
-      stage: 'QUEUED',
-      pool: pool.name,
-      queuedAt: new Date(),
-      attempts: 0,
-      abort: new AbortController(),
-      client,
-    };
-    this.operations.set(op.name, op);
-    if (!job.doNotCache) this.inflight.set(key, op);
-    this.enqueue(op);
+    const ex = new Execution(randomUUID(), job, pool.name, now);
+    this.active.set(ex.id, ex);
+    if (!job.doNotCache) this.inflight.set(key, ex);
+    const op = this.addOperation(new Operation(this.newName(job), ex, now, submitter));
+    this.enqueue(ex);
     return op;
   }
 
   /** An operation answered without running (an action cache hit), so WaitExecution and GetOperation know it. */
-  recordCompleted(job: Job, response: Operation['response'], client?: string): Operation {
+  recordCompleted(job: Job, response: re.IExecuteResponse, submitter: Submitter = {}): Operation {
     const now = new Date();
-    const op: Operation = {
-      name: `operations/${randomUUID()}`,
-      job,
-      stage: 'COMPLETED',
-      pool: this.poolFor(job.platform).name,
-      queuedAt: now,
-      completedAt: now,
-      response,
-      attempts: 0,
-      abort: new AbortController(),
-      client,
-    };
+    const ex = new Execution(randomUUID(), job, this.poolFor(job.platform).name, now);
+    ex.stage = 'COMPLETED';
+    ex.completedAt = now;
+    ex.response = response;
+    const op = new Operation(this.newName(job), ex, now, submitter);
     this.operations.set(op.name, op);
+    this.journal?.save(op);
     return op;
   }
 
-  /** Put back an operation loaded from the journal after a restart. */
-  restore(op: Operation, failure?: Operation['response']): void {
+  /**
+   * Operation names: `operations/UUID`, under the instance for named instances
+   * (`INSTANCE/operations/UUID`), so that ListOperations can list one instance's.
+   */
+  private newName(job: Job): string {
+    return job.instance.value ? `${job.instance.value}/operations/${randomUUID()}` : `operations/${randomUUID()}`;
+  }
+
+  private addOperation(op: Operation): Operation {
     this.operations.set(op.name, op);
+    op.execution.operations.add(op);
+    this.journal?.save(op);
+    this.emit('change', op);
+    return op;
+  }
+
+  /** A finished operation loaded from the journal after a restart. */
+  restoreCompleted(op: Operation): void {
+    this.operations.set(op.name, op);
+  }
+
+  /** An unfinished execution loaded from the journal, with the operations waiting on it; `failure` ends it at once. */
+  restoreExecution(ex: Execution, ops: Operation[], failure?: re.IExecuteResponse): void {
+    for (const op of ops) {
+      this.operations.set(op.name, op);
+      ex.operations.add(op);
+    }
+    this.active.set(ex.id, ex);
+    ex.stage = 'QUEUED';
     if (failure) {
-      op.stage = 'QUEUED';
-      this.complete(op, failure);
+      this.complete(ex, failure);
       return;
     }
-    if (op.stage === 'COMPLETED') return;
-    op.stage = 'QUEUED';
-    if (!op.job.doNotCache) this.inflight.set(this.dedupKey(op.job), op);
-    this.enqueue(op);
+    if (!ex.job.doNotCache) this.inflight.set(this.dedupKey(ex.job), ex);
+    this.enqueue(ex);
   }
 
-  private enqueue(op: Operation): void {
-    this.order.set(op, this.seq++);
-    this.journal?.save(op);
-    const waiter = this.waiting.get(op.pool)!.shift();
-    if (waiter) {
-      this.start(op);
-      waiter(op);
-      return;
-    }
-    const q = this.queues.get(op.pool)!;
-    const key = (o: Operation): [number, number] => [o.job.priority, this.order.get(o)!];
-    const [p, s] = key(op);
+  private rank(ex: Execution): [number, number] {
+    return [ex.job.priority, this.order.get(ex)!];
+  }
+
+  private before(a: Execution, b: Execution): boolean {
+    const [ap, as] = this.rank(a);
+    const [bp, bs] = this.rank(b);
+    return ap < bp || (ap === bp && as < bs);
+  }
+
+  private insert(q: Execution[], ex: Execution): void {
     let i = q.length;
-    while (i > 0) {
-      const [qp, qs] = key(q[i - 1]!);
-      if (qp < p || (qp === p && qs < s)) break;
-      i--;
-    }
-    q.splice(i, 0, op);
-    this.emit('change', op);
+    while (i > 0 && !this.before(q[i - 1]!, ex)) i--;
+    q.splice(i, 0, ex);
   }
 
-  private start(op: Operation): void {
-    op.stage = 'EXECUTING';
-    op.startedAt = new Date();
-    op.attempts++;
-    this.journal?.save(op);
-    this.emit('change', op);
+  private enqueue(ex: Execution): void {
+    this.order.set(ex, this.seq++);
+    this.saveAll(ex);
+    const waiter = this.waiting.get(ex.pool)!.shift();
+    if (waiter) {
+      this.start(ex);
+      waiter(ex);
+      return;
+    }
+    this.insert(this.queues.get(ex.pool)!, ex);
+    this.emitAll(ex);
   }
 
-  /** A worker of `pool` takes the next operation, waiting until there is one. */
-  next(pool: string, signal?: AbortSignal): Promise<Operation> {
-    const q = this.queues.get(pool);
-    if (!q) throw new Error(`unknown pool ${pool}`);
-    const op = q.shift();
-    if (op) {
-      this.start(op);
-      return Promise.resolve(op);
+  /** Another operation waits on a queued execution: it may raise its priority. */
+  private joinedQueued(ex: Execution, priority: number): void {
+    const q = this.queues.get(ex.pool)!;
+    if (priority < ex.job.priority) {
+      ex.job.priority = priority;
+      const i = q.indexOf(ex);
+      if (i >= 0) {
+        q.splice(i, 1);
+        this.insert(q, ex);
+      }
     }
+  }
+
+  private start(ex: Execution): void {
+    ex.stage = 'EXECUTING';
+    ex.startedAt = new Date();
+    ex.attempts++;
+    this.saveAll(ex);
+    this.emitAll(ex);
+  }
+
+  private saveAll(ex: Execution): void {
+    for (const op of ex.operations) this.journal?.save(op);
+  }
+
+  private emitAll(ex: Execution): void {
+    this.emit('execution', ex);
+    for (const op of ex.operations) this.emit('change', op);
+  }
+
+  private wait(list: Waiter[], signal?: AbortSignal): Promise<Execution> {
     return new Promise((resolve, reject) => {
-      const waiters = this.waiting.get(pool)!;
-      const waiter = (o: Operation): void => {
+      if (signal?.aborted) return reject(new Error('worker stopped'));
+      const waiter: Waiter = (ex) => {
         signal?.removeEventListener('abort', onAbort);
-        resolve(o);
+        resolve(ex);
       };
       const onAbort = (): void => {
-        const i = waiters.indexOf(waiter);
-        if (i >= 0) waiters.splice(i, 1);
+        const i = list.indexOf(waiter);
+        if (i >= 0) list.splice(i, 1);
         reject(new Error('worker stopped'));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      waiters.push(waiter);
+      list.push(waiter);
     });
   }
 
-  /** Finish an operation with its ExecuteResponse. */
-  complete(op: Operation, response: Operation['response']): void {
-    if (op.stage === 'COMPLETED') return;
-    op.stage = 'COMPLETED';
-    op.completedAt = new Date();
-    op.response = response;
-    const key = this.dedupKey(op.job);
-    if (this.inflight.get(key) === op) this.inflight.delete(key);
-    this.journal?.save(op);
-    this.emit('change', op);
+  /** A worker of `pool` takes the next execution, waiting until there is one. */
+  next(pool: string, signal?: AbortSignal): Promise<Execution> {
+    const q = this.queues.get(pool);
+    if (!q) throw new Error(`unknown pool ${pool}`);
+    const ex = q.shift();
+    if (ex) {
+      this.start(ex);
+      return Promise.resolve(ex);
+    }
+    return this.wait(this.waiting.get(pool)!, signal);
+  }
+
+  /** Finish an execution with its ExecuteResponse: every operation still waiting on it is done. */
+  complete(ex: Execution, response: re.IExecuteResponse): void {
+    if (ex.stage === 'COMPLETED') return;
+    ex.stage = 'COMPLETED';
+    ex.completedAt = new Date();
+    ex.response = response;
+    this.active.delete(ex.id);
+    this.forgetInflight(ex);
+    this.saveAll(ex);
+    this.emitAll(ex);
+    // The input tree is only needed to run it: finished operations are kept for an hour.
+    ex.job.inputTree = undefined;
+  }
+
+  private forgetInflight(ex: Execution): void {
+    const key = this.dedupKey(ex.job);
+    if (this.inflight.get(key) === ex) this.inflight.delete(key);
   }
 
   get(name: string): Operation {
     const op = this.operations.get(name);
-    if (!op) throw notFound(`operation "${name}" does not exist (finished operations are kept for ${Math.round(this.retentionMs / 60000)} min)`);
+    if (!op) throw notFound(`operation "${name}" does not exist (it was deleted, or it finished more than ${Math.round(this.retentionMs / 60000)} min ago)`);
     return op;
   }
 
+  /** Every operation the scheduler knows (running, queued, and finished within the retention). */
   list(): Operation[] {
     return [...this.operations.values()];
   }
 
-  /** Cancel: a queued operation finishes CANCELLED at once; a running one has its process tree killed. */
+  /** Queued executions, in the order they will run within each pool. */
+  queued(): Execution[] {
+    return [...this.queues.values()].flat();
+  }
+
+  /**
+   * Cancel one operation. While other operations still wait on its execution, only this one
+   * ends (CANCELLED) and the execution goes on for them. Otherwise a queued execution ends
+   * CANCELLED at once and a running one has its process tree killed (the operation then ends
+   * when the worker reports it).
+   */
   cancel(name: string): void {
     const op = this.get(name);
     if (op.stage === 'COMPLETED') return;
-    if (op.stage === 'QUEUED') {
-      const q = this.queues.get(op.pool)!;
-      const i = q.indexOf(op);
-      if (i >= 0) q.splice(i, 1);
-      this.complete(op, { status: { code: Code.CANCELLED, message: `operation ${name} was cancelled before it ran` } });
+    const ex = op.execution;
+    if (ex.operations.size > 1) {
+      ex.operations.delete(op);
+      op.finishAlone({ status: { code: Code.CANCELLED, message: `operation ${name} was cancelled (the action goes on for the other clients waiting on it)` } });
+      this.journal?.save(op);
+      this.emit('change', op);
       return;
     }
-    op.abort.abort();
+    if (ex.stage === 'QUEUED') {
+      const q = this.queues.get(ex.pool)!;
+      const i = q.indexOf(ex);
+      if (i >= 0) q.splice(i, 1);
+      this.complete(ex, { status: { code: Code.CANCELLED, message: `operation ${name} was cancelled before it ran` } });
+      return;
+    }
+    // Nobody else may join an execution that is being killed.
+    this.forgetInflight(ex);
+    ex.abort.abort();
   }
 
+  /**
+   * Forget an operation. REAPI/longrunning: "It does not cancel the operation": its execution
+   * goes on (for the other operations on it, and for the action cache).
+   */
   delete(name: string): void {
     const op = this.get(name);
-    if (op.stage !== 'COMPLETED') this.cancel(name);
+    op.execution.operations.delete(op);
     this.operations.delete(name);
     this.journal?.remove(name);
   }
 
-  /** Queue depth per pool, and running operations, for status. */
+  /** Queue depth per pool, for status. */
   queueDepths(): Record<string, number> {
     return Object.fromEntries([...this.queues].map(([k, v]) => [k, v.length]));
   }
@@ -255,7 +343,7 @@ export class Scheduler extends EventEmitter {
   close(): void {
     this.closed = true;
     this.emit('closed');
-    for (const op of this.operations.values()) if (op.stage === 'EXECUTING') op.abort.abort();
+    for (const ex of this.active.values()) if (ex.stage === 'EXECUTING') ex.abort.abort();
   }
 }
 

@@ -5,7 +5,7 @@ import { Digest } from '../digest/digest.js';
 import type { InstancePolicy } from '../digest/instance-name.js';
 import { buildJob, type JobOptions } from '../execution/job-builder.js';
 import { longrunning, re, TYPE_URL_PREFIX } from '../proto.js';
-import type { Operation } from '../scheduler/operation.js';
+import type { Execution, Operation } from '../scheduler/operation.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { Logger } from '../util/logger.js';
 import { Code, invalidArgument } from '../util/status-error.js';
@@ -57,6 +57,42 @@ export interface ExecutionServiceOptions {
   job: JobOptions;
 }
 
+/**
+ * ListOperations' `name`: "" lists every operation; "operations" those of the unnamed
+ * instance (named "operations/UUID"); "INSTANCE" or "INSTANCE/operations" those of INSTANCE
+ * (named "INSTANCE/operations/UUID").
+ */
+function operationsOf(name: string, instances: InstancePolicy): (op: Operation) => boolean {
+  const n = name.replace(/\/+$/, '');
+  if (n === '') return () => true;
+  const instance = n === 'operations' ? '' : instances.parse(n.endsWith('/operations') ? n.slice(0, -'/operations'.length) : n, 'name').value;
+  return (op) => op.job.instance.value === instance;
+}
+
+const FILTER_TERM = /^\s*(done|stage)\s*(=|!=)\s*"?([A-Za-z]+)"?\s*$/;
+
+/**
+ * ListOperations' `filter`: terms joined by AND, each `done = true|false` or
+ * `stage = QUEUED|EXECUTING|COMPLETED` (or `!=`). Anything else is refused, naming it.
+ */
+function parseFilter(filter: string): (op: Operation) => boolean {
+  if (!filter.trim()) return () => true;
+  const tests = filter.split(/\s+AND\s+/i).map((term) => {
+    const m = FILTER_TERM.exec(term);
+    const value = m?.[3] ?? '';
+    const ok = m && (m[1] === 'done' ? ['true', 'false'].includes(value) : ['QUEUED', 'EXECUTING', 'COMPLETED'].includes(value));
+    if (!m || !ok) {
+      throw invalidArgument(
+        `filter "${filter}": this server does not implement "${term.trim()}" (it filters on done = true|false and stage = QUEUED|EXECUTING|COMPLETED, with = or !=, terms joined by AND)`,
+        'filter',
+      );
+    }
+    const test = m[1] === 'done' ? (op: Operation) => String(op.stage === 'COMPLETED') === value : (op: Operation) => op.stage === value;
+    return m[2] === '=' ? test : (op: Operation) => !test(op);
+  });
+  return (op) => tests.every((t) => t(op));
+}
+
 export function executionServices(
   log: Logger,
   scheduler: Scheduler,
@@ -71,7 +107,12 @@ export function executionServices(
     const onChange = (changed: Operation): void => {
       if (changed === op) wake?.();
     };
+    // A deleted operation still follows its execution, which no longer reports to it.
+    const onExecution = (ex: Execution): void => {
+      if (ex === op.execution) wake?.();
+    };
     scheduler.on('change', onChange);
+    scheduler.on('execution', onExecution);
     try {
       for (;;) {
         if (op.stage === 'COMPLETED') {
@@ -88,6 +129,7 @@ export function executionServices(
       }
     } finally {
       scheduler.off('change', onChange);
+      scheduler.off('execution', onExecution);
     }
   };
 
@@ -104,12 +146,12 @@ export function executionServices(
         if (!req.skipCacheLookup && !job.doNotCache) {
           const cached = await ac.get(instance, actionDigest);
           if (cached) {
-            const op = scheduler.recordCompleted(job, { result: cached, cachedResult: true, status: { code: Code.OK, message: '' } }, ctx.peer);
+            const op = scheduler.recordCompleted(job, { result: cached, cachedResult: true, status: { code: Code.OK, message: '' } }, { client: ctx.peer });
             await out.write(toOperationMessage(op, await inline(op.response!)));
             return;
           }
         }
-        const op = scheduler.submit(job, ctx.peer);
+        const op = scheduler.submit(job, { client: ctx.peer });
         await follow(op, out, inline, ctx.cancelled);
       }),
 
@@ -122,7 +164,12 @@ export function executionServices(
     operations: {
       GetOperation: unary(log, 'GetOperation', async (req: longrunning.GetOperationRequest) => toOperationMessage(scheduler.get(req.name))),
       ListOperations: unary(log, 'ListOperations', async (req: longrunning.ListOperationsRequest) => {
-        const all = scheduler.list().sort((a, b) => a.queuedAt.getTime() - b.queuedAt.getTime() || (a.name < b.name ? -1 : 1));
+        const inScope = operationsOf(req.name, opts.instances);
+        const matches = parseFilter(req.filter);
+        const all = scheduler
+          .list()
+          .filter((op) => inScope(op) && matches(op))
+          .sort((a, b) => a.queuedAt.getTime() - b.queuedAt.getTime() || (a.name < b.name ? -1 : 1));
         const start = req.pageToken ? Number(Buffer.from(req.pageToken, 'base64url').toString()) : 0;
         if (!Number.isSafeInteger(start) || start < 0) throw invalidArgument(`page_token "${req.pageToken}" was not issued by this server`, 'page_token');
         const size = req.pageSize > 0 ? Math.min(req.pageSize, 1000) : 100;

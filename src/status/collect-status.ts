@@ -1,7 +1,7 @@
 import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Telemetry } from '../metrics/telemetry.js';
 import { codeName } from '../metrics/rpc-metrics.js';
-import type { Operation } from '../scheduler/operation.js';
+import type { Execution, Job, Operation } from '../scheduler/operation.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { ActionSummary, CacheStatus, CompletedAction, ExecutionStatus, GcStatus, PoolStatus, StatusSnapshot } from './status-snapshot.js';
 
@@ -20,7 +20,7 @@ export interface StatusSources {
   dataDir: string;
   metrics?: () => { url: string | null; error?: string };
   /** Absent when remote execution is disabled. */
-  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Operation> };
+  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Execution> };
   telemetry?: Telemetry;
   usage?: () => StoreSizes;
   /** The configured CAS budget, when there is one. */
@@ -33,8 +33,14 @@ export function shortArgv(args: readonly string[] | null | undefined): string[] 
   return (args ?? []).slice(0, ARGV_WORDS).map((w) => (w.length > WORD_CHARS ? `${w.slice(0, WORD_CHARS / 2 - 1)}…${w.slice(-(WORD_CHARS / 2))}` : w));
 }
 
-function summary(op: Operation): ActionSummary {
+function summary(op: { name: string; job: Job; pool: string; client?: string }): ActionSummary {
   return { operation: op.name, argv: shortArgv(op.job.command.arguments), pool: op.pool, ...(op.client ? { client: op.client } : {}) };
+}
+
+/** An execution as the status view lists it: under the oldest operation waiting on it. */
+function executionSummary(ex: Execution): ActionSummary {
+  const first = ex.operations.values().next().value as Operation | undefined;
+  return summary({ name: first?.name ?? `(execution ${ex.id}, no operation waits on it)`, job: ex.job, pool: ex.pool, client: first?.client });
 }
 
 const ratio = (hits: number, misses: number): number | null => (hits + misses > 0 ? hits / (hits + misses) : null);
@@ -54,30 +60,30 @@ function completed(op: Operation): CompletedAction {
   };
 }
 
-function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Operation>, now: number): ExecutionStatus {
+function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Execution>, now: number): ExecutionStatus {
   const depths = scheduler.queueDepths();
   const pools: PoolStatus[] = scheduler.pools.map((p) => {
     // WorkerPool names its slots POOL-0, POOL-1...; any other running slot of the pool is shown too.
     const names = p.unavailable ? [] : Array.from({ length: p.slots }, (_, i) => `${p.name}-${i}`);
-    for (const [slot, op] of running) if (op.pool === p.name && !names.includes(slot)) names.push(slot);
+    for (const [slot, ex] of running) if (ex.pool === p.name && !names.includes(slot)) names.push(slot);
     return {
       name: p.name,
       isas: [...p.isas],
       ...(p.unavailable ? { unavailable: p.unavailable } : {}),
       queueDepth: depths[p.name] ?? 0,
       slots: names.map((slot) => {
-        const op = running.get(slot);
-        if (!op) return { slot, action: null };
-        const started = op.startedAt ?? op.queuedAt;
+        const ex = running.get(slot);
+        if (!ex) return { slot, action: null };
+        const started = ex.startedAt ?? ex.queuedAt;
         return {
           slot,
           action: {
-            ...summary(op),
-            stage: op.stage,
-            ...(op.phase ? { phase: op.phase } : {}),
+            ...executionSummary(ex),
+            stage: ex.stage,
+            ...(ex.phase ? { phase: ex.phase } : {}),
             startedAt: started.toISOString(),
             elapsedMs: Math.max(0, now - started.getTime()),
-            queuedMs: Math.max(0, started.getTime() - op.queuedAt.getTime()),
+            queuedMs: Math.max(0, started.getTime() - ex.queuedAt.getTime()),
           },
         };
       }),
@@ -86,7 +92,6 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Ope
 
   // One pass over the operations the scheduler keeps (an hour of them by default): a big
   // build leaves tens of thousands, so finished ones are never sorted whole.
-  const waiting: Operation[] = [];
   const newest: Operation[] = [];
   const window = 60;
   const executed = zeros(window);
@@ -94,7 +99,6 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Ope
   const nowSec = Math.floor(now / 1000);
   const doneAt = (op: Operation): number => op.completedAt?.getTime() ?? 0;
   for (const op of scheduler.list()) {
-    if (op.stage === 'QUEUED') waiting.push(op);
     if (op.stage !== 'COMPLETED') continue;
     const t = doneAt(op);
     const age = nowSec - Math.floor(t / 1000);
@@ -105,11 +109,11 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Ope
     newest.splice(i, 0, op);
     if (newest.length > RECENT_LIMIT) newest.pop();
   }
-  waiting.sort((a, b) => a.job.priority - b.job.priority || a.queuedAt.getTime() - b.queuedAt.getTime());
+  const waiting = scheduler.queued().sort((a, b) => a.job.priority - b.job.priority || a.queuedAt.getTime() - b.queuedAt.getTime());
 
   return {
     pools,
-    queued: waiting.slice(0, QUEUE_LIMIT).map((op) => ({ ...summary(op), queuedAt: op.queuedAt.toISOString(), waitingMs: Math.max(0, now - op.queuedAt.getTime()), priority: op.job.priority })),
+    queued: waiting.slice(0, QUEUE_LIMIT).map((ex) => ({ ...executionSummary(ex), queuedAt: ex.queuedAt.toISOString(), waitingMs: Math.max(0, now - ex.queuedAt.getTime()), priority: ex.job.priority })),
     queuedTotal: waiting.length,
     runningTotal: running.size,
     recent: newest.map(completed),

@@ -5,7 +5,7 @@ import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
 import { HOST_TOOLS_ROOT, runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
-import type { ExecutionPhase, Job } from '../scheduler/operation.js';
+import type { Execution, ExecutionPhase } from '../scheduler/operation.js';
 import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
 import { asStatusError, Code } from '../util/status-error.js';
@@ -53,15 +53,14 @@ export function requestedOutputs(command: re.ICommand): Array<{ rel: string; rep
  */
 export async function executeAction(
   ctx: ExecutorContext,
-  job: Job,
-  opId: string,
+  execution: Execution,
   workerName: string,
-  queuedAt: Date,
   signal: AbortSignal,
   onPhase: (phase: ExecutionPhase) => void = () => undefined,
 ): Promise<re.IExecuteResponse> {
-  const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(queuedAt), workerStartTimestamp: ts(new Date()) };
-  const dir = join(ctx.workDir, opId.replace(/[^A-Za-z0-9-]/g, '_'));
+  const job = execution.job;
+  const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(execution.queuedAt), workerStartTimestamp: ts(new Date()) };
+  const dir = join(ctx.workDir, execution.id.replace(/[^A-Za-z0-9-]/g, '_'));
   const fn = job.actionDigest.fn;
   try {
     onPhase('staging');
@@ -160,7 +159,7 @@ export async function executeAction(
     return { result, status: { code: Code.OK, message: '' }, cachedResult: false };
   } catch (err) {
     const se = asStatusError(err);
-    if (se.code === Code.INTERNAL) ctx.log.error('action failed on the server', { operation: opId, error: se.message, stack: (err as Error).stack });
+    if (se.code === Code.INTERNAL) ctx.log.error('action failed on the server', { execution: execution.id, operations: execution.operationNames, error: se.message, stack: (err as Error).stack });
     return { status: toRpcStatus(se), message: se.message };
   } finally {
     await rm(dir, { recursive: true, force: true }).catch((e: Error) => ctx.log.warn(`could not clean ${dir}: ${e.message}`));

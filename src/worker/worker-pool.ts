@@ -1,17 +1,17 @@
 import type { Logger } from '../util/logger.js';
-import type { Operation } from '../scheduler/operation.js';
+import type { Execution } from '../scheduler/operation.js';
 import type { PoolSpec, Scheduler } from '../scheduler/scheduler.js';
 import { executeAction, type ExecutorContext } from './action-executor.js';
 
 /**
- * The worker slots of every pool. Each slot pulls operations from the scheduler, the way an
+ * The worker slots of every pool. Each slot pulls executions from the scheduler, the way an
  * out-of-process worker would, runs them and reports the response.
  */
 export class WorkerPool {
   private readonly stop = new AbortController();
   private readonly loops: Promise<void>[] = [];
-  /** Slot name → operation it runs, for the status view. */
-  readonly running = new Map<string, Operation>();
+  /** Slot name → execution it runs, for the status view. */
+  readonly running = new Map<string, Execution>();
 
   constructor(
     private readonly scheduler: Scheduler,
@@ -28,24 +28,29 @@ export class WorkerPool {
 
   private async loop(pool: PoolSpec, slot: string): Promise<void> {
     while (!this.stop.signal.aborted) {
-      let op: Operation;
+      let ex: Execution;
       try {
-        op = await this.scheduler.next(pool.name, this.stop.signal);
+        ex = await this.scheduler.next(pool.name, this.stop.signal);
       } catch {
         return;
       }
-      op.worker = slot;
-      this.running.set(slot, op);
-      try {
-        const response = await executeAction(this.ctx, op.job, op.name, `reexec/${slot}`, op.queuedAt, op.abort.signal, (phase) => (op.phase = phase));
-        // A daemon shutting down leaves the operation as it was in the journal: it runs again after restart.
-        if (!this.scheduler.isClosed) this.scheduler.complete(op, response);
-      } catch (err) {
-        this.log.error('worker slot failed (a bug)', { slot, operation: op.name, error: (err as Error).stack });
-        if (!this.scheduler.isClosed) this.scheduler.complete(op, { status: { code: 13, message: `internal error running the action: ${(err as Error).message}` } });
-      } finally {
-        this.running.delete(slot);
-      }
+      await this.run(ex, slot);
+    }
+  }
+
+  /** Run one execution in `slot`, and report it. */
+  private async run(ex: Execution, slot: string): Promise<void> {
+    ex.worker = slot;
+    this.running.set(slot, ex);
+    try {
+      const response = await executeAction(this.ctx, ex, `reexec/${slot}`, ex.abort.signal, (phase) => (ex.phase = phase));
+      // A daemon shutting down leaves the operation as it was in the journal: it runs again after restart.
+      if (!this.scheduler.isClosed) this.scheduler.complete(ex, response);
+    } catch (err) {
+      this.log.error('worker slot failed (a bug)', { slot, execution: ex.id, operations: ex.operationNames, error: (err as Error).stack });
+      if (!this.scheduler.isClosed) this.scheduler.complete(ex, { status: { code: 13, message: `internal error running the action: ${(err as Error).message}` } });
+    } finally {
+      this.running.delete(slot);
     }
   }
 

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import type * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
 import type { LocalTree } from '../../src/client/merkle.js';
 import { longrunning, re } from '../../src/proto.js';
@@ -8,9 +9,12 @@ import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
 import { uploadBusyboxRoot } from '../helpers/action-batch.js';
 import { BUSYBOX } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { Gate } from '../helpers/gate.js';
 import { execute, readBlob, uploadAction } from '../helpers/exec-client.js';
 
 const missing = !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
+/** Actions that wait at a Gate reach it over the loopback. */
+const NETWORK: Array<[string, string]> = [['OSFamily', 'linux'], ['network', 'on']];
 
 function firstOperation(d: TestDaemon, action: ReturnType<typeof uploadAction> extends Promise<infer T> ? T : never): Promise<{ name: string; stream: any }> {
   return new Promise((resolve, reject) => {
@@ -42,16 +46,27 @@ async function startBusyboxDaemon(slots: number): Promise<{ d: TestDaemon; tree:
 describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${missing})` : ''}`, () => {
   let d: TestDaemon;
   let tree: LocalTree;
+  let gate: Gate;
   beforeAll(async () => {
     ({ d, tree } = await startBusyboxDaemon(2));
+    gate = await Gate.start();
   });
-  afterAll(() => d?.stop());
+  afterAll(async () => {
+    await gate?.close();
+    await d?.stop();
+  });
 
-  it('shares one execution between identical actions in flight', async () => {
-    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 1; date +%s%N'] });
-    const [a, b] = await Promise.all([execute(d.clients, action), execute(d.clients, action)]);
-    expect(a.operations[0]!.name).toBe(b.operations[0]!.name);
-    expect(a.response!.result!.stdoutDigest).toEqual(b.response!.result!.stdoutDigest);
+  it('gives each Execute its own operation, and identical actions in flight one execution', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', `${gate.wait('shared-run')}; cat /proc/sys/kernel/random/uuid`], platform: NETWORK });
+    const a = execute(d.clients, action);
+    const b = execute(d.clients, action);
+    await gate.arrived(1, 'shared-run');
+    gate.open();
+    const [ra, rb] = await Promise.all([a, b]);
+    expect(ra.operations[0]!.name).not.toBe(rb.operations[0]!.name);
+    // One run: the same random output for both, and only one arrival at the gate.
+    expect(ra.response!.result!.stdoutDigest).toEqual(rb.response!.result!.stdoutDigest);
+    expect(gate.arrivals.filter((x) => x === 'shared-run')).toHaveLength(1);
   });
 
   it('reattaches with WaitExecution and answers GetOperation and ListOperations', async () => {
@@ -137,5 +152,157 @@ describe.skipIf(missing)('priorities', () => {
     };
     const order = [['high', h], ['tie-a', ta], ['tie-b', tb], ['low', l]].sort((x, y) => started(x[1] as any) - started(y[1] as any)).map((x) => x[0]);
     expect(order).toEqual(['high', 'tie-a', 'tie-b', 'low']);
+  });
+});
+
+/** Every message of a WaitExecution stream. */
+function waitExecution(d: TestDaemon, name: string): Promise<{ operations: longrunning.Operation[]; error?: grpc.ServiceError }> {
+  return new Promise((resolve) => {
+    const got: longrunning.Operation[] = [];
+    const s = (d.clients.execution as any).WaitExecution({ name });
+    s.on('data', (op: longrunning.Operation) => got.push(op));
+    s.on('end', () => resolve({ operations: got }));
+    s.on('error', (error: grpc.ServiceError) => resolve({ operations: got, error }));
+  });
+}
+
+const responseOf = (ops: longrunning.Operation[]): re.ExecuteResponse => re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value!);
+const stageOf = (op: any): number => re.ExecuteOperationMetadata.decode(op.metadata.value).stage;
+
+describe.skipIf(missing)('operations of several clients on one execution', () => {
+  let d: TestDaemon;
+  let tree: LocalTree;
+  // A fresh, shut gate for each test.
+  let gate: Gate;
+  beforeAll(async () => {
+    ({ d, tree } = await startBusyboxDaemon(2));
+  });
+  beforeEach(async () => {
+    gate = await Gate.start();
+  });
+  afterEach(() => gate?.close());
+  afterAll(() => d?.stop());
+
+  /** Two clients Execute the same action, which waits at the gate under `tag`; resolves once it runs. */
+  async function twoClients(tag: string) {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', `${gate.wait(tag)}; echo ${tag}; cat /proc/sys/kernel/random/uuid`], platform: NETWORK });
+    const first = await firstOperation(d, action);
+    const second = await firstOperation(d, action);
+    const collect = (stream: any): Promise<longrunning.Operation[]> =>
+      new Promise((resolve) => {
+        const got: longrunning.Operation[] = [];
+        stream.on('data', (op: longrunning.Operation) => got.push(op));
+        stream.on('end', () => resolve(got));
+        stream.on('error', () => resolve(got));
+      });
+    const streams = [collect(first.stream), collect(second.stream)];
+    await gate.arrived(1, tag);
+    return { action, names: [first.name, second.name], streams };
+  }
+
+  it('each name answers GetOperation, WaitExecution and ListOperations', async () => {
+    const { names, streams } = await twoClients('names');
+    expect(names[0]).not.toBe(names[1]);
+    for (const name of names) {
+      const got: any = await call(d.clients.operations, 'GetOperation', { name });
+      expect(got.name).toBe(name);
+      expect(got.done).toBe(false);
+      expect(stageOf(got)).toBe(3); // EXECUTING
+    }
+    const list: any = await call(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
+    expect(list.operations.map((o: any) => o.name)).toEqual(expect.arrayContaining(names));
+    const waiting = names.map((n) => waitExecution(d, n));
+    gate.open();
+    for (const w of [...waiting.map(async (x) => (await x).operations), ...streams]) {
+      const resp = responseOf(await w);
+      expect(resp.status?.code ?? 0).toBe(0);
+      expect((await readBlob(d.clients, resp.result!.stdoutDigest)).toString()).toMatch(/^names\n/);
+    }
+  });
+
+  it("one client's CancelOperation ends its own operation; the other client's build goes on", async () => {
+    const { names, streams } = await twoClients('cancel-one');
+    await call(d.clients.operations, 'CancelOperation', { name: names[0] });
+    const cancelled = responseOf(await streams[0]!);
+    expect(cancelled.status?.code).toBe(1); // CANCELLED
+    const other: any = await call(d.clients.operations, 'GetOperation', { name: names[1] });
+    expect(other.done).toBe(false);
+    gate.open();
+    const finished = responseOf(await streams[1]!);
+    expect(finished.status?.code ?? 0).toBe(0);
+    expect(finished.result!.exitCode).toBe(0);
+    expect((await readBlob(d.clients, finished.result!.stdoutDigest)).toString()).toMatch(/^cancel-one\n/);
+    expect(gate.arrivals.filter((x) => x === 'cancel-one')).toHaveLength(1);
+    // The cancelled operation keeps its own answer.
+    const again: any = await call(d.clients.operations, 'GetOperation', { name: names[0] });
+    expect(re.ExecuteResponse.decode(again.response.value).status?.code).toBe(1);
+  });
+
+  it('DeleteOperation forgets one name and cancels nothing: the other client gets its result', async () => {
+    const { names, streams } = await twoClients('delete-one');
+    await call(d.clients.operations, 'DeleteOperation', { name: names[0] });
+    await expect(call(d.clients.operations, 'GetOperation', { name: names[0] })).rejects.toMatchObject({ code: 5 });
+    expect((await waitExecution(d, names[0]!)).error?.code).toBe(5);
+    gate.open();
+    const finished = responseOf(await streams[1]!);
+    expect(finished.result!.exitCode).toBe(0);
+    expect((await readBlob(d.clients, finished.result!.stdoutDigest)).toString()).toMatch(/^delete-one\n/);
+  });
+
+  it('deleting the only operation of a running action lets it finish into the action cache', async () => {
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', `${gate.wait('orphan')}; echo orphan`], platform: NETWORK });
+    const { name, stream } = await firstOperation(d, action);
+    stream.on('error', () => undefined);
+    await gate.arrived(1, 'orphan');
+    await call(d.clients.operations, 'DeleteOperation', { name });
+    // A client that comes later waits on the same, still running, execution.
+    const later = execute(d.clients, action);
+    gate.open();
+    const { response } = await later;
+    expect(response!.result!.exitCode).toBe(0);
+    expect(gate.arrivals.filter((x) => x === 'orphan')).toHaveLength(1);
+    const cached: any = await call(d.clients.actionCache, 'GetActionResult', { actionDigest: action.toProto() });
+    expect(cached.stdoutDigest.hash).toBe(response!.result!.stdoutDigest!.hash);
+  });
+});
+
+describe.skipIf(missing)('ListOperations', () => {
+  let d: TestDaemon;
+  let tree: LocalTree;
+  const names: Record<string, string> = {};
+  beforeAll(async () => {
+    ({ d, tree } = await startBusyboxDaemon(2));
+    for (const instance of ['', 'team-a']) {
+      const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', `echo ${instance || 'default'}`] });
+      const { response, operations } = await execute(d.clients, action, { instanceName: instance });
+      expect(response?.result?.exitCode).toBe(0);
+      names[instance] = operations[0]!.name;
+    }
+  });
+  afterAll(() => d?.stop());
+
+  const list = async (req: Record<string, unknown>): Promise<string[]> => {
+    const res: any = await call(d.clients.operations, 'ListOperations', { pageSize: 1000, ...req });
+    return res.operations.map((o: any) => o.name);
+  };
+
+  it('lists the operations of the instance its name gives, or all with an empty name', async () => {
+    expect(names['team-a']).toMatch(/^team-a\/operations\//);
+    expect(names['']).toMatch(/^operations\//);
+    expect(await list({ name: '' })).toEqual(expect.arrayContaining([names[''], names['team-a']]));
+    expect(await list({ name: 'team-a' })).toEqual([names['team-a']]);
+    expect(await list({ name: 'team-a/operations' })).toEqual([names['team-a']]);
+    expect(await list({ name: 'operations' })).toEqual([names['']]);
+    expect(await list({ name: 'team-b' })).toEqual([]);
+    await expect(list({ name: 'a//b' })).rejects.toMatchObject({ code: 3 });
+  });
+
+  it('filters on done and stage, and refuses filters it does not implement, naming them', async () => {
+    expect(await list({ name: 'team-a', filter: 'done = true' })).toEqual([names['team-a']]);
+    expect(await list({ name: 'team-a', filter: 'done=false' })).toEqual([]);
+    expect(await list({ name: 'team-a', filter: 'stage = COMPLETED AND done != false' })).toEqual([names['team-a']]);
+    for (const filter of ['metadata.stage = 2', 'done = maybe', 'name:"x"']) {
+      await expect(list({ name: '', filter })).rejects.toMatchObject({ code: 3, details: expect.stringContaining(filter) });
+    }
   });
 });

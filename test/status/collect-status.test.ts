@@ -25,8 +25,8 @@ describe('collectStatus', () => {
       // 120 completions, one every 1.5 s back from now, every third a cache hit.
       for (let i = 0; i < 120; i++) {
         const op = scheduler.recordCompleted(job(['cc', `f${i}.c`]), { result: { exitCode: i % 5 === 0 ? 1 : 0 }, cachedResult: i % 3 === 0, status: { code: 0 } });
-        op.completedAt = new Date(NOW - i * 1500);
-        op.queuedAt = new Date(op.completedAt.getTime() - 200);
+        op.execution.completedAt = new Date(NOW - i * 1500);
+        (op as { queuedAt: Date }).queuedAt = new Date(op.execution.completedAt.getTime() - 200);
       }
       const s = collectStatus({ version: 'v', startedAt: new Date(NOW - 1000), listeners: [], dataDir: '/d', now: () => NOW, execution: { scheduler, running: new Map() } });
       const ex = s.execution!;
@@ -47,9 +47,9 @@ describe('collectStatus', () => {
   it('lists queued actions by priority, then arrival, with the total', () => {
     const scheduler = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
     try {
-      scheduler.submit(job(['late']), 'ipv4:127.0.0.1:1');
-      scheduler.submit(job(['urgent'], -5), 'ipv4:127.0.0.1:2');
-      scheduler.submit(job(['later']), 'ipv4:127.0.0.1:3');
+      scheduler.submit(job(['late']), { client: 'ipv4:127.0.0.1:1' });
+      scheduler.submit(job(['urgent'], -5), { client: 'ipv4:127.0.0.1:2' });
+      scheduler.submit(job(['later']), { client: 'ipv4:127.0.0.1:3' });
       const s = collectStatus({ version: 'v', startedAt: new Date(), listeners: [], dataDir: '/d', execution: { scheduler, running: new Map() } });
       expect(s.execution!.queued.map((q) => q.argv[0])).toEqual(['urgent', 'late', 'later']);
       expect(s.execution!.queuedTotal).toBe(3);
