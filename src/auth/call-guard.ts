@@ -5,7 +5,8 @@ import { Code, StatusError } from '../util/status-error.js';
 import { isAssetProbe, PROBE_METHODS, requirementOf, type AccessPolicy, type Caller } from './access-policy.js';
 
 export interface CallGuardOptions {
-  policy: AccessPolicy;
+  /** Who is calling and what they may do (an action's REAPI socket has a fixed caller). */
+  policy: Pick<AccessPolicy, 'identify' | 'refusal'>;
   /** Calls one client (token, else peer address) may have in flight at once; 0: no limit. */
   maxCallsPerClient: number;
   /**

@@ -28,6 +28,11 @@ import { assetServices, fetchDefinition, pushDefinition } from '../services/asse
 import { byteStreamDefinition, byteStreamService } from '../services/bytestream-service.js';
 import { capabilitiesDefinition, capabilitiesService } from '../services/capabilities-service.js';
 import { casDefinition, casService } from '../services/cas-service.js';
+import type { CallContext } from '../services/grpc-adapters.js';
+import { NestedApiServers } from '../services/nested-api-server.js';
+import type { Right } from '../auth/rights.js';
+import type { JobOptions } from '../execution/job-builder.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import { MeteredActionCache } from '../metrics/metered-action-cache.js';
 import { MeteredBlobStore } from '../metrics/metered-blob-store.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
@@ -131,22 +136,24 @@ export class Daemon {
       const policy = new AccessPolicy(tokens, new Set(config.auth.anonymous));
       const guard = new CallGuard({ policy, maxCallsPerClient: config.limits.maxCallsPerClient, idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000, log });
       server = createGrpcServer(config.grpc, [telemetry.rpc.interceptor, guard.interceptor]);
-      server.addService(
-        capabilitiesDefinition,
-        capabilitiesService(log, {
-          instances,
-          maxBatchBytes: config.storage.maxBatchBytes,
-          acUpdateEnabled: true,
-          callerRights: (ctx) => policy.rightsFor(ctx.metadata),
-          execution: { enabled: config.execution.enabled, priorities: { min: -1000, max: 1000 } },
-        }),
-      );
-      server.addService(
-        casDefinition,
-        casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes, maxTreeDepth: config.limits.maxTreeDepth, maxTreeDirectories: config.limits.maxTreeEntries }),
-      );
-      server.addService(byteStreamDefinition, byteStreamService(log, cas, uploads, { instances }));
-      server.addService(actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true }));
+      // The storage services, for the daemon's listeners and for actions' REAPI sockets; only
+      // the callers' rights (what Capabilities advertises) differ.
+      const storageServices = (callerRights: (ctx: CallContext) => ReadonlySet<string>): Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]> => [
+        [
+          capabilitiesDefinition,
+          capabilitiesService(log, {
+            instances,
+            maxBatchBytes: config.storage.maxBatchBytes,
+            acUpdateEnabled: true,
+            callerRights,
+            execution: { enabled: config.execution.enabled, priorities: { min: -1000, max: 1000 } },
+          }),
+        ],
+        [casDefinition, casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes, maxTreeDepth: config.limits.maxTreeDepth, maxTreeDirectories: config.limits.maxTreeEntries })],
+        [byteStreamDefinition, byteStreamService(log, cas, uploads, { instances })],
+        [actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true })],
+      ];
+      for (const [definition, impl] of storageServices((ctx) => policy.rightsFor(ctx.metadata))) server.addService(definition, impl);
       const assetImpl = assetServices(log, assets, { instances });
       server.addService(fetchDefinition, assetImpl.fetch);
       server.addService(pushDefinition, assetImpl.push);
@@ -155,8 +162,29 @@ export class Daemon {
       if (config.execution.enabled) {
         const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(unixSocketPath(a)));
         const treeLimits = { maxDepth: config.limits.maxTreeDepth, maxEntries: config.limits.maxTreeEntries };
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets, treeLimits });
-        const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions });
+        // An action's REAPI socket: the storage services and Execution, with its submitter's
+        // rights as the only caller; what it executes is the action's nested work.
+        const nestedApi = (scheduler: Scheduler, job: JobOptions): NestedApiServers =>
+          new NestedApiServers({
+            grpc: config.grpc,
+            log,
+            interceptors: (origin) => {
+              const caller = { name: `the action of execution ${origin.parent}`, rights: new Set(origin.rights as Right[]) };
+              const nestedGuard = new CallGuard({
+                policy: { identify: () => caller, refusal: (c, need, path) => policy.refusal(c, need, path) },
+                maxCallsPerClient: config.limits.maxCallsPerClient,
+                idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000,
+                log,
+              });
+              return [telemetry.rpc.interceptor, nestedGuard.interceptor];
+            },
+            register: (nested, origin) => {
+              for (const [definition, impl] of storageServices(() => new Set(origin.rights))) nested.addService(definition, impl);
+              nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin }).execution);
+            },
+          });
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets, treeLimits, nestedApi });
+        const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)] });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);
       }

@@ -15,6 +15,7 @@ import { errorToRpcStatus } from '../util/rpc-status.js';
 import { Code } from '../util/status-error.js';
 import { InputStager } from '../worker/input-stager.js';
 import type { TreeLimits } from '../worker/input-tree.js';
+import type { NestedApiProvider } from '../worker/nested-api.js';
 import { WorkerPool } from '../worker/worker-pool.js';
 import { checkHostToolsRoot } from './host-tools-root.js';
 import { detectIsaSupport, resolvePools, whyUnavailable, type IsaSupport } from './isa-support.js';
@@ -36,6 +37,8 @@ export class ExecutionEngine {
     readonly jobOptions: JobOptions,
     /** Inputs of queued and running actions: the garbage collector leaves them alone. */
     readonly inUse: InUseDigests,
+    /** Serves actions' REAPI sockets (remoteApisSocketPath). */
+    readonly nestedApi?: NestedApiProvider,
   ) {}
 
   static async start(opts: {
@@ -50,6 +53,8 @@ export class ExecutionEngine {
     sockets?: string[];
     /** Largest input root accepted (depth, entries as staged). */
     treeLimits?: TreeLimits;
+    /** Serves actions' REAPI sockets (remoteApisSocketPath); made once the scheduler exists. */
+    nestedApi?: (scheduler: Scheduler, jobOptions: JobOptions) => NestedApiProvider;
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     await checkHostToolsRoot(config.hostTools.root);
@@ -76,9 +81,10 @@ export class ExecutionEngine {
       treeLimits: opts.treeLimits,
     };
     const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
+    const nestedApi = opts.nestedApi?.(scheduler, jobOptions);
     const workers = new WorkerPool(
       scheduler,
-      { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], hostToolsRoot: config.hostTools.root, log },
+      { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], hostToolsRoot: config.hostTools.root, nestedApi, log },
       log,
     );
     if (config.hostTools.root !== '/') log.info(`host-tools actions see ${config.hostTools.root} as their root file system (read-only)`);
@@ -86,7 +92,7 @@ export class ExecutionEngine {
     holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
-    return new ExecutionEngine(support, scheduler, workers, jobOptions, inUse);
+    return new ExecutionEngine(support, scheduler, workers, jobOptions, inUse, nestedApi);
   }
 
   /**
@@ -111,7 +117,7 @@ export class ExecutionEngine {
     for (const [id, entries] of unfinished) {
       const first = entries.reduce((a, b) => (b.queuedAt < a.queuedAt ? b : a));
       const priority = Math.min(...entries.map((e) => e.priority));
-      const ex = new Execution(id, stubJob(first), first.pool, first.queuedAt);
+      const ex = new Execution(id, stubJob(first), first.pool, first.queuedAt, first.submitter.rights);
       ex.attempts = Math.max(...entries.map((e) => e.attempts));
       const ops = entries.map((e) => new Operation(e.name, ex, e.queuedAt, e.submitter));
       if (ex.attempts >= MAX_ATTEMPTS) {
@@ -133,5 +139,6 @@ export class ExecutionEngine {
   async stop(): Promise<void> {
     this.scheduler.close();
     await this.workers.close();
+    await this.nestedApi?.close?.();
   }
 }

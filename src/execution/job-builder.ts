@@ -1,9 +1,11 @@
+import { posix } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { InstanceName } from '../digest/instance-name.js';
 import { re } from '../proto.js';
 import type { Job } from '../scheduler/operation.js';
-import { parsePlatform, type PlatformRequirements } from '../scheduler/platform.js';
+import { parsePlatform, REMOTE_APIS_SOCKET_PROPERTY, type PlatformRequirements } from '../scheduler/platform.js';
+import { HOST_TOOLS_ROOT, MAX_SOCKET_PATH_BYTES } from '../runner/bubblewrap-runner.js';
 import { failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
 import { fetchInputTree, type InputTree, type TreeLimits } from '../worker/input-tree.js';
 import { resolveOutputPath } from '../worker/output-collector.js';
@@ -74,6 +76,17 @@ export function validateOutputNodeProperties(command: re.ICommand): void {
   });
 }
 
+/** The socket of remoteApisSocketPath as the action sees it: connect() takes at most 107 bytes (sun_path). */
+function checkSocketPath(platform: PlatformRequirements): void {
+  if (!platform.remoteApisSocket) return;
+  const inSandbox = posix.join(platform.sandbox === 'host-tools' ? HOST_TOOLS_ROOT : '/', platform.remoteApisSocket);
+  if (Buffer.byteLength(inSandbox) > MAX_SOCKET_PATH_BYTES) {
+    throw invalidArgument(
+      `platform property ${REMOTE_APIS_SOCKET_PROPERTY}: the socket would be at "${inSandbox}", ${Buffer.byteLength(inSandbox)} bytes, longer than the ${MAX_SOCKET_PATH_BYTES} bytes a UNIX socket path may have: choose a shorter path such as /tmp/reapi.sock`,
+    );
+  }
+}
+
 /** The working directory must exist in the input tree (a directory, reached through directories). */
 function checkWorkingDirectory(tree: InputTree, wd: string): void {
   if (!wd) return;
@@ -129,6 +142,7 @@ export async function buildJob(
   // REAPI 2.2+: the platform lives in the Action; older clients put it in the Command.
   const platform = parsePlatform((action.platform?.properties?.length ?? 0) > 0 ? action.platform : command.platform, opts.hostIsa);
   checkPlatform(platform);
+  checkSocketPath(platform);
   let timeoutMs = opts.defaultTimeoutMs;
   if (action.timeout && (Number(action.timeout.seconds) > 0 || Number(action.timeout.nanos) > 0)) {
     timeoutMs = Number(action.timeout.seconds) * 1000 + Math.floor(Number(action.timeout.nanos ?? 0) / 1e6);

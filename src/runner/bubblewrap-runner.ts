@@ -25,6 +25,8 @@ export interface RunRequest {
    * compilers match the clients'); default the host's own "/".
    */
   hostToolsRoot?: string;
+  /** Host files bound in last, each at an absolute path inside the sandbox (an action's REAPI socket). */
+  binds?: Array<{ source: string; dest: string }>;
 }
 
 export interface RunResult {
@@ -39,6 +41,9 @@ export interface RunResult {
 
 /** Where host-tools actions see their input root (the host filesystem is read-only around it). */
 export const HOST_TOOLS_ROOT = '/tmp/reexec-build';
+
+/** Longest path connect() and bind() take for a UNIX socket (sun_path holds 108 bytes with the NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 /**
  * Builds bubblewrap's argument list for an action. Pure, so it is tested without spawning.
@@ -83,6 +88,7 @@ export function bubblewrapArgs(
     if (!staged.tmpWritable) a.push('--tmpfs', '/tmp');
     cwd = join('/', req.workingDirectory);
   }
+  for (const b of req.binds ?? []) a.push('--bind', b.source, b.dest);
   a.push('--chdir', cwd, '--', ...req.argv);
   return a;
 }

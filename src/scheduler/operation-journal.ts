@@ -25,6 +25,8 @@ interface OperationRecord {
   attempts: number;
   response?: Buffer;
   client?: string;
+  parent?: string;
+  rights?: string[];
 }
 
 /** An operation as the journal holds it; rebuilding its job (Action, Command, inputs) is the caller's business. */
@@ -67,6 +69,8 @@ export class LmdbOperationJournal implements OperationJournal {
       attempts: ex.attempts,
       response: response ? Buffer.from(re.ExecuteResponse.encode(response).finish()) : undefined,
       client: op.submitter.client,
+      parent: op.submitter.parent,
+      rights: ex.rights ? [...ex.rights] : op.submitter.rights ? [...op.submitter.rights] : undefined,
     };
     this.db.put(op.name, rec).catch(() => undefined);
   }
@@ -93,7 +97,7 @@ export class LmdbOperationJournal implements OperationJournal {
         completedAt: r.completedAt ? new Date(r.completedAt) : undefined,
         attempts: r.attempts,
         response: r.response ? re.ExecuteResponse.decode(r.response) : undefined,
-        submitter: { client: r.client },
+        submitter: { client: r.client, parent: r.parent, rights: r.rights },
       });
     }
     return out;

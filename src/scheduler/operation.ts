@@ -22,10 +22,17 @@ export interface Job {
   timeoutMs: number;
 }
 
-/** Who asked for an operation. */
+/** Who asked for an operation, as far as the execution of the action is concerned. */
 export interface Submitter {
   /** The client's peer, for the status view. */
   client?: string;
+  /**
+   * The rights of the client, for actions with a REAPI socket inside the sandbox
+   * (remoteApisSocketPath): what runs inside may do what its submitter may.
+   */
+  rights?: readonly string[];
+  /** The execution whose REAPI socket this came through (a nested Execute), if any. */
+  parent?: string;
 }
 
 /**
@@ -55,6 +62,8 @@ export class Execution {
     public job: Job,
     public pool: string,
     readonly queuedAt: Date,
+    /** The submitter's rights, when the action has a REAPI socket; see Submitter.rights. */
+    readonly rights?: readonly string[],
   ) {}
 
   /** The operation names waiting on this execution, the oldest first. */

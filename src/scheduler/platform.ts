@@ -1,3 +1,4 @@
+import { posix } from 'node:path';
 import type { IPlatform } from '../proto.js';
 import { failedPrecondition, invalidArgument } from '../util/status-error.js';
 
@@ -49,6 +50,13 @@ export type SandboxKind = 'rootfs' | 'host-tools';
 /** The platform property that selects reexec's host-toolchain sandbox (Bazel, recc). */
 export const SANDBOX_PROPERTY = 'reexec-sandbox';
 
+/**
+ * The platform property BuildStream 2.6+ sends for `sandbox: remote-apis-socket: path: …`: a
+ * UNIX socket at that path inside the sandbox speaks REAPI to this server (nested recc or
+ * Bazel). BuildStream sends the path without its leading "/" (relative to the input root).
+ */
+export const REMOTE_APIS_SOCKET_PROPERTY = 'remoteApisSocketPath';
+
 /** What an action asks of the machine that runs it, validated. */
 export interface PlatformRequirements {
   osFamily: string;
@@ -58,11 +66,25 @@ export interface PlatformRequirements {
   gid: number;
   network: boolean;
   sandbox: SandboxKind;
+  /** remoteApisSocketPath, normalised: where the REAPI socket goes, relative to the input root. */
+  remoteApisSocket?: string;
   /** The properties as the client sent them, for messages and the status view. */
   raw: Array<{ name: string; value: string }>;
 }
 
-const KNOWN = ['OSFamily', 'ISA', 'unixUID', 'unixGID', 'network', SANDBOX_PROPERTY];
+const KNOWN = ['OSFamily', 'ISA', 'unixUID', 'unixGID', 'network', SANDBOX_PROPERTY, REMOTE_APIS_SOCKET_PROPERTY];
+
+/** A socket path inside the input root: relative (a leading "/" is dropped, as BuildStream does), normalised, never the root itself nor above it. */
+function socketPath(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const bad = (why: string): Error => invalidArgument(`platform property ${REMOTE_APIS_SOCKET_PROPERTY}="${value}" ${why}`);
+  if (value.includes('\0')) throw bad('contains a NUL byte');
+  const rel = posix.normalize(value.replace(/^\/+/, '')).replace(/\/+$/, '');
+  if (rel === '' || rel === '.') throw bad('names the root directory: it must name a file, e.g. /tmp/reapi.sock');
+  if (rel === '..' || rel.startsWith('../')) throw bad('leaves the input root');
+  if (rel === 'proc' || rel.startsWith('proc/')) throw bad('is inside /proc, where nothing can be mounted');
+  return rel;
+}
 
 function single(props: Array<{ name: string; value: string }>, name: string): string | undefined {
   const values = props.filter((p) => p.name === name).map((p) => p.value);
@@ -116,6 +138,7 @@ export function parsePlatform(platform: IPlatform | null | undefined, defaultIsa
   if (sandbox !== 'rootfs' && sandbox !== 'host-tools') {
     throw invalidArgument(`platform property ${SANDBOX_PROPERTY}="${sandbox}" must be "rootfs" (input root is /) or "host-tools" (host filesystem read-only, input root as working tree)`);
   }
+  const remoteApisSocket = socketPath(single(raw, REMOTE_APIS_SOCKET_PROPERTY));
   return {
     osFamily: 'linux',
     isas,
@@ -123,6 +146,7 @@ export function parsePlatform(platform: IPlatform | null | undefined, defaultIsa
     gid: idProperty(raw, 'unixGID'),
     network: network === 'on',
     sandbox,
+    ...(remoteApisSocket ? { remoteApisSocket } : {}),
     raw,
   };
 }

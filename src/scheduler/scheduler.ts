@@ -30,11 +30,19 @@ export interface OperationJournal {
 
 type Waiter = (ex: Execution) => void;
 
+/** Executions nested inside each other at most this deep (an action that Executes itself forever stops here). */
+export const MAX_NESTING = 16;
+
 /**
  * Queues, executions and operations, nothing about processes. Workers pull executions with
  * next(); each Execute call gets an Operation of its own, and identical cacheable actions in
  * flight share one Execution; priorities order each pool's queue (lower value first, as REAPI
  * says), ties in arrival order.
+ *
+ * Nested work: an action with a REAPI socket inside its sandbox (remoteApisSocketPath) may
+ * Execute more actions through it and wait for them while it holds a worker slot. With every
+ * slot held that way nothing would ever run, so a running action lends its slot to the work it
+ * waits on: nextNested() hands the lending slot the executions its own operations wait on.
  */
 export class Scheduler extends EventEmitter {
   private readonly operations = new Map<string, Operation>();
@@ -43,6 +51,8 @@ export class Scheduler extends EventEmitter {
   private readonly inflight = new Map<string, Execution>();
   private readonly queues = new Map<string, Execution[]>();
   private readonly waiting = new Map<string, Waiter[]>();
+  /** Slots lent by running executions, by the lender's id: they take only the lender's nested work. */
+  private readonly lenders = new Map<string, Waiter[]>();
   private seq = 0;
   private readonly order = new WeakMap<Execution, number>();
   private closed = false;
@@ -85,26 +95,49 @@ export class Scheduler extends EventEmitter {
     );
   }
 
-  /** Executions are shared by identical actions of one instance. */
-  private dedupKey(job: Job): string {
-    return `${job.instance.value}\u0000${job.actionDigest.key}/${job.actionDigest.sizeBytes}`;
+  /**
+   * Executions are shared by identical actions of one instance; an action with a REAPI socket
+   * only between submitters with the same rights (what runs inside gets them).
+   */
+  private dedupKey(job: Job, rights: readonly string[] | undefined): string {
+    const who = job.platform.remoteApisSocket ? `\u0000${[...(rights ?? [])].sort().join(',')}` : '';
+    return `${job.instance.value}\u0000${job.actionDigest.key}/${job.actionDigest.sizeBytes}${who}`;
+  }
+
+  /** The executions whose nested work `id` is (its parents, their parents…), and itself. */
+  private lineage(id: string | undefined): Set<string> {
+    const out = new Set<string>();
+    const todo = id ? [id] : [];
+    while (todo.length > 0) {
+      const x = todo.pop()!;
+      if (out.has(x)) continue;
+      out.add(x);
+      for (const op of this.active.get(x)?.operations ?? []) if (op.submitter.parent) todo.push(op.submitter.parent);
+    }
+    return out;
   }
 
   /** Queue a job for one client, or let it wait on the identical execution already in flight. */
   submit(job: Job, submitter: Submitter = {}): Operation {
     if (this.closed) throw new StatusError(Code.UNAVAILABLE, 'the server is shutting down; retry');
     const pool = this.poolFor(job.platform);
-    const key = this.dedupKey(job);
+    const rights = job.platform.remoteApisSocket ? submitter.rights : undefined;
+    const key = this.dedupKey(job, rights);
     const now = new Date();
+    const lineage = this.lineage(submitter.parent);
+    if (lineage.size >= MAX_NESTING) {
+      throw failedPrecondition(`actions Executed through REAPI sockets inside actions are nested ${lineage.size} deep, the most this server runs is ${MAX_NESTING}: does an action Execute itself?`);
+    }
     if (!job.doNotCache) {
       const existing = this.inflight.get(key);
-      if (existing && existing.stage !== 'COMPLETED') {
+      // Never wait on an execution that waits on us: an action that Executes itself through its own socket.
+      if (existing && existing.stage !== 'COMPLETED' && !lineage.has(existing.id)) {
         const op = this.addOperation(new Operation(this.newName(job), existing, now, submitter));
-        if (existing.stage === 'QUEUED') this.joinedQueued(existing, job.priority);
+        if (existing.stage === 'QUEUED') this.joinedQueued(existing, op, job.priority);
         return op;
       }
     }
-    const ex = new Execution(randomUUID(), job, pool.name, now);
+    const ex = new Execution(randomUUID(), job, pool.name, now, rights);
     this.active.set(ex.id, ex);
     if (!job.doNotCache) this.inflight.set(key, ex);
     const op = this.addOperation(new Operation(this.newName(job), ex, now, submitter));
@@ -158,7 +191,7 @@ export class Scheduler extends EventEmitter {
       this.complete(ex, failure);
       return;
     }
-    if (!ex.job.doNotCache) this.inflight.set(this.dedupKey(ex.job), ex);
+    if (!ex.job.doNotCache) this.inflight.set(this.dedupKey(ex.job, ex.rights), ex);
     this.enqueue(ex);
   }
 
@@ -178,10 +211,20 @@ export class Scheduler extends EventEmitter {
     q.splice(i, 0, ex);
   }
 
+  /** Lenders whose nested work `ex` is: the parents of the operations waiting on it. */
+  private lenderFor(ex: Execution): Waiter | undefined {
+    for (const op of ex.operations) {
+      const parent = op.submitter.parent;
+      const w = parent ? this.lenders.get(parent)?.shift() : undefined;
+      if (w) return w;
+    }
+    return undefined;
+  }
+
   private enqueue(ex: Execution): void {
     this.order.set(ex, this.seq++);
     this.saveAll(ex);
-    const waiter = this.waiting.get(ex.pool)!.shift();
+    const waiter = this.waiting.get(ex.pool)!.shift() ?? this.lenderFor(ex);
     if (waiter) {
       this.start(ex);
       waiter(ex);
@@ -191,8 +234,8 @@ export class Scheduler extends EventEmitter {
     this.emitAll(ex);
   }
 
-  /** Another operation waits on a queued execution: it may raise its priority. */
-  private joinedQueued(ex: Execution, priority: number): void {
+  /** Another operation waits on a queued execution: it may raise its priority, or bring a lender. */
+  private joinedQueued(ex: Execution, op: Operation, priority: number): void {
     const q = this.queues.get(ex.pool)!;
     if (priority < ex.job.priority) {
       ex.job.priority = priority;
@@ -201,6 +244,14 @@ export class Scheduler extends EventEmitter {
         q.splice(i, 1);
         this.insert(q, ex);
       }
+    }
+    const parent = op.submitter.parent;
+    const lender = parent ? this.lenders.get(parent)?.shift() : undefined;
+    if (lender) {
+      const i = q.indexOf(ex);
+      if (i >= 0) q.splice(i, 1);
+      this.start(ex);
+      lender(ex);
     }
   }
 
@@ -250,6 +301,35 @@ export class Scheduler extends EventEmitter {
     return this.wait(this.waiting.get(pool)!, signal);
   }
 
+  /**
+   * The slot lent by running execution `lender` takes the next execution one of its nested
+   * operations waits on (from any pool: the platform, not the pool, decides how it runs),
+   * waiting until there is one. `signal` ends the loan.
+   */
+  nextNested(lender: string, signal: AbortSignal): Promise<Execution> {
+    let best: { q: Execution[]; ex: Execution } | undefined;
+    for (const q of this.queues.values()) {
+      for (const ex of q) {
+        if (![...ex.operations].some((op) => op.submitter.parent === lender)) continue;
+        if (!best || this.before(ex, best.ex)) best = { q, ex };
+        break; // queues are sorted: the first eligible one of each is its best
+      }
+    }
+    if (best) {
+      best.q.splice(best.q.indexOf(best.ex), 1);
+      this.start(best.ex);
+      return Promise.resolve(best.ex);
+    }
+    let list = this.lenders.get(lender);
+    if (!list) this.lenders.set(lender, (list = []));
+    const waiting = this.wait(list, signal);
+    const forget = (): void => {
+      if (list.length === 0 && this.lenders.get(lender) === list) this.lenders.delete(lender);
+    };
+    waiting.then(forget, forget);
+    return waiting;
+  }
+
   /** Finish an execution with its ExecuteResponse: every operation still waiting on it is done. */
   complete(ex: Execution, response: re.IExecuteResponse): void {
     if (ex.stage === 'COMPLETED') return;
@@ -265,7 +345,7 @@ export class Scheduler extends EventEmitter {
   }
 
   private forgetInflight(ex: Execution): void {
-    const key = this.dedupKey(ex.job);
+    const key = this.dedupKey(ex.job, ex.rights);
     if (this.inflight.get(key) === ex) this.inflight.delete(key);
   }
 

@@ -10,7 +10,7 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import type { Logger } from '../util/logger.js';
 import { Code, invalidArgument } from '../util/status-error.js';
 import { inlineOutputs } from './action-cache-service.js';
-import { Empty, method, serverStream, unary, type StreamWriter } from './grpc-adapters.js';
+import { Empty, method, serverStream, unary, type CallContext, type StreamWriter } from './grpc-adapters.js';
 
 const EXECUTION = 'build.bazel.remote.execution.v2.Execution';
 const OPERATIONS = 'google.longrunning.Operations';
@@ -55,6 +55,13 @@ const KEEPALIVE_MS = 20_000;
 export interface ExecutionServiceOptions {
   instances: InstancePolicy;
   job: JobOptions;
+  /** The caller's rights (what runs inside an action with a REAPI socket may do). */
+  callerRights?: (ctx: CallContext) => readonly string[];
+  /**
+   * Set on an action's own REAPI socket (remoteApisSocketPath): what is executed through it
+   * is that execution's nested work, with its submitter's rights.
+   */
+  nested?: { parent: string; rights: readonly string[] };
 }
 
 /**
@@ -151,7 +158,11 @@ export function executionServices(
             return;
           }
         }
-        const op = scheduler.submit(job, { client: ctx.peer });
+        const op = scheduler.submit(job, {
+          client: ctx.peer,
+          rights: opts.nested?.rights ?? opts.callerRights?.(ctx),
+          ...(opts.nested ? { parent: opts.nested.parent } : {}),
+        });
         await follow(op, out, inline, ctx.cancelled);
       }),
 

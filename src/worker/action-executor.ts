@@ -1,18 +1,20 @@
-import { mkdir, rm, stat, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
 import { HOST_TOOLS_ROOT, runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
 import type { Execution, ExecutionPhase } from '../scheduler/operation.js';
+import { REMOTE_APIS_SOCKET_PROPERTY } from '../scheduler/platform.js';
 import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
-import { asStatusError, Code } from '../util/status-error.js';
+import { asStatusError, Code, failedPrecondition, StatusError } from '../util/status-error.js';
 import { fetchInputTree } from './input-tree.js';
 import type { InputStager } from './input-stager.js';
 import { OutputCollector, resolveOutputPath } from './output-collector.js';
-import { resolveInRoot } from './root-path.js';
+import type { NestedApiProvider, NestedApiSocket } from './nested-api.js';
+import { resolveInRoot, type RootView } from './root-path.js';
 
 export interface ExecutorContext {
   cas: BlobStore;
@@ -25,6 +27,8 @@ export interface ExecutorContext {
   hideFiles?: string[];
   /** The file system host-tools actions see as "/" (read-only); default the host's. */
   hostToolsRoot?: string;
+  /** Serves the REAPI sockets of actions that ask for one (remoteApisSocketPath). */
+  nestedApi?: NestedApiProvider;
   log: Logger;
 }
 
@@ -47,6 +51,33 @@ export function requestedOutputs(command: re.ICommand): Array<{ rel: string; rep
 }
 
 /**
+ * Make the place where the REAPI socket is bound in: its parent directories (resolving
+ * symlinks inside the root, as for outputs) and an empty file as the mount point. Returns the
+ * resolved sandbox-relative path, and whether the file was made here (and must go again).
+ */
+async function socketMountPointFor(view: RootView, rel: string): Promise<{ path: string; created: boolean }> {
+  const refuse = (why: string): StatusError => failedPrecondition(`platform property ${REMOTE_APIS_SOCKET_PROPERTY}: cannot put the REAPI socket at "/${rel}": ${why}`);
+  const slash = rel.lastIndexOf('/');
+  const parent = slash >= 0 ? await resolveInRoot(view, rel.slice(0, slash), { followLast: true, create: true }) : '';
+  if (parent === undefined) throw refuse('its directory is outside the input root, or read-only, or not a directory');
+  const path = parent ? `${parent}/${rel.slice(slash + 1)}` : rel;
+  try {
+    const st = await lstat(view.hostPath(path));
+    if (!st.isFile()) throw refuse(`the input root has a ${st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'special file'} there`);
+    return { path, created: false };
+  } catch (err) {
+    if (err instanceof StatusError) throw err;
+  }
+  if (view.readOnly?.(path)) throw refuse('its directory is a read-only part of the input root');
+  try {
+    await writeFile(view.hostPath(path), '', { flag: 'wx' });
+  } catch (err) {
+    throw refuse((err as Error).message);
+  }
+  return { path, created: true };
+}
+
+/**
  * Runs one action end to end: fetch and stage its inputs, run it in the sandbox, store its
  * outputs and logs, cache a successful result. Action failures go into the ExecuteResponse;
  * only a bug throws.
@@ -62,6 +93,7 @@ export async function executeAction(
   const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(execution.queuedAt), workerStartTimestamp: ts(new Date()) };
   const dir = join(ctx.workDir, execution.id.replace(/[^A-Za-z0-9-]/g, '_'));
   const fn = job.actionDigest.fn;
+  let socket: NestedApiSocket | undefined;
   try {
     onPhase('staging');
     meta.inputFetchStartTimestamp = ts(new Date());
@@ -92,6 +124,18 @@ export async function executeAction(
       const parent = o.rel.includes('/') ? o.rel.slice(0, o.rel.lastIndexOf('/')) : '';
       if (parent) await resolveInRoot(view, parent, { followLast: true, create: true });
     }
+    const binds: Array<{ source: string; dest: string }> = [];
+    let socketMountPoint: string | undefined;
+    if (job.platform.remoteApisSocket) {
+      if (!ctx.nestedApi) throw failedPrecondition(`platform property ${REMOTE_APIS_SOCKET_PROPERTY} cannot be served: this server runs actions without REAPI sockets`);
+      const rel = await socketMountPointFor(view, job.platform.remoteApisSocket);
+      if (rel.created) {
+        socketMountPoint = rel.path;
+        ignore.add(rel.path);
+      }
+      socket = await ctx.nestedApi.open(execution);
+      binds.push({ source: socket.hostPath, dest: posix.join(mountPoint, rel.path) });
+    }
     meta.inputFetchCompletedTimestamp = ts(new Date());
 
     const stdoutPath = join(dir, 'stdout');
@@ -110,7 +154,12 @@ export async function executeAction(
       hide: ctx.hide,
       hideFiles: ctx.hideFiles,
       hostToolsRoot: ctx.hostToolsRoot,
+      binds,
     });
+    // The socket goes with the action: nothing reaches the server through it any more.
+    await socket?.close();
+    socket = undefined;
+    if (socketMountPoint !== undefined) await rm(view.hostPath(socketMountPoint), { force: true });
     meta.executionStartTimestamp = ts(run.startedAt);
     meta.executionCompletedTimestamp = ts(run.completedAt);
     if (run.setupError) {
@@ -162,6 +211,7 @@ export async function executeAction(
     if (se.code === Code.INTERNAL) ctx.log.error('action failed on the server', { execution: execution.id, operations: execution.operationNames, error: se.message, stack: (err as Error).stack });
     return { status: toRpcStatus(se), message: se.message };
   } finally {
+    await socket?.close().catch((e: Error) => ctx.log.warn(`could not close the REAPI socket of execution ${execution.id}: ${e.message}`));
     await rm(dir, { recursive: true, force: true }).catch((e: Error) => ctx.log.warn(`could not clean ${dir}: ${e.message}`));
   }
 }

@@ -5,12 +5,15 @@ import { executeAction, type ExecutorContext } from './action-executor.js';
 
 /**
  * The worker slots of every pool. Each slot pulls executions from the scheduler, the way an
- * out-of-process worker would, runs them and reports the response.
+ * out-of-process worker would, runs them and reports the response. A slot running an action
+ * with a REAPI socket (remoteApisSocketPath) lends itself to that action's nested work while
+ * it runs: the action waits on that work, so it would never finish if every other slot were
+ * busy too (see Scheduler.nextNested).
  */
 export class WorkerPool {
   private readonly stop = new AbortController();
   private readonly loops: Promise<void>[] = [];
-  /** Slot name → execution it runs, for the status view. */
+  /** Slot name → execution it runs, for the status view. Lent slots are named "SLOT/nested…". */
   readonly running = new Map<string, Execution>();
 
   constructor(
@@ -38,10 +41,12 @@ export class WorkerPool {
     }
   }
 
-  /** Run one execution in `slot`, and report it. */
+  /** Run one execution in `slot` (lending the slot to its nested work while it runs), and report it. */
   private async run(ex: Execution, slot: string): Promise<void> {
     ex.worker = slot;
     this.running.set(slot, ex);
+    const loan = new AbortController();
+    const lending = ex.job.platform.remoteApisSocket ? this.lend(ex, `${slot}/nested`, loan.signal) : Promise.resolve();
     try {
       const response = await executeAction(this.ctx, ex, `reexec/${slot}`, ex.abort.signal, (phase) => (ex.phase = phase));
       // A daemon shutting down leaves the operation as it was in the journal: it runs again after restart.
@@ -51,6 +56,23 @@ export class WorkerPool {
       if (!this.scheduler.isClosed) this.scheduler.complete(ex, { status: { code: 13, message: `internal error running the action: ${(err as Error).message}` } });
     } finally {
       this.running.delete(slot);
+      // Nested work the lent slot already runs finishes there: the slot is this one's.
+      loan.abort();
+      await lending;
+    }
+  }
+
+  /** The lent slot: runs `lender`'s nested work, one at a time, until the loan ends. */
+  private async lend(lender: Execution, slot: string, loan: AbortSignal): Promise<void> {
+    const signal = AbortSignal.any([loan, this.stop.signal]);
+    while (!signal.aborted) {
+      let ex: Execution;
+      try {
+        ex = await this.scheduler.nextNested(lender.id, signal);
+      } catch {
+        return;
+      }
+      await this.run(ex, slot);
     }
   }
 

@@ -3,7 +3,7 @@ import { mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bst2RunOptions, bst2UserConfig, makeBst2Project, runBst2 } from '../helpers/bst2-project.js';
-import { makeClientsWork, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
+import { copyWithLibraries, makeClientsWork, prepareClientsRoot, runInRoot } from '../helpers/clients-root.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { listOperations } from '../helpers/daemon-operations.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
@@ -113,10 +113,41 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
         '',
       ].join('\n'),
     );
-    // Asks for a REAPI socket inside the sandbox (platform property remoteApisSocketPath).
+    // Asks for a REAPI socket inside the sandbox (platform property remoteApisSocketPath) and
+    // uses it with buildbox's own clients (from the clients root, with their libraries):
+    // casupload and casdownload round-trip a directory, trexe runs a nested action.
+    mkdirSync(join(project, 'files', 'tools'));
+    await copyWithLibraries(root, ['/usr/bin/casupload', '/usr/bin/casdownload', '/usr/bin/trexe'], join(project, 'files', 'tools'));
+    writeFileSync(join(project, 'elements', 'tools.bst'), 'kind: import\nsources:\n- kind: local\n  path: files/tools\n');
+    const sock = 'unix:/tmp/reapi.sock';
     writeFileSync(
       join(project, 'elements', 'socket.bst'),
-      ['kind: manual', 'build-depends:', '- base.bst', 'sandbox:', '  remote-apis-socket:', '    path: /tmp/reapi.sock', 'config:', '  install-commands:', '  - touch %{install-root}/x', ''].join('\n'),
+      [
+        'kind: manual',
+        'build-depends:',
+        '- base.bst',
+        '- tools.bst',
+        'sandbox:',
+        '  remote-apis-socket:',
+        '    path: /tmp/reapi.sock',
+        'environment:',
+        '  LD_LIBRARY_PATH: /usr/lib/x86_64-linux-gnu',
+        'config:',
+        '  build-commands:',
+        '  - test -S /tmp/reapi.sock',
+        `  - mkdir -p payload && echo "payload ${token}" > payload/data.txt`,
+        `  - casupload --remote=${sock} --output-digest-file=payload.digest payload`,
+        `  - casdownload --remote=${sock} --root-digest=$(cat payload.digest) --destination-dir=back`,
+        '  - cmp payload/data.txt back/data.txt',
+        // A nested action's input root: busybox as /bin/sh.
+        '  - mkdir -p nested/usr/bin nested/tmp nested/dev nested/proc && cp /usr/bin/busybox nested/usr/bin/ && ln -s busybox nested/usr/bin/sh && ln -s usr/bin nested/bin',
+        `  - casupload --remote=${sock} --output-digest-file=nested.digest nested`,
+        `  - trexe --remote=${sock} --input-root-digest=$(cat nested.digest) --platform-properties=OSFamily=linux,ISA=x86-64 --output-path=out.txt --d=nested-out -- /bin/sh -c 'echo "nested ${token}" > out.txt'`,
+        '  install-commands:',
+        '  - mkdir -p %{install-root}/usr/share/socket',
+        '  - cp back/data.txt nested-out/out.txt %{install-root}/usr/share/socket/',
+        '',
+      ].join('\n'),
     );
     // Runs until cancelled.
     writeFileSync(
@@ -281,13 +312,20 @@ describe.skipIf(!!clients.skip)(`BuildStream 2.8 remote execution${skipReason ? 
   );
 
   it(
-    'a sandbox feature reexec cannot provide fails the build loudly, naming the platform property',
+    'remote-apis-socket: a build command talks REAPI to reexec through the socket (casupload, casdownload, a nested trexe)',
     async () => {
-      // BuildStream 2.5+ expects a refusal, never a silent build without the socket.
       const build = await bst('build', 'socket.bst');
       const why = describeRun('bst build socket.bst', build);
-      expect(build.code, why).not.toBe(0);
-      expect(build.output, why).toMatch(/FAILED_PRECONDITION.*remoteApisSocketPath/);
+      expect(build.code, why).toBe(0);
+      expect(build.output, why).toMatch(/socket\.bst.*Waiting for the remote build to complete/);
+      const co = await bst('artifact', 'checkout', 'socket.bst', '--directory', `${inside}/socket-checkout`);
+      expect(co.code, describeRun('bst artifact checkout socket.bst', co)).toBe(0);
+      const dir = join(work, 'socket-checkout', 'usr', 'share', 'socket');
+      expect(readFileSync(join(dir, 'data.txt'), 'utf8')).toBe(`payload ${token}\n`);
+      expect(readFileSync(join(dir, 'out.txt'), 'utf8')).toBe(`nested ${token}\n`);
+      // The element's action and the nested one both ran on reexec.
+      const ops = await listOperations(daemon!.port);
+      expect(ops.filter((o) => o.done && !o.cachedResult && o.exitCode === 0 && o.statusCode === 0).length, JSON.stringify(ops)).toBeGreaterThanOrEqual(2);
       alive();
     },
     TIMEOUT,

@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { REPO_ROOT } from './daemon-process.js';
 import { runClient, type ClientRun } from './run-client.js';
 
@@ -94,4 +94,34 @@ export function makeBusyboxSysroot(root: string, dest: string, busybox: string =
   writeFileSync(join(dest, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   writeFileSync(join(dest, 'etc', 'group'), 'root:x:0:\n');
   chmodSync(join(dest, 'tmp'), 0o1777);
+}
+
+/**
+ * Copy programs of the clients root (e.g. /usr/bin/casupload) into a sysroot `dest`, with
+ * their shared-library closure as `ldd` lists it inside the root: each file at the path the
+ * loader finds it at (links resolved inside the root, not on the host), and the loader at
+ * /lib64 (a link to usr/lib64). Programs in it run with LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu.
+ */
+export async function copyWithLibraries(root: string, programs: readonly string[], dest: string): Promise<void> {
+  // For each program and library: "PATH<TAB>REAL PATH", both as the root sees them.
+  const script = [
+    'set -e',
+    'for p in "$@"; do',
+    '  printf "%s\\t%s\\n" "$p" "$(readlink -f "$p")"',
+    '  ldd "$p" | awk \'$2 == "=>" && $3 ~ /^\\// { print $3 } $1 ~ /^\\// { print $1 }\' | while read -r lib; do printf "%s\\t%s\\n" "$lib" "$(readlink -f "$lib")"; done',
+    'done',
+  ].join('\n');
+  const run = await runInRoot(root, ['sh', '-c', script, 'sh', ...programs], { timeoutMs: 60_000 });
+  if (run.code !== 0) throw new Error(`listing the libraries of ${programs.join(', ')} in the clients root failed:\n${run.output}`);
+  mkdirSync(join(dest, 'usr', 'lib64'), { recursive: true });
+  if (!existsSync(join(dest, 'lib64'))) symlinkSync('usr/lib64', join(dest, 'lib64'));
+  for (const line of run.output.split('\n')) {
+    const [path, real] = line.split('\t');
+    if (!path || !real || !path.startsWith('/')) continue;
+    const target = join(dest, path.replace(/^\/lib64\//, '/usr/lib64/').replace(/^\/lib\//, '/usr/lib/'));
+    if (existsSync(target)) continue;
+    mkdirSync(dirname(target), { recursive: true });
+    copyFileSync(join(root, real), target);
+    chmodSync(target, 0o755);
+  }
 }

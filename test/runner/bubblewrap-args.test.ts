@@ -52,6 +52,7 @@ describe('bubblewrapArgs', () => {
     expect(pairs(a, '--bind')[0]).toEqual(['/w/root', HOST_TOOLS_ROOT]);
     expect(a[a.indexOf('--chdir') + 1]).toBe(`${HOST_TOOLS_ROOT}/build/x`);
   });
+
   it('host-tools with a configured root: that root read-only as "/", host paths mapped into it', () => {
     const p = parsePlatform({ properties: [{ name: 'reexec-sandbox', value: 'host-tools' }] });
     const req = { ...base, hide: ['/srv/root/var/data', '/elsewhere/data'], hideFiles: ['/srv/root/srv/reexec.sock', '/other.sock'], hostToolsRoot: '/srv/root/', staged: staged({ mounts: [] }), argv: ['gcc'], platform: p };
@@ -64,5 +65,12 @@ describe('bubblewrapArgs', () => {
     expect(pairs(a, '--ro-bind')).toContainEqual(['/dev/null', '/srv/reexec.sock']);
     expect(a.join(' ')).not.toContain('/other.sock');
     expect(pairs(bubblewrapArgs(req, 3, () => true), '--tmpfs').map((x) => x[0])).toContain('/run');
+  });
+
+  it("binds an action's REAPI socket last, over everything else", () => {
+    const a = bubblewrapArgs({ ...base, staged: staged(), argv: ['true'], platform: parsePlatform(undefined, 'x86-64'), binds: [{ source: '/tmp/reexec-api-x/1.sock', dest: '/tmp/reapi.sock' }] }, 3);
+    const i = a.indexOf('/tmp/reexec-api-x/1.sock');
+    expect(a.slice(i - 1, i + 2)).toEqual(['--bind', '/tmp/reexec-api-x/1.sock', '/tmp/reapi.sock']);
+    expect(a.lastIndexOf('--tmpfs')).toBeLessThan(i);
   });
 });

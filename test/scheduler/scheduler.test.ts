@@ -3,11 +3,11 @@ import { Digest } from '../../src/digest/digest.js';
 import { InstanceName } from '../../src/digest/instance-name.js';
 import type { Execution, Job } from '../../src/scheduler/operation.js';
 import { parsePlatform } from '../../src/scheduler/platform.js';
-import { Scheduler, type OperationJournal } from '../../src/scheduler/scheduler.js';
+import { MAX_NESTING, Scheduler, type OperationJournal } from '../../src/scheduler/scheduler.js';
 
 /** A job for action `name` (identical names: identical actions). */
-function job(name: string, opts: { doNotCache?: boolean; priority?: number; instance?: string } = {}): Job {
-  const props = [{ name: 'ISA', value: 'x86-64' }];
+function job(name: string, opts: { socket?: boolean; doNotCache?: boolean; priority?: number; instance?: string } = {}): Job {
+  const props = [{ name: 'ISA', value: 'x86-64' }, ...(opts.socket ? [{ name: 'remoteApisSocketPath', value: 'tmp/reapi.sock' }] : [])];
   return {
     instance: InstanceName.parse(opts.instance ?? ''),
     actionDigest: Digest.compute(Buffer.from(name)),
@@ -138,5 +138,63 @@ describe('Scheduler: one operation per Execute, executions shared', () => {
     const slow = s.submit(job('x', { priority: 5 }));
     s.submit(job('x', { priority: -5 }));
     expect((await s.next('native')).job).toBe(slow.job);
+  });
+});
+
+describe('Scheduler: nested work of actions with a REAPI socket', () => {
+  let s: Scheduler;
+  afterEach(() => s?.close());
+
+  it('hands the slot an action lends to the work it waits on, even when every slot is busy', async () => {
+    s = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
+    const outer = s.submit(job('outer', { socket: true }), { rights: ['read'] });
+    const lender = await s.next('native');
+    expect(lender).toBe(outer.execution);
+    // Someone else's work waits for the one slot; the lender's own nested work goes first on its loan.
+    s.submit(job('other'));
+    const loan = new AbortController();
+    const taken = s.nextNested(lender.id, loan.signal);
+    const nested = s.submit(job('nested'), { parent: lender.id });
+    expect(await taken).toBe(nested.execution);
+    expect(nested.stage).toBe('EXECUTING');
+    expect(s.queueDepths()).toEqual({ native: 1 });
+    loan.abort();
+  });
+
+  it('lends to nested work that joined an execution another client queued', async () => {
+    s = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
+    s.submit(job('outer', { socket: true }));
+    const lender = await s.next('native');
+    const theirs = s.submit(job('shared'));
+    s.submit(job('shared'), { parent: lender.id });
+    const loan = new AbortController();
+    expect(await s.nextNested(lender.id, loan.signal)).toBe(theirs.execution);
+    loan.abort();
+  });
+
+  it('shares an action with a REAPI socket only between submitters with the same rights', () => {
+    s = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
+    const a = s.submit(job('sock', { socket: true }), { rights: ['read', 'execute'] });
+    const b = s.submit(job('sock', { socket: true }), { rights: ['execute', 'read'] });
+    const c = s.submit(job('sock', { socket: true }), { rights: ['read', 'write', 'execute'] });
+    expect(b.execution).toBe(a.execution);
+    expect(c.execution).not.toBe(a.execution);
+    expect(a.execution.rights).toEqual(['read', 'execute']);
+  });
+
+  it('never lets an action wait on itself, and stops nesting at MAX_NESTING', async () => {
+    s = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
+    s.submit(job('self', { socket: true }));
+    let parent = await s.next('native');
+    // The same action Executed through its own socket: a new execution, not the one waiting.
+    const again = s.submit(job('self', { socket: true }), { parent: parent.id });
+    expect(again.execution).not.toBe(parent);
+    for (let depth = 1; depth < MAX_NESTING; depth++) {
+      const loan = new AbortController();
+      const child = s.nextNested(parent.id, loan.signal);
+      if (depth > 1) s.submit(job(`level-${depth}`, { socket: true }), { parent: parent.id });
+      parent = await child;
+    }
+    expect(() => s.submit(job('too-deep'), { parent: parent.id })).toThrow(/nested 16 deep/);
   });
 });
