@@ -29,6 +29,24 @@ export interface Bazel7Workspace {
  * downloaded. A genrule writes a header that a cc_binary includes.
  */
 const MOCKED_MODULES = ['apple_support', 'buildozer', 'protobuf', 'zlib'];
+/** The workspace's BUILD file: a genrule writes greeting.h, which the cc_binary includes. */
+const buildFile = (greeting: string): string =>
+  [
+    'load("@rules_cc//cc:defs.bzl", "cc_binary")',
+    '',
+    'genrule(',
+    '    name = "greeting",',
+    '    outs = ["greeting.h"],',
+    `    cmd = "echo '#define GREETING \\"${greeting}\\"' > $@",`,
+    ')',
+    '',
+    'cc_binary(',
+    '    name = "hello",',
+    '    srcs = ["hello.c", ":greeting"],',
+    ')',
+    '',
+  ].join('\n');
+
 const BASE_FILES: Record<string, string> = {
   'MODULE.bazel': 'module(name = "hello")\n\nbazel_dep(name = "rules_cc")\nbazel_dep(name = "bazel_skylib")\n',
   '.bazelrc': [
@@ -40,30 +58,16 @@ const BASE_FILES: Record<string, string> = {
     'build --nosandbox_debug',
     '',
   ].join('\n'),
-  'BUILD.bazel': [
-    'load("@rules_cc//cc:defs.bzl", "cc_binary")',
-    '',
-    'genrule(',
-    '    name = "greeting",',
-    '    outs = ["greeting.h"],',
-    `    cmd = "echo '#define GREETING \\"hello from bazel\\"' > $@",`,
-    ')',
-    '',
-    'cc_binary(',
-    '    name = "hello",',
-    '    srcs = ["hello.c", ":greeting"],',
-    ')',
-    '',
-  ].join('\n'),
   'hello.c': '#include <stdio.h>\n#include "greeting.h"\n\nint main(void) {\n    puts(GREETING);\n    return 0;\n}\n',
   ...Object.fromEntries(MOCKED_MODULES.flatMap((m) => [[`third_party/mock/${m}/MODULE.bazel`, `module(name = "${m}")\n`], [`third_party/mock/${m}/BUILD`, '']])),
 };
 
 /**
  * A Bazel 7 workspace in a fresh folder of the clients root (Debian testing's bazel-bootstrap),
- * with a genrule and a cc_binary (`//:greeting`, `//:hello`); tests add targets with write().
+ * with a genrule and a cc_binary (`//:greeting`, `//:hello`, which prints `greeting`, by
+ * default "hello from bazel"); tests add targets with write().
  */
-export function makeBazel7Workspace(root: string, prefix: string, timeoutMs: number): Bazel7Workspace {
+export function makeBazel7Workspace(root: string, prefix: string, timeoutMs: number, opts: { greeting?: string } = {}): Bazel7Workspace {
   const { work, inside } = makeClientsWork(root, prefix);
   const ws = join(work, 'ws');
   const write = (rel: string, text: string): void => {
@@ -71,6 +75,7 @@ export function makeBazel7Workspace(root: string, prefix: string, timeoutMs: num
     writeFileSync(join(ws, rel), text);
   };
   for (const [rel, text] of Object.entries(BASE_FILES)) write(rel, text);
+  write('BUILD.bazel', buildFile(opts.greeting ?? 'hello from bazel'));
   const workspaceInside = `${inside}/ws`;
   const bazel = (...args: string[]): Promise<ClientRun> =>
     runInRoot(root, ['bazel', `--output_user_root=${inside}/output-root`, ...args], {
