@@ -395,6 +395,16 @@ export class Scheduler extends EventEmitter {
   }
 
   /**
+   * Cancel what was Executed through the REAPI socket of execution `parent`, now that it has
+   * ended: nobody is left to wait for it (work other clients wait on too goes on for them).
+   */
+  cancelNested(parent: string): void {
+    for (const op of [...this.operations.values()]) {
+      if (op.submitter.parent === parent && op.stage !== 'COMPLETED') this.cancel(op.name);
+    }
+  }
+
+  /**
    * Forget an operation. REAPI/longrunning: "It does not cancel the operation": its execution
    * goes on (for the other operations on it, and for the action cache).
    */

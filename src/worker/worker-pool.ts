@@ -56,7 +56,9 @@ export class WorkerPool {
       if (!this.scheduler.isClosed) this.scheduler.complete(ex, { status: { code: 13, message: `internal error running the action: ${(err as Error).message}` } });
     } finally {
       this.running.delete(slot);
-      // Nested work the lent slot already runs finishes there: the slot is this one's.
+      // What it Executed through its socket and still waits for has lost its client: cancelled
+      // (the lent slot's current run ends with it), then the loan ends.
+      if (ex.job.platform.remoteApisSocket && !this.scheduler.isClosed) this.scheduler.cancelNested(ex.id);
       loan.abort();
       await lending;
     }

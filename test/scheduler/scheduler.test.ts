@@ -172,6 +172,25 @@ describe('Scheduler: nested work of actions with a REAPI socket', () => {
     loan.abort();
   });
 
+  it('cancels the nested work of an action that ended, unless other clients wait on it too', async () => {
+    s = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
+    s.submit(job('outer', { socket: true }));
+    const lender = await s.next('native');
+    const loan = new AbortController();
+    const running = s.nextNested(lender.id, loan.signal);
+    const nestedRunning = s.submit(job('nested-a'), { parent: lender.id });
+    expect(await running).toBe(nestedRunning.execution);
+    const nestedQueued = s.submit(job('nested-b'), { parent: lender.id });
+    const sharedNested = s.submit(job('shared'), { parent: lender.id });
+    const someoneElse = s.submit(job('shared'));
+    s.cancelNested(lender.id);
+    expect(nestedRunning.execution.abort.signal.aborted).toBe(true);
+    expect(nestedQueued.response?.status?.code).toBe(1);
+    expect(sharedNested.response?.status?.code).toBe(1);
+    expect(someoneElse.stage).toBe('QUEUED');
+    loan.abort();
+  });
+
   it('shares an action with a REAPI socket only between submitters with the same rights', () => {
     s = new Scheduler([{ name: 'native', isas: ['x86-64'], slots: 1 }]);
     const a = s.submit(job('sock', { socket: true }), { rights: ['read', 'execute'] });
