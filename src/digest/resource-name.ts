@@ -60,7 +60,14 @@ export function parseReadResourceName(raw: string, instances?: InstancePolicy): 
   if (at < 0) throw invalidArgument(`resource name "${raw}" is not a blob name: expected "[{instance}/]blobs/{hash}/{size}"`, 'resource_name');
   const instanceText = parts.slice(0, at).join('/');
   const instance = instances ? instances.parse(instanceText) : InstanceName.parse(instanceText);
-  const { digest, compressor } = parseBlobPart(parts, at + 1, raw, parts[at] === 'compressed-blobs');
+  const { digest, compressor, end } = parseBlobPart(parts, at + 1, raw, parts[at] === 'compressed-blobs');
+  // Only upload names may carry trailing metadata (REAPI: "{/optional_metadata}" on Write only).
+  if (end !== parts.length) {
+    throw invalidArgument(
+      `resource name "${raw}" has ${parts.length - end} extra segment(s) after the size ("${parts.slice(end).join('/')}"): a read name ends with ".../{hash}/{size}"`,
+      'resource_name',
+    );
+  }
   return { instance, digest, compressor };
 }
 

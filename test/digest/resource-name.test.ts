@@ -88,6 +88,13 @@ describe('ByteStream read names', () => {
     expectInvalid(() => parseReadResourceName(`../blobs/${H}/5`), '..');
   });
 
+  it('refuses segments after the size: only upload names carry metadata', () => {
+    expectInvalid(() => parseReadResourceName(`blobs/${H}/5/extra`), 'extra', 'after the size');
+    expectInvalid(() => parseReadResourceName(`i/blobs/sha256/${H}/5/a/b`), 'a/b');
+    expectInvalid(() => parseReadResourceName(`compressed-blobs/zstd/${H}/5/x`), '"x"');
+    expectInvalid(() => parseReadResourceName(`blobs/${H}/5/`), 'after the size');
+  });
+
   it('applies the instance policy', () => {
     const policy = new InstancePolicy(['', 'main']);
     expect(parseReadResourceName(`main/blobs/${H}/5`, policy).instance.value).toBe('main');
@@ -110,6 +117,9 @@ describe('ByteStream write names', () => {
   it('accepts trailing metadata after the size', () => {
     const n = parseWriteResourceName(`uploads/${UUID}/blobs/${H}/5/some/metadata`);
     expect(n.digest.toString()).toBe(`${H}/5`);
+    const c = parseWriteResourceName(`i/uploads/${UUID}/compressed-blobs/zstd/${H}/5/meta`);
+    expect(c.compressor).toBe('zstd');
+    expect(c.digest.toString()).toBe(`${H}/5`);
   });
 
   it('parses compressed uploads and a digest function segment', () => {
