@@ -1,7 +1,7 @@
 import { Digest } from '../digest/digest.js';
 import type { DigestFunction } from '../digest/digest-function.js';
 import { re, type Directory, type ITree } from '../proto.js';
-import { failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
+import { Code, failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
 import type { BlobStore } from './blob-store.js';
 
 /** Read and decode one Directory blob; absent → NOT_FOUND-like precondition error naming it. */
@@ -24,29 +24,43 @@ export function directoryReferences(dir: re.IDirectory, fn: DigestFunction): { f
   return { files, directories };
 }
 
+export interface WalkOptions {
+  /** Most distinct directories in the tree; past it, `tooLarge` (default RESOURCE_EXHAUSTED). */
+  maxDirectories?: number;
+  /** Deepest level below the root visited; past it, `tooLarge`. */
+  maxDepth?: number;
+  /** Leave absent subtrees out instead of failing with FAILED_PRECONDITION (GetTree: "return the portion present"). */
+  skipMissing?: boolean;
+  tooLarge?: (limit: 'depth' | 'directories', value: number) => Error;
+}
+
 /**
- * Visit every Directory under a root, breadth first, each distinct digest once. `onMissing`
- * decides what an absent child does (default: throw FAILED_PRECONDITION naming it).
+ * Visit every Directory under a root, breadth first, each distinct digest once, in an order
+ * that depends only on the tree (GetTree's page tokens count positions in it).
  */
-export async function* walkDirectories(
-  store: BlobStore,
-  root: Digest,
-  options: { maxDirectories?: number } = {},
-): AsyncGenerator<{ digest: Digest; directory: Directory }> {
+export async function* walkDirectories(store: BlobStore, root: Digest, options: WalkOptions = {}): AsyncGenerator<{ digest: Digest; directory: Directory }> {
+  const tooLarge =
+    options.tooLarge ??
+    ((limit, value) => new StatusError(8, `tree under ${root} has more than ${value} ${limit === 'depth' ? 'levels' : 'directories'}`));
   const seen = new Set<string>([root.key]);
   let frontier = [root];
-  let count = 0;
-  while (frontier.length > 0) {
+  for (let level = 0; frontier.length > 0; level++) {
+    if (options.maxDepth !== undefined && level > options.maxDepth) throw tooLarge('depth', options.maxDepth);
     const next: Digest[] = [];
     for (const digest of frontier) {
-      const directory = await readDirectory(store, digest);
-      if (options.maxDirectories && ++count > options.maxDirectories) {
-        throw new StatusError(8, `tree under ${root} has more than ${options.maxDirectories} directories`);
+      let directory: Directory;
+      try {
+        directory = await readDirectory(store, digest);
+      } catch (err) {
+        if (options.skipMissing && err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) continue;
+        throw err;
       }
       yield { digest, directory };
       for (const child of directoryReferences(directory, digest.fn).directories) {
         if (!seen.has(child.key)) {
           seen.add(child.key);
+          // Counted when found, not when read: a wide directory cannot make the walk hold more.
+          if (options.maxDirectories && seen.size > options.maxDirectories) throw tooLarge('directories', options.maxDirectories);
           next.push(child);
         }
       }

@@ -151,8 +151,23 @@ describe('ContentAddressableStorage', () => {
       expect(res.responses).toEqual([]);
     });
 
-    it('refuses a malformed digest, naming which', async () => {
-      await expectGrpcError(call(cas(), 'BatchReadBlobs', { digests: [EMPTY, { hash: 'zz', sizeBytes: 1 }] }), INVALID_ARGUMENT, 'digests[1]', 'zz');
+    it('answers a malformed digest with its own INVALID_ARGUMENT, naming it, and serves the rest', async () => {
+      const a = bytes(300, 23);
+      await upload(a);
+      const res: any = await call(cas(), 'BatchReadBlobs', { digests: [EMPTY, { hash: 'zz', sizeBytes: 1 }, digestOf(a), { hash: digestOf(a).hash, sizeBytes: -3 }] });
+      expect(res.responses.map((r: any) => r.status?.code ?? 0)).toEqual([OK, INVALID_ARGUMENT, OK, INVALID_ARGUMENT]);
+      expect(res.responses[1].digest.hash).toBe('zz');
+      expect(res.responses[1].status.message).toContain('digests[1]');
+      expect(res.responses[1].status.message).toContain('zz');
+      expect(res.responses[3].status.message).toContain('-3');
+      expect(Buffer.from(res.responses[2].data).equals(a)).toBe(true);
+    });
+
+    it('refuses a batch over max_batch_total_size_bytes as a whole, and an unknown digest function', async () => {
+      const a = bytes(MAX_BATCH / 2 + 10, 24);
+      await upload(a);
+      await expectGrpcError(call(cas(), 'BatchReadBlobs', { digests: [digestOf(a), digestOf(a)] }), INVALID_ARGUMENT, 'max_batch_total_size_bytes');
+      await expectGrpcError(call(cas(), 'BatchReadBlobs', { digests: [digestOf(a)], digestFunction: 77 }), INVALID_ARGUMENT, 'digest function');
     });
   });
 
@@ -180,6 +195,24 @@ describe('ContentAddressableStorage', () => {
         s.on('end', () => resolve(out));
       });
 
+    /** The messages are pages: non-empty tokens on all but the last, directories each once, at most `pageSize` a page. */
+    const expectPages = (messages: any[], directories: number, pageSize?: number): void => {
+      expect(messages.slice(0, -1).map((m) => m.nextPageToken).filter((t) => !t)).toEqual([]);
+      expect(messages.at(-1).nextPageToken).toBe('');
+      const dirs = messages.flatMap((m) => m.directories);
+      expect(dirs).toHaveLength(directories);
+      expect(new Set(dirs.map(hashOf)).size).toBe(directories);
+      if (pageSize) for (const m of messages) expect(m.directories.length).toBeLessThanOrEqual(pageSize);
+    };
+    /** A GetTree from each message's token returns exactly what followed that message. */
+    const expectTokensResume = async (req: object, messages: any[]): Promise<void> => {
+      for (let k = 0; k < messages.length - 1; k++) {
+        const rest = await getTree({ ...req, pageToken: messages[k].nextPageToken });
+        expect(rest.flatMap((m) => m.directories).map(hashOf)).toEqual(messages.slice(k + 1).flatMap((m) => m.directories).map(hashOf));
+        expect(rest.at(-1).nextPageToken).toBe('');
+      }
+    };
+
     beforeAll(async () => {
       await upload(f1, f2, ...all);
     });
@@ -192,26 +225,49 @@ describe('ContentAddressableStorage', () => {
       expect(responses.at(-1).nextPageToken).toBe('');
     });
 
-    it('pages with page_size and page_token, covering the tree exactly once', async () => {
-      const seen: string[] = [];
-      let token = '';
-      let pages = 0;
-      do {
-        const responses = await getTree({ rootDigest: digestOf(root), pageSize: 2, pageToken: token });
-        const dirs = responses.flatMap((r) => r.directories);
-        expect(dirs.length).toBeLessThanOrEqual(2);
-        seen.push(...dirs.map(hashOf));
-        token = responses.at(-1).nextPageToken;
-        pages++;
-      } while (token && pages < 10);
-      expect(pages).toBe(3);
-      expect(seen.sort()).toEqual(all.map((x) => digestOf(x).hash).sort());
+    it('with page_size: every message is a page of at most page_size, and each token resumes right after its message', async () => {
+      for (const pageSize of [1, 2, 3, 5, 6]) {
+        const messages = await getTree({ rootDigest: digestOf(root), pageSize });
+        expectPages(messages, all.length, pageSize);
+        await expectTokensResume({ rootDigest: digestOf(root), pageSize }, messages);
+      }
     });
 
     it('answers NOT_FOUND for a missing root, INVALID_ARGUMENT for a bad page_token', async () => {
       const missing = digestOf(enc({ files: [file('nope', f2)] }));
       await expectGrpcError(getTree({ rootDigest: missing }), NOT_FOUND, missing.hash);
       await expectGrpcError(getTree({ rootDigest: digestOf(root), pageToken: '!!not-ours' }), INVALID_ARGUMENT, 'page_token');
+      const [first] = await getTree({ rootDigest: digestOf(root), pageSize: 1 });
+      await expectGrpcError(getTree({ rootDigest: digestOf(aDir), pageToken: first.nextPageToken }), INVALID_ARGUMENT, 'page_token', 'another root');
+    });
+
+    describe('a tree that needs several messages', () => {
+      // 40 directories of ~100 KB each (1,000 entries with long names): 4 MB, two 2 MiB messages at least.
+      const blob = bytes(5, 33);
+      const bigDirs = Array.from({ length: 40 }, (_, k) =>
+        enc({ files: Array.from({ length: 1000 }, (_, i) => file(`dir${k}-file-${String(i).padStart(5, '0')}-with-a-rather-long-name.txt`, blob)) }),
+      );
+      const bigRoot = enc({ directories: bigDirs.map((x, k) => ({ name: `d${k}`, digest: digestOf(x) })) });
+
+      beforeAll(async () => {
+        await upload(blob, bigRoot);
+        for (let k = 0; k < bigDirs.length; k += 8) await upload(...bigDirs.slice(k, k + 8));
+      });
+
+      it('without page_size: pages cut by size, each but the last with a token that resumes right after it', async () => {
+        const messages = await getTree({ rootDigest: digestOf(bigRoot) });
+        expect(messages.length).toBeGreaterThanOrEqual(2);
+        expectPages(messages, bigDirs.length + 1);
+        for (const m of messages) expect(re.GetTreeResponse.encode(m).finish().length).toBeLessThan(4 * 1024 * 1024);
+        await expectTokensResume({ rootDigest: digestOf(bigRoot) }, messages);
+      });
+
+      it('with page_size: pages of page_size, tokens that resume', async () => {
+        const messages = await getTree({ rootDigest: digestOf(bigRoot), pageSize: 7 });
+        expect(messages).toHaveLength(Math.ceil((bigDirs.length + 1) / 7));
+        expectPages(messages, bigDirs.length + 1, 7);
+        await expectTokensResume({ rootDigest: digestOf(bigRoot), pageSize: 7 }, messages);
+      });
     });
 
     it('leaves out a missing subtree and returns the rest', async () => {
