@@ -22,7 +22,7 @@ export interface Config {
     inlineMaxBytes: number;
     /** fsync file blobs before they become visible. */
     fsync: boolean;
-    /** Advertised max_batch_total_size_bytes (BatchUpdateBlobs/BatchReadBlobs). */
+    /** Advertised max_batch_total_size_bytes (BatchUpdateBlobs/BatchReadBlobs): blob bytes of one batch, framing not counted. */
     maxBatchBytes: number;
     /** The CAS budget in blob bytes: a size, or a share of the file system holding the data dir. */
     maxBytes: SizeOrShare;
@@ -147,7 +147,8 @@ export function defaultConfig(): Config {
     storage: {
       inlineMaxBytes: 64 * 1024,
       fsync: true,
-      maxBatchBytes: 4 * 1024 * 1024,
+      // 4 MiB - 64 KiB: a full batch and its framing fit in gRPC's default 4 MiB receive limit.
+      maxBatchBytes: 4 * 1024 * 1024 - 64 * 1024,
       maxBytes: { share: 0.5 },
       highWatermark: { share: 0.9 },
       lowWatermark: { share: 0.8 },

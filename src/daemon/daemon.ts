@@ -27,7 +27,7 @@ import { executionDefinition, executionServices, operationsDefinition } from '..
 import { assetServices, fetchDefinition, pushDefinition } from '../services/asset-service.js';
 import { byteStreamDefinition, byteStreamService } from '../services/bytestream-service.js';
 import { capabilitiesDefinition, capabilitiesService } from '../services/capabilities-service.js';
-import { casDefinition, casService } from '../services/cas-service.js';
+import { BATCH_FRAMING_ROOM, CLIENT_RECEIVE_LIMIT, casDefinition, casService } from '../services/cas-service.js';
 import type { CallContext } from '../services/grpc-adapters.js';
 import { NestedApiServers } from '../services/nested-api-server.js';
 import type { Right } from '../auth/rights.js';
@@ -149,8 +149,17 @@ export class Daemon {
             execution: { enabled: config.execution.enabled, priorities: { min: -1000, max: 1000 } },
           }),
         ],
-        [casDefinition, casService(log, cas, { instances, maxBatchBytes: config.storage.maxBatchBytes, maxTreeDepth: config.limits.maxTreeDepth, maxTreeDirectories: config.limits.maxTreeEntries })],
-        [byteStreamDefinition, byteStreamService(log, cas, uploads, { instances })],
+        [
+          casDefinition,
+          casService(log, cas, {
+            instances,
+            maxBatchBytes: config.storage.maxBatchBytes,
+            maxTreeDepth: config.limits.maxTreeDepth,
+            maxTreeDirectories: config.limits.maxTreeEntries,
+            compression: telemetry.compression,
+          }),
+        ],
+        [byteStreamDefinition, byteStreamService(log, cas, uploads, { instances, compression: telemetry.compression })],
         [actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true })],
       ];
       for (const [definition, impl] of storageServices((ctx) => policy.rightsFor(ctx.metadata))) server.addService(definition, impl);
@@ -223,6 +232,11 @@ export class Daemon {
         }),
       );
 
+      if (config.storage.maxBatchBytes > CLIENT_RECEIVE_LIMIT - BATCH_FRAMING_ROOM) {
+        log.warn(
+          `storage.max-batch-bytes is ${config.storage.maxBatchBytes}: a full batch with its framing no longer fits in the 4 MiB that gRPC clients receive by default; set it to ${CLIENT_RECEIVE_LIMIT - BATCH_FRAMING_ROOM} (4032KiB) or less unless every client raised its limit`,
+        );
+      }
       const health = new HealthImplementation({ '': 'SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'SERVING' as const])) });
       health.addToServer(server);
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);

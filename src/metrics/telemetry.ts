@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Scheduler } from '../scheduler/scheduler.js';
+import { CompressionMetrics } from './compression-metrics.js';
 import { ExecutionMetrics, type RunningSource } from './execution-metrics.js';
 import { GcMetrics } from './gc-metrics.js';
 import { RpcMetrics } from './rpc-metrics.js';
@@ -17,12 +18,15 @@ export class Telemetry {
   readonly store: StoreMetrics;
   /** The garbage collector reports each run here. */
   readonly gc: GcMetrics;
+  /** Compressed reads and writes of the CAS. */
+  readonly compression: CompressionMetrics;
 
   constructor(usage: () => StoreSizes, now: () => number = Date.now) {
     collectDefaultMetrics({ register: this.registry });
     this.rpc = new RpcMetrics(this.registry, now);
     this.store = new StoreMetrics(this.registry, usage, now);
     this.gc = new GcMetrics(this.registry);
+    this.compression = new CompressionMetrics(this.registry);
   }
 
   /** Start measuring remote execution (when it is enabled). */

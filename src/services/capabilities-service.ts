@@ -1,4 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
+import { COMPRESSOR_VALUES, SERVED_COMPRESSORS } from '../cas/compression.js';
 import { DIGEST_FUNCTIONS, SHA256 } from '../digest/digest-function.js';
 import type { InstancePolicy } from '../digest/instance-name.js';
 import { re } from '../proto.js';
@@ -32,6 +33,7 @@ export interface CapabilitiesOptions {
 
 export function capabilitiesService(log: Logger, opts: CapabilitiesOptions): grpc.UntypedServiceImplementation {
   const functions = DIGEST_FUNCTIONS.map((f) => f.value);
+  const compressors = SERVED_COMPRESSORS.map((c) => COMPRESSOR_VALUES[c]);
   return {
     GetCapabilities: unary(log, 'GetCapabilities', async (req: re.GetCapabilitiesRequest, ctx) => {
       opts.instances.parse(req.instanceName);
@@ -44,8 +46,9 @@ export function capabilitiesService(log: Logger, opts: CapabilitiesOptions): grp
           actionCacheUpdateCapabilities: { updateEnabled },
           maxBatchTotalSizeBytes: opts.maxBatchBytes,
           symlinkAbsolutePathStrategy: re.SymlinkAbsolutePathStrategy.Value.ALLOWED,
-          supportedCompressors: [],
-          supportedBatchUpdateCompressors: [],
+          // The same for ByteStream and both batch RPCs (BatchReadBlobs.acceptable_compressors too).
+          supportedCompressors: compressors,
+          supportedBatchUpdateCompressors: compressors,
         },
         executionCapabilities: execEnabled && opts.execution
           ? {

@@ -84,6 +84,22 @@ describe('ByteStream', () => {
       expect(await bsWrite(bs(), small)).toEqual({ committedSize: 10 });
     });
 
+    it('answers a request sent after finish_write with INVALID_ARGUMENT, and stores nothing', async () => {
+      for (const size of [3000, 2 * MiB]) {
+        const data = bytes(size, 35 + size);
+        const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+          const s = bs().Write((e: grpc.ServiceError | null) => resolve(e));
+          s.on('error', () => undefined);
+          s.write({ resourceName: uploadName(digestOf(data)), writeOffset: 0, data, finishWrite: true });
+          s.write({ writeOffset: size, data: Buffer.alloc(0) });
+          s.end();
+        });
+        expect(err?.code, `size ${size}`).toBe(INVALID_ARGUMENT);
+        expect(err?.details).toContain('finish_write');
+        expect(await missing(data)).toBe(true);
+      }
+    });
+
     it('refuses malformed upload names, naming them', async () => {
       const data = bytes(10, 9);
       const h = digestOf(data).hash;
@@ -207,18 +223,35 @@ describe('ByteStream', () => {
       await expectGrpcError(bsRead(bs(), `uploads/x/blobs/${digestOf(small).hash}`), INVALID_ARGUMENT);
     });
 
-    it('refuses compressed-blobs names (no compressor is advertised) without harm', async () => {
+    it('answers NOT_FOUND for an absent blob at any offset, OUT_OF_RANGE only for a present one', async () => {
+      const absent = digestOf(bytes(5000, 34));
+      for (const offset of [0, 10, 4999, 5000, 5001, 1_000_000]) {
+        await expectGrpcError(bsRead(bs(), blobName(absent), offset), NOT_FOUND, absent.hash);
+      }
+      await expectGrpcError(bsRead(bs(), blobName(digestOf(small)), 1_000_000), OUT_OF_RANGE, '1000000');
+    });
+
+    it('refuses extra segments after the size in a read name (only upload names carry metadata)', async () => {
       const h = digestOf(small);
-      await expectGrpcError(bsRead(bs(), `compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`), 12, 'zstd');
-      const err = await new Promise<grpc.ServiceError | null>((resolve) => {
-        const s = bs().Write((e: grpc.ServiceError | null) => resolve(e));
-        s.on('error', () => undefined);
-        s.write({ resourceName: `uploads/${randomUUID()}/compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`, writeOffset: 0, data: Buffer.from('x'), finishWrite: true });
-        s.end();
-      });
-      expect(err?.code).toBe(12);
-      const batch: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: small, compressor: 1 }] });
+      await expectGrpcError(bsRead(bs(), `blobs/${h.hash}/${h.sizeBytes}/extra`), INVALID_ARGUMENT, 'extra', 'after the size');
+      await expectGrpcError(bsRead(bs(), `i/compressed-blobs/zstd/${h.hash}/${h.sizeBytes}/x/y`), INVALID_ARGUMENT, 'x/y');
+    });
+
+    it('refuses compressors it does not advertise (deflate, brotli) without harm', async () => {
+      const h = digestOf(small);
+      for (const c of ['deflate', 'brotli']) {
+        await expectGrpcError(bsRead(bs(), `compressed-blobs/${c}/${h.hash}/${h.sizeBytes}`), 12, c, 'zstd');
+        const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+          const s = bs().Write((e: grpc.ServiceError | null) => resolve(e));
+          s.on('error', () => undefined);
+          s.write({ resourceName: `uploads/${randomUUID()}/compressed-blobs/${c}/${h.hash}/${h.sizeBytes}`, writeOffset: 0, data: Buffer.from('x'), finishWrite: true });
+          s.end();
+        });
+        expect(err?.code).toBe(12);
+      }
+      const batch: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: small, compressor: 2 }] });
       expect(batch.responses[0].status.code).toBe(INVALID_ARGUMENT);
+      expect(batch.responses[0].status.message).toContain('compressor');
       expect((await bsRead(bs(), blobName(h))).equals(small)).toBe(true);
     });
 

@@ -328,14 +328,30 @@ describe('hostile inputs', () => {
     return Buffer.from(res.responses[0].data ?? []).toString();
   };
 
-  it('compressed blobs are not offered, so no zstd bomb can be sent: compressed names are refused cleanly', async () => {
+  it('zstd bombs and frames asking for huge windows are refused as such, and the daemon keeps serving', async () => {
     const data = Buffer.alloc(1024, 0);
     const h = digestOf(data);
-    tally.add(3);
-    await expectGrpcError(bsRead(d.clients.byteStream, `compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`), grpc.status.UNIMPLEMENTED);
-    const res: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), compressor: 1 }] });
+    tally.add(4);
+    // 4 GiB of zeros as RLE blocks (4 bytes each regenerate 128 KiB), claimed to be a 1 KiB blob.
+    const rle = Buffer.alloc(4 * 32768);
+    for (let i = 0; i < 32768; i++) rle.writeUIntLE(((128 * 1024) << 3) | (1 << 1) | (i === 32767 ? 1 : 0), i * 4, 3);
+    const bomb = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88]), rle]);
+    const res: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: bomb, compressor: 1 }] });
     expect(res.responses[0].status.code).toBe(grpc.status.INVALID_ARGUMENT);
-    const caps: any = await call(d.clients.capabilities, 'GetCapabilities', {});
-    expect(caps.cacheCapabilities.supportedCompressors ?? []).toEqual([]);
+    expect(res.responses[0].status.message).toContain('more than the 1024 bytes');
+    const viaStream = await new Promise<grpc.ServiceError | null>((resolve) => {
+      const s = d.clients.byteStream.Write((e: grpc.ServiceError | null) => resolve(e));
+      s.on('error', () => undefined);
+      s.write({ resourceName: `uploads/${randomUUID()}/compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`, writeOffset: 0, data: bomb, finishWrite: true });
+      s.end();
+    });
+    expect(viaStream?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    // A frame header asking for a 2 GiB window (zstd --long=31): never allocated.
+    const huge = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3, 0x01, 0x00, 0x00]);
+    const win: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: huge, compressor: 1 }] });
+    expect(win.responses[0].status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(win.responses[0].status.message).toContain('window');
+    await expectGrpcError(bsRead(d.clients.byteStream, `compressed-blobs/zstd/${h.hash}/${h.sizeBytes}`), grpc.status.NOT_FOUND);
+    await stillServing();
   });
 });
