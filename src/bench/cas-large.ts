@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { call, type ReapiClients } from '../client/reapi-client.js';
 import type { bytestream } from '../proto.js';
+import { runCompressedByteStream } from './cas-compression.js';
 import { makeMetric, sizeLabel } from './metric.js';
 import { pumpWrites, type RawGrpcBaseline } from './raw-grpc.js';
 import { fillRandom, formatNumber, MiB, runConcurrent, timed } from './stats.js';
@@ -46,9 +47,9 @@ function cells(o: Pick<CasLargeOptions, 'sizes' | 'sweepSize' | 'concurrency' | 
   return out;
 }
 
-/** Progress steps of the suite: one per cell and repetition, and one per resumable write. */
+/** Progress steps of the suite: one per cell and repetition, one per zstd comparison and one per resumable write. */
 export function casLargeSteps(o: Pick<CasLargeOptions, 'sizes' | 'sweepSize' | 'concurrency' | 'minBytesPerCell' | 'repeat'>): number {
-  return (cells(o).length + 1) * o.repeat;
+  return (cells(o).length + 2) * o.repeat;
 }
 
 function prefix(instance: string): string {
@@ -235,6 +236,14 @@ export async function runCasLarge(o: CasLargeOptions): Promise<SuiteResult> {
     if (c === 1) {
       metrics.push(makeMetric({ ...common, name: 'bytestream-write-vs-sha256', label: 'ByteStream.Write vs hashing', samples: s.write, baseline: { name: 'sha256', label: 'SHA-256 of the same bytes, node crypto, one core', samples: s.sha } }));
     }
+  }
+
+  const zstd = await runCompressedByteStream({ clients: o.clients, instance: o.instance, size: o.sweepSize, chunkBytes: o.chunkBytes, repeat: o.repeat, progress: o.progress });
+  if ('unsupported' in zstd) unsupported.push(zstd.unsupported);
+  else {
+    metrics.push(...zstd.metrics);
+    Object.assign(checks, zstd.checks);
+    if (!zstd.checks.zstdContentMatches) checks.contentMatches = false;
   }
 
   const resumable = await runResumable(o);

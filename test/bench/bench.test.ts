@@ -99,11 +99,25 @@ function expectConsistent(r: BenchResult, repeat: number, suites: string[]): voi
       ...['bytestream-write', 'bytestream-read', 'bytestream-write-vs-disk', 'bytestream-write-vs-sha256'].map((n) => `cas-large/${n}/1MiB/c1`),
       ...['bytestream-write', 'bytestream-read', 'bytestream-write-vs-disk', 'bytestream-write-vs-sha256'].map((n) => `cas-large/${n}/2MiB/c1`),
       ...['bytestream-write', 'bytestream-read', 'bytestream-write-vs-disk'].map((n) => `cas-large/${n}/1MiB/c2`),
+      'cas-large/bytestream-write-zstd/1MiB/c1',
+      'cas-large/bytestream-read-zstd/1MiB/c1',
       'cas-large/bytestream-write-resumed/1MiB/c1',
     ]);
+    // zstd against identity on text, in the same run: both figures measured, the text shrank on the wire both ways.
+    for (const name of ['bytestream-write-zstd', 'bytestream-read-zstd']) {
+      const m = large.metrics.find((x) => x.name === name)!;
+      expect(m.baseline?.value, name).toBeGreaterThan(0);
+      expect(m.ratio, name).toBeGreaterThan(0);
+    }
+    const { zstdWireBytesWritten, zstdWireBytesRead, ...rest } = large.checks as Record<string, number | boolean>;
+    expect(zstdWireBytesWritten).toBeLessThan(MiB * repeat / 2);
+    expect(zstdWireBytesRead).toBeLessThan(MiB * repeat / 2);
     // Cells of 2 MiB at least: 2 × 1 MiB, 1 × 2 MiB, 2 × 1 MiB two at a time.
     const bytes = 6 * MiB * repeat;
-    expect(large.checks).toEqual({
+    expect(rest).toEqual({
+      zstdBytesWritten: MiB * repeat,
+      zstdBytesRead: MiB * repeat,
+      zstdContentMatches: true,
       bytesWritten: bytes,
       committedBytes: bytes,
       bytesRead: bytes,
@@ -186,7 +200,8 @@ describe('reexec bench', () => {
     expect(existsSync(tempDir)).toBe(false);
     const out = lines.join('');
     expect(out).toMatch(/^cas-small 1\/4: /m);
-    expect(out).toMatch(/^cas-large 4\/4: resumable write/m);
+    expect(out).toMatch(/^cas-large 4\/5: zstd ByteStream of 1MiB/m);
+    expect(out).toMatch(/^cas-large 5\/5: resumable write/m);
     expect(out).toMatch(/^exec 1\/6: 2 no-op actions at concurrency 1/m);
 
     const table = formatReport(r);
@@ -215,7 +230,7 @@ describe('reexec bench', () => {
       const r = JSON.parse(res.stdout) as BenchResult;
       expectConsistent(r, 2, ['cas-small', 'cas-large', 'ac', 'exec']);
       expect(r.target).toMatchObject({ kind: 'endpoint', endpoint: `grpc://${d.address}`, instance: 'bench/x', tls: false, token: false });
-      expect(res.stderr).toMatch(/^cas-large 5\/8: 1MiB ×2 at concurrency 2, repetition 1\/2/m);
+      expect(res.stderr).toMatch(/^cas-large 5\/10: 1MiB ×2 at concurrency 2, repetition 1\/2/m);
 
       // The 2 MiB blobs of the run (plus the warm-up one) are files in the other daemon's store.
       const sizes: number[] = [];
