@@ -17,7 +17,10 @@ describe('Capabilities', () => {
     expect(caps.cacheCapabilities.digestFunctions).toContain(1);
     expect(caps.cacheCapabilities.actionCacheUpdateCapabilities.updateEnabled).toBe(true);
     expect(caps.cacheCapabilities.symlinkAbsolutePathStrategy).toBe(2);
-    expect(caps.cacheCapabilities.maxBatchTotalSizeBytes).toBe(4 * 1024 * 1024);
+    // Room for framing under gRPC's default 4 MiB receive limit (see batch-limits.test.ts).
+    expect(caps.cacheCapabilities.maxBatchTotalSizeBytes).toBe(4 * 1024 * 1024 - 64 * 1024);
+    expect(caps.cacheCapabilities.supportedCompressors).toEqual([1]);
+    expect(caps.cacheCapabilities.supportedBatchUpdateCompressors).toEqual([1]);
   });
 
   it('lists the node properties input staging honours (not platform properties)', async () => {
