@@ -5,15 +5,20 @@ import { invalidArgument } from '../util/status-error.js';
  * it. It tells the decoder where blocks and frames end and how many bytes each block can
  * produce at most, so that the decoder is fed pieces whose output is bounded: a few bytes of
  * RLE blocks can stand for gigabytes. It also refuses what reexec never decodes: reserved
- * bits, dictionaries, windows above zstd's default decoder limit.
+ * bits, dictionaries, windows above 8 MiB.
  */
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const SKIPPABLE_MAGIC = 0x184d2a50; // …5f: the low four bits are free
 /** A block never regenerates more than this (Block_Maximum_Size is at most 128 KiB). */
 export const MAX_BLOCK_OUTPUT = 128 * 1024;
-/** zstd's own default decoder limit (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27): what every zstd library's compressor stays under by default. */
-export const MAX_WINDOW_BYTES = 2 ** 27;
+/**
+ * The largest window decoded: 8 MiB, what zstd levels 1-19 use at most (Bazel's zstd-jni: level
+ * 3, 2 MiB); only levels 20-22 and --long go further. The decoder keeps a window this size per
+ * stream and moves it for every block, so a larger one would let a few bytes of RLE blocks
+ * cost milliseconds each.
+ */
+export const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
 
 type State = 'magic' | 'descriptor' | 'header' | 'blockHeader' | 'blockBody' | 'checksum' | 'skipSize' | 'skipBody';
 
@@ -104,7 +109,7 @@ export class ZstdFrameScanner {
           window = fcsBytes === 2 ? fcs + 256 : fcs;
         }
         if (window > MAX_WINDOW_BYTES) {
-          throw corrupt(`a frame asks for a ${window}-byte window, more than the ${MAX_WINDOW_BYTES} this server decodes (compress without --long)`);
+          throw corrupt(`a frame asks for a ${window}-byte window, more than the ${MAX_WINDOW_BYTES} this server decodes (zstd levels up to 19, without --long)`);
         }
         return this.expect('blockHeader', 3);
       }

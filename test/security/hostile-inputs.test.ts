@@ -335,7 +335,7 @@ describe('hostile inputs', () => {
     // 4 GiB of zeros as RLE blocks (4 bytes each regenerate 128 KiB), claimed to be a 1 KiB blob.
     const rle = Buffer.alloc(4 * 32768);
     for (let i = 0; i < 32768; i++) rle.writeUIntLE(((128 * 1024) << 3) | (1 << 1) | (i === 32767 ? 1 : 0), i * 4, 3);
-    const bomb = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88]), rle]);
+    const bomb = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 13 << 3]), rle]);
     const res: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: bomb, compressor: 1 }] });
     expect(res.responses[0].status.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(res.responses[0].status.message).toContain('more than the 1024 bytes');
@@ -346,7 +346,7 @@ describe('hostile inputs', () => {
       s.end();
     });
     expect(viaStream?.code).toBe(grpc.status.INVALID_ARGUMENT);
-    // A frame header asking for a 2 GiB window (zstd --long=31): never allocated.
+    // A frame header asking for a 2 GiB window (zstd --long=31): refused before anything is allocated.
     const huge = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3, 0x01, 0x00, 0x00]);
     const win: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: h, data: huge, compressor: 1 }] });
     expect(win.responses[0].status.code).toBe(grpc.status.INVALID_ARGUMENT);
