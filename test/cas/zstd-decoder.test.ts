@@ -11,7 +11,7 @@ const blockHeader = (type: number, size: number, last: boolean): Buffer => {
 };
 /** A frame of raw blocks (window 1 MiB), with a checksum field when asked (its value unchecked: the digest is what counts). */
 function rawFrame(data: Buffer, checksum = false): Buffer {
-  const parts = [MAGIC, Buffer.from([checksum ? 0x04 : 0x00, 10 << 3])];
+  const parts: Buffer[] = [MAGIC, Buffer.from([checksum ? 0x04 : 0x00, 10 << 3])];
   for (let off = 0; off < data.length || off === 0; off += 100_000) {
     const piece = data.subarray(off, off + 100_000);
     parts.push(blockHeader(0, piece.length, off + 100_000 >= data.length), piece);
@@ -22,7 +22,7 @@ function rawFrame(data: Buffer, checksum = false): Buffer {
 }
 /** `blocks` RLE blocks of 128 KiB of `byte` each: a few bytes that regenerate a lot. */
 function rleFrame(blocks: number, byte = 0x61): Buffer {
-  const parts = [MAGIC, Buffer.from([0x00, 13 << 3])]; // an 8 MiB window
+  const parts: Buffer[] = [MAGIC, Buffer.from([0x00, 13 << 3])]; // an 8 MiB window
   for (let i = 0; i < blocks; i++) parts.push(blockHeader(1, 128 * 1024, i === blocks - 1), Buffer.from([byte]));
   return Buffer.concat(parts);
 }
