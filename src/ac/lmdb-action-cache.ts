@@ -9,7 +9,7 @@ import type { ActionCache } from './action-cache.js';
 export class LmdbActionCache implements ActionCache {
   private readonly db: Database<Buffer, string>;
 
-  constructor(env: LmdbEnv) {
+  constructor(private readonly env: LmdbEnv) {
     this.db = env.binary('action-cache');
   }
 
@@ -24,10 +24,11 @@ export class LmdbActionCache implements ActionCache {
   }
 
   async put(instance: InstanceName, action: Digest, result: IActionResult): Promise<void> {
-    await this.db.put(LmdbActionCache.key(instance, action), Buffer.from(re.ActionResult.encode(result).finish()));
+    const bytes = Buffer.from(re.ActionResult.encode(result).finish());
+    await this.env.write(`storing the result of action ${action}`, () => this.db.put(LmdbActionCache.key(instance, action), bytes));
   }
 
   async delete(instance: InstanceName, action: Digest): Promise<void> {
-    await this.db.remove(LmdbActionCache.key(instance, action));
+    await this.env.write(`deleting the result of action ${action}`, () => this.db.remove(LmdbActionCache.key(instance, action)), { deletion: true });
   }
 }

@@ -57,7 +57,7 @@ export class AssetStore {
   private readonly db: Database<AssetRecord, string>;
 
   constructor(
-    env: LmdbEnv,
+    private readonly env: LmdbEnv,
     private readonly cas: BlobStore,
     /**
      * An incomplete binding found by a fetch is deleted (its blobs were evicted: it can never
@@ -83,7 +83,7 @@ export class AssetStore {
       exp: binding.expireAt,
       at: Date.now(),
     };
-    await Promise.all(uris.map((uri) => this.db.put(AssetStore.key(instance, binding.kind, uri, qualifiers), rec)));
+    await this.env.write(`storing the asset ${uris[0] ?? ''}`, () => Promise.all(uris.map((uri) => this.db.put(AssetStore.key(instance, binding.kind, uri, qualifiers), rec))));
   }
 
   /** The first URI whose binding is alive, complete and new enough; undefined when none is. */
@@ -114,9 +114,14 @@ export class AssetStore {
       if (await this.isComplete(found)) return found;
       if (now - rec.at > this.keepIncompleteSeconds * 1000) {
         // Unless pushed anew meanwhile.
-        await this.db.transaction(() => {
-          if (this.db.get(key)?.at === rec.at) this.db.remove(key);
-        });
+        await this.env.write(
+          `forgetting the asset ${uri}`,
+          () =>
+            this.db.transaction(() => {
+              if (this.db.get(key)?.at === rec.at) this.db.remove(key);
+            }),
+          { deletion: true },
+        );
       }
     }
     return undefined;

@@ -3,6 +3,7 @@ import { lstat, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHan
 import { join } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Digest } from '../digest/digest.js';
+import { diskError } from '../store/disk-space.js';
 import { dataSubdir, type LmdbEnv } from '../store/lmdb-env.js';
 import type { BlobStore, BlobWriter } from './blob-store.js';
 
@@ -72,7 +73,11 @@ export class LmdbBlobStore implements BlobStore {
    */
   private readonly fileLocks = new Map<string, Promise<void>>();
 
-  constructor(env: LmdbEnv, dataDir: string, readonly options: LmdbBlobStoreOptions = DEFAULT_BLOB_STORE_OPTIONS) {
+  constructor(
+    private readonly env: LmdbEnv,
+    private readonly dataDir: string,
+    readonly options: LmdbBlobStoreOptions = DEFAULT_BLOB_STORE_OPTIONS,
+  ) {
     this.index = env.records<BlobRecord>('cas-index');
     this.inline = env.binary('cas-inline');
     this.meta = env.records<StoreUsage>('cas-meta');
@@ -113,12 +118,16 @@ export class LmdbBlobStore implements BlobStore {
     // Fire and forget: access times are advisory (eviction order), never worth a stall.
     // Conditional: a touch that loses a race with an eviction must not bring the record back.
     // Queued now, it commits before any eviction queued later, which then sees the new time.
+    // Not on a nearly full disk: there, only deletions write.
     const key = digest.key;
-    this.index
-      .transaction(() => {
-        const cur = this.index.get(key);
-        if (cur && cur.t < now) this.index.put(key, { ...cur, t: now });
-      })
+    if (this.env.space?.critical) return;
+    this.env
+      .write(`refreshing the access time of ${key}`, () =>
+        this.index.transaction(() => {
+          const cur = this.index.get(key);
+          if (cur && cur.t < now) this.index.put(key, { ...cur, t: now });
+        }),
+      )
       .catch(() => undefined);
   }
 
@@ -193,14 +202,19 @@ export class LmdbBlobStore implements BlobStore {
     const rec: BlobRecord = { s: digest.sizeBytes, f: inlineData ? 0 : 1, t: nowSeconds() };
     const data = inlineData && Buffer.from(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength);
     // One transaction: the blob, its record and the usage counters change together or not at all.
-    await this.index.transaction(() => {
-      const old = this.index.get(key);
-      if (data) this.inline.put(key, data);
-      else if (old && !old.f) this.inline.remove(key);
-      this.index.put(key, rec);
-      const u = this.usage();
-      this.meta.put(USAGE_KEY, old ? { bytes: u.bytes - old.s + rec.s, count: u.count } : { bytes: u.bytes + rec.s, count: u.count + 1 });
-    });
+    const what = `storing blob ${digest}`;
+    await this.env.write(what, () =>
+      this.index.transaction(() => {
+        // Checked again just before the commit: another process may have filled the disk since.
+        this.env.space?.checkRoom(what);
+        const old = this.index.get(key);
+        if (data) this.inline.put(key, data);
+        else if (old && !old.f) this.inline.remove(key);
+        this.index.put(key, rec);
+        const u = this.usage();
+        this.meta.put(USAGE_KEY, old ? { bytes: u.bytes - old.s + rec.s, count: u.count } : { bytes: u.bytes + rec.s, count: u.count + 1 });
+      }),
+    );
   }
 
   /** Run `fn` holding the file lock of `key`, after whoever holds it now. */
@@ -232,8 +246,12 @@ export class LmdbBlobStore implements BlobStore {
   async beginWrite(digest: Digest): Promise<BlobWriter> {
     if (digest.sizeBytes <= this.options.inlineMaxBytes) return new InlineWriter(digest, (d, data) => this.commitRecord(d, data));
     const tmpPath = join(this.tmpDir, `${digest.hash}.${randomBytes(8).toString('hex')}`);
-    const fh = await open(tmpPath, 'wx', 0o444);
-    return new FileWriter(fh, tmpPath, this.options.fsync, () =>
+    const what = `storing blob ${digest}`;
+    const translate = (err: unknown): unknown => diskError(err, this.dataDir, what);
+    const fh = await open(tmpPath, 'wx', 0o444).catch((err: unknown) => {
+      throw translate(err);
+    });
+    return new FileWriter(fh, tmpPath, this.options.fsync, translate, () =>
       this.withFileLock(digest.key, async () => {
         const finalPath = this.filePath(digest);
         await this.ensureDir(join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2)));
@@ -281,21 +299,26 @@ export class LmdbBlobStore implements BlobStore {
     }
     const gone: IndexEntry[] = [];
     try {
-      await this.index.transaction(() => {
-        let bytes = 0;
-        for (const c of mine) {
-          const cur = this.index.get(c.key);
-          if (!cur || cur.s !== c.s || cur.t !== c.t || cur.f !== c.f || !stillEvictable(c)) continue;
-          this.index.remove(c.key);
-          if (!cur.f) this.inline.remove(c.key);
-          bytes += cur.s;
-          gone.push(c);
-        }
-        if (gone.length > 0) {
-          const u = this.usage();
-          this.meta.put(USAGE_KEY, { bytes: u.bytes - bytes, count: u.count - gone.length });
-        }
-      });
+      await this.env.write(
+        'evicting blobs',
+        () =>
+          this.index.transaction(() => {
+            let bytes = 0;
+            for (const c of mine) {
+              const cur = this.index.get(c.key);
+              if (!cur || cur.s !== c.s || cur.t !== c.t || cur.f !== c.f || !stillEvictable(c)) continue;
+              this.index.remove(c.key);
+              if (!cur.f) this.inline.remove(c.key);
+              bytes += cur.s;
+              gone.push(c);
+            }
+            if (gone.length > 0) {
+              const u = this.usage();
+              this.meta.put(USAGE_KEY, { bytes: u.bytes - bytes, count: u.count - gone.length });
+            }
+          }),
+        { deletion: true },
+      );
       const files = gone.filter((c) => c.f);
       for (let i = 0; i < files.length; i += 32) {
         await Promise.all(files.slice(i, i + 32).map((c) => rm(this.keyPath(c.key), { force: true })));
@@ -403,6 +426,8 @@ class FileWriter implements BlobWriter {
     private readonly fh: FileHandle,
     private readonly tmpPath: string,
     private readonly fsync: boolean,
+    /** A disk error as RESOURCE_EXHAUSTED naming the data dir (diskError). */
+    private readonly translate: (err: unknown) => unknown,
     private readonly publish: () => Promise<void>,
   ) {}
   /** Hand every queued chunk to one writev, unless one is running (it starts the next). */
@@ -417,7 +442,7 @@ class FileWriter implements BlobWriter {
     this.inFlight = writeAll(this.fh, bufs, at)
       .then(
         () => void (this.pendingBytes -= bytes),
-        (err: unknown) => void (this.failure ??= err),
+        (err: unknown) => void (this.failure ??= this.translate(err)),
       )
       .finally(() => {
         this.inFlight = undefined;
@@ -449,13 +474,19 @@ class FileWriter implements BlobWriter {
       await rm(this.tmpPath, { force: true });
       throw err;
     }
-    if (this.fsync) await this.fh.sync();
-    await this.fh.close();
+    try {
+      if (this.fsync) await this.fh.sync();
+      await this.fh.close();
+    } catch (err) {
+      await this.fh.close().catch(() => undefined);
+      await rm(this.tmpPath, { force: true });
+      throw this.translate(err);
+    }
     try {
       await this.publish();
     } catch (err) {
       await rm(this.tmpPath, { force: true });
-      throw err;
+      throw this.translate(err);
     }
   }
   async abort(): Promise<void> {

@@ -18,7 +18,8 @@ export default class Gc extends BaseCommand {
     'Asks the running daemon (at the config\'s listen address, or --endpoint) to evict least-recently-used blobs until the CAS is down to --target ' +
     '(default: the low watermark of the config, unless only --keep-days is given), and blobs unused for more than --keep-days. ' +
     'With --data-dir, or when no daemon answers, it opens the store itself; ' +
-    'that needs the data dir free (no daemon using it). Blobs used within the grace period (storage.grace-period) and inputs of queued or running actions are never evicted. ' +
+    'that needs the data dir free (no daemon using it). Blobs used within the grace period (storage.grace-period; unless --ignore-grace) and inputs of queued or running actions are never evicted. ' +
+    'On a full file system the disk reserve (storage.disk-reserve) makes room for the deletions. ' +
     'Action-cache entries and assets whose blobs are gone are never served, and are dropped when next looked up.';
   static override examples = [
     '<%= config.bin %> gc',
@@ -26,6 +27,7 @@ export default class Gc extends BaseCommand {
     '<%= config.bin %> gc --keep-days 30',
     '<%= config.bin %> gc --data-dir /srv/reexec --target 0 --json',
     '<%= config.bin %> gc --endpoint grpc://127.0.0.1:50051',
+    '<%= config.bin %> gc --ignore-grace --target 10GiB',
   ];
 
   static override flags = {
@@ -34,11 +36,15 @@ export default class Gc extends BaseCommand {
     target: Flags.string({ description: 'evict until the CAS holds at most this much (e.g. 50GiB; 0 evicts everything evictable); default: the low watermark, or no target with --keep-days' }),
     'keep-days': Flags.integer({ min: 0, description: 'also evict every blob not used for this many days' }),
     'dry-run': Flags.boolean({ description: 'report what would be evicted; evict nothing' }),
+    'ignore-grace': Flags.boolean({
+      description:
+        'evict blobs used within the grace period too (storage.grace-period), for a store that must shrink now; inputs of queued or running actions and uploads in progress are still never evicted',
+    }),
   };
 
   async run(): Promise<GcResult> {
     const { flags } = await this.parse(Gc);
-    const request: GcRequest = { dryRun: flags['dry-run'] };
+    const request: GcRequest = { dryRun: flags['dry-run'], ...(flags['ignore-grace'] ? { ignoreGrace: true } : {}) };
     if (flags.target !== undefined) request.targetBytes = /^\s*0+\s*$/.test(flags.target) ? 0 : parseSize(flags.target, '--target');
     if (flags['keep-days'] !== undefined) request.maxAgeSeconds = flags['keep-days'] * 86400;
     const tty = !this.jsonEnabled() && process.stderr.isTTY;

@@ -7,6 +7,7 @@ import { BaseCommand, UserError } from '../cli/base-command.js';
 import { loadConfig, validateListen, ConfigError, DEFAULT_LISTEN, defaultDataDir } from '../config/config.js';
 import { defaultPidFile, pidFileOwner, removePidFile, stopCommandFor, writePidFile } from '../daemon/daemon-control.js';
 import { Daemon } from '../daemon/daemon.js';
+import { isLmdbCommitFailure, lmdbCause } from '../store/disk-space.js';
 import { createLogger, LOG_FORMATS, type LogFormat } from '../util/logger.js';
 
 export default class Start extends BaseCommand {
@@ -81,7 +82,15 @@ export default class Start extends BaseCommand {
     }
     if (stopping) shutdown(daemon);
     // Nothing a client sends may crash the daemon: log what escaped and keep serving.
-    process.on('unhandledRejection', (reason) => log.error('unhandled rejection (a bug)', { error: String(reason) }));
+    process.on('unhandledRejection', (reason) => {
+      if (isLmdbCommitFailure(reason)) {
+        // lmdb-js's own promise of a failed commit (another process filled the disk between our
+        // check and the commit): the writers got RESOURCE_EXHAUSTED already.
+        void lmdbCause(reason).then((cause) => log.warn(`a write to the store failed: ${String(cause)}; its clients were told (RESOURCE_EXHAUSTED)`));
+        return;
+      }
+      log.error('unhandled rejection (a bug)', { error: String(reason) });
+    });
     await new Promise(() => undefined);
   }
 

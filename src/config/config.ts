@@ -32,8 +32,14 @@ export interface Config {
     lowWatermark: SizeOrShare;
     /** Past this, uploads fail with RESOURCE_EXHAUSTED (a size or a share of maxBytes). */
     hardLimit: SizeOrShare;
-    /** Uploads also fail when the file system would keep less free space than this (a size or a share of it). */
+    /** Uploads also fail when the file system would keep less free space than this (a size or a share of it); 0: off. */
     minFreeDisk: SizeOrShare;
+    /**
+     * The room kept for deletions: a reserve file of this size in the data dir, released when
+     * the file system fills so that eviction can commit, and as much headroom that writes other
+     * than deletions never use. 'auto': 5 % of the file system, at least 4 MiB, at most 64 MiB; 0: none.
+     */
+    diskReserve: SizeOrShare | 'auto';
     /** Blobs written or used this recently are never evicted. */
     gracePeriodSeconds: number;
     /** Bound of remote execution's staging cache (DATA/cache): a size or a share of maxBytes. */
@@ -154,6 +160,7 @@ export function defaultConfig(): Config {
       lowWatermark: { share: 0.8 },
       hardLimit: { share: 1.1 },
       minFreeDisk: { share: 0.05 },
+      diskReserve: 'auto',
       gracePeriodSeconds: 600,
       stagingCacheMaxBytes: { share: 0.1 },
     },
@@ -275,9 +282,11 @@ function oneOf<T extends string>(raw: Raw, key: string, where: string, allowed: 
  * A size ("10GiB", 1073741824) or a share ("90%"). With `fractions`, a plain number up to 4 is
  * a share too (0.9 = 90%): nobody means a watermark of one byte.
  */
-function sizeOrShare(raw: Raw, key: string, where: string, dflt: SizeOrShare, opts: { fractions: boolean; maxShare: number }): SizeOrShare {
+function sizeOrShare(raw: Raw, key: string, where: string, dflt: SizeOrShare, opts: { fractions: boolean; maxShare: number; zeroMeansOff?: boolean }): SizeOrShare {
   const v = raw[key];
   if (v === undefined || v === null) return dflt;
+  // 0, "0", "0%", "0B", "off": none (where the setting allows it).
+  if (opts.zeroMeansOff && (v === false || v === 'off' || (typeof v === 'number' && v === 0) || (typeof v === 'string' && /^\s*0+(\.0*)?\s*(%|[kmgt]?i?b)?\s*$/i.test(v)))) return { bytes: 0 };
   const bad = (why: string): ConfigError =>
     new ConfigError(`${where}: "${key}" ${why}, got ${JSON.stringify(v)} (examples: ${opts.fractions ? '90%, 0.9, 20GiB' : '50%, 200GiB'})`);
   let share: number | undefined;
@@ -418,7 +427,13 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
       highWatermark: sizeOrShare(s, 'high-watermark', `${where}: storage`, base.storage.highWatermark, { fractions: true, maxShare: 4 }),
       lowWatermark: sizeOrShare(s, 'low-watermark', `${where}: storage`, base.storage.lowWatermark, { fractions: true, maxShare: 4 }),
       hardLimit: sizeOrShare(s, 'hard-limit', `${where}: storage`, base.storage.hardLimit, { fractions: true, maxShare: 4 }),
-      minFreeDisk: sizeOrShare(s, 'min-free-disk', `${where}: storage`, base.storage.minFreeDisk, { fractions: false, maxShare: 0.9 }),
+      minFreeDisk: sizeOrShare(s, 'min-free-disk', `${where}: storage`, base.storage.minFreeDisk, { fractions: false, maxShare: 0.9, zeroMeansOff: true }),
+      diskReserve:
+        s['disk-reserve'] === 'auto'
+          ? 'auto'
+          : s['disk-reserve'] === undefined || s['disk-reserve'] === null
+            ? base.storage.diskReserve
+            : sizeOrShare(s, 'disk-reserve', `${where}: storage`, { bytes: 0 }, { fractions: false, maxShare: 0.5, zeroMeansOff: true }),
       // 0 (no grace at all) is allowed here, unlike other durations: tests and tiny disks want it.
       gracePeriodSeconds: s['grace-period'] === 0 || s['grace-period'] === '0' ? 0 : s['grace-period'] === undefined || s['grace-period'] === null ? base.storage.gracePeriodSeconds : parseDuration(s['grace-period'], `${where}: storage: grace-period`),
       stagingCacheMaxBytes: sizeOrShare(s, 'staging-cache-max-bytes', `${where}: storage`, base.storage.stagingCacheMaxBytes, { fractions: true, maxShare: 4 }),

@@ -18,7 +18,7 @@ import type { Config } from '../config/config.js';
 import { InstancePolicy } from '../digest/instance-name.js';
 import { ExecutionEngine } from '../execution/execution-engine.js';
 import { SizeLimitingBlobStore } from '../gc/size-limiting-blob-store.js';
-import { fileSystemBytes, formatBytes, resolveStorageBudget, touchIntervalFor } from '../gc/storage-budget.js';
+import { formatBytes, resolveStorageBudget, touchIntervalFor } from '../gc/storage-budget.js';
 import { StorageGc } from '../gc/storage-gc.js';
 import { actionCacheDefinition, actionCacheService } from '../services/action-cache-service.js';
 import { adminDefinition, adminService } from '../services/admin-service.js';
@@ -38,6 +38,7 @@ import { MeteredBlobStore } from '../metrics/metered-blob-store.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
 import { StoreUsageSampler } from '../metrics/store-usage.js';
 import { Telemetry } from '../metrics/telemetry.js';
+import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
@@ -109,18 +110,24 @@ export class Daemon {
     let engineForCleanup: ExecutionEngine | undefined;
     let usage: StoreUsageSampler | undefined;
     try {
-      env = await openDataDir(config.dataDir, log);
       const budget = await resolveStorageBudget(config);
+      const space = new DiskSpace(config.dataDir, { reserveBytes: budget.reserveBytes, log });
+      // Written in the background (64 MiB by default); until it is in place, uploads leave room for it.
+      void space.restoreReserve();
+      env = await openDataDir(config.dataDir, log, undefined, { space });
       const { store: unlimitedCas, base } = createBlobStore(env, config.dataDir, {
         inlineMaxBytes: config.storage.inlineMaxBytes,
         fsync: config.storage.fsync,
         touchIntervalSeconds: touchIntervalFor(budget.graceSeconds),
       });
       await base.removeStaleUploads();
+      // Told why eviction cannot make room, once the collector exists.
+      let whyNothingEvictable: () => string | undefined = () => undefined;
       const unmeteredCas = new SizeLimitingBlobStore(unlimitedCas, budget, {
         usage: () => base.usage(),
-        freeSpace: async () => (await fileSystemBytes(config.dataDir)).freeBytes,
+        space,
         configHint: config.source ?? 'the config file',
+        whyNothingEvictable: () => whyNothingEvictable(),
       });
       const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir, () => base.usage()));
       const telemetry = new Telemetry(() => storeUsage.usage());
@@ -206,8 +213,9 @@ export class Daemon {
         inUse: execution?.inUse,
         log,
         onRun: (run) => telemetry.gc.recordRun(run),
-        freeSpace: async () => (await fileSystemBytes(config.dataDir)).freeBytes,
+        space,
       });
+      whyNothingEvictable = () => gc.whyNothingEvictable();
 
       const startedAt = new Date();
       const addresses: string[] = [];

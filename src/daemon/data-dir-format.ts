@@ -84,9 +84,14 @@ export function readFormat(env: LmdbEnv): FormatRecord | undefined {
  * interrupted), a newer one is refused (DataDirFormatError) before anything in it is touched.
  * Call before any store opens its databases.
  */
-export async function openDataDir(dataDir: string, log: Logger, migrations: readonly Migration[] = activeMigrations()): Promise<LmdbEnv> {
+export async function openDataDir(
+  dataDir: string,
+  log: Logger,
+  migrations: readonly Migration[] = activeMigrations(),
+  envOptions: Parameters<typeof LmdbEnv.open>[1] = {},
+): Promise<LmdbEnv> {
   const fresh = !existsSync(join(dataDir, 'lmdb', 'data.mdb'));
-  const env = LmdbEnv.open(dataDir);
+  const env = LmdbEnv.open(dataDir, envOptions);
   try {
     await upgrade(env, dataDir, fresh, log, migrations);
     return env;

@@ -15,6 +15,11 @@ export interface GcRequest {
   maxAgeSeconds?: number;
   /** Count what would go; delete nothing. */
   dryRun?: boolean;
+  /**
+   * Evict blobs used within the grace period too (an operator who means it): inputs of queued
+   * and running actions, and uploads in progress, stay.
+   */
+  ignoreGrace?: boolean;
 }
 
 export interface GcProgress {
@@ -32,13 +37,18 @@ export interface GcSummary {
   dryRun: boolean;
   targetBytes?: number;
   maxAgeSeconds?: number;
+  /** --ignore-grace: blobs within the grace period were evictable too. */
+  ignoredGrace?: boolean;
   before: StoreUsage;
   after: StoreUsage;
   /** Evicted (or, in a dry run, would be). */
   freedBlobs: number;
   freedBytes: number;
-  /** Blobs no collection may take (counted when there was something to collect): used within the grace period… */
-  keptRecent: { blobs: number; bytes: number };
+  /**
+   * Blobs no collection may take (counted when there was something to collect): used within
+   * the grace period, the first of which leaves it at `evictableAt` (seconds since the epoch)…
+   */
+  keptRecent: { blobs: number; bytes: number; evictableAt?: number };
   /** …or inputs of queued and running actions. */
   keptInUse: { blobs: number; bytes: number };
   /** The CAS is at or under targetBytes (always true without one), counting perBlobOverhead. */
@@ -61,6 +71,11 @@ export interface GarbageCollectorOptions {
   batchSize?: number;
   /** Deletion batches queued at once. */
   maxInFlight?: number;
+  /**
+   * The file system is nearly full: delete in small transactions, one at a time, so that each
+   * commit needs few new LMDB pages (checked at the start of each round).
+   */
+  lowOnSpace?: () => boolean;
   /**
    * What a blob costs beyond its bytes (index record, inline storage, file-system blocks):
    * targets compare against bytes + count × this, and evicting a blob frees its size plus this.
@@ -158,6 +173,7 @@ export class GarbageCollector {
       dryRun,
       targetBytes: request.targetBytes,
       maxAgeSeconds: request.maxAgeSeconds,
+      ...(request.ignoreGrace ? { ignoredGrace: true } : {}),
       before,
       after: before,
       freedBlobs: 0,
@@ -193,7 +209,8 @@ export class GarbageCollector {
     const need = request.targetBytes === undefined ? 0 : Math.max(0, this.footprint(usage) - request.targetBytes);
     const cost = (e: IndexEntry): number => e.s + this.overhead;
     const now = this.now();
-    const graceCutoff = now - this.options.graceSeconds;
+    const graceSeconds = request.ignoreGrace ? 0 : this.options.graceSeconds;
+    const graceCutoff = now - graceSeconds;
     const ageCutoff = request.maxAgeSeconds === undefined ? -Infinity : now - request.maxAgeSeconds;
     if (need === 0 && ageCutoff === -Infinity) return 0;
 
@@ -205,7 +222,11 @@ export class GarbageCollector {
     await this.forEachSlice(signal, async (slice) => {
       for (const e of slice) {
         if (e.t > graceCutoff) {
-          if (countKept) add(summary.keptRecent, e.s);
+          if (countKept) {
+            add(summary.keptRecent, e.s);
+            const at = e.t + graceSeconds;
+            if (summary.keptRecent.evictableAt === undefined || at < summary.keptRecent.evictableAt) summary.keptRecent.evictableAt = at;
+          }
         } else if (this.isInUse(e.key)) {
           if (countKept) add(summary.keptInUse, e.s);
         } else if (e.t < ageCutoff) {
@@ -250,7 +271,10 @@ export class GarbageCollector {
     let freedBytes = 0;
     let batch: IndexEntry[] = [];
     scanned = 0;
-    const stillEvictable = (e: IndexEntry): boolean => e.t <= this.now() - this.options.graceSeconds && !this.isInUse(e.key);
+    const stillEvictable = (e: IndexEntry): boolean => e.t <= this.now() - graceSeconds && !this.isInUse(e.key);
+    const tight = this.options.lowOnSpace?.() ?? false;
+    const batchSize = tight ? Math.min(this.batchSize, 200) : this.batchSize;
+    const maxInFlight = tight ? 1 : this.maxInFlight;
     // Batches in flight: while one commits (an fsync), the next is chosen and queued, and
     // lmdb-js commits those queued together. Bounded, so memory stays bounded.
     const inFlight: Array<Promise<void>> = [];
@@ -267,7 +291,7 @@ export class GarbageCollector {
         inFlight.push(done);
         done.finally(() => inFlight.splice(inFlight.indexOf(done), 1)).catch(() => undefined);
       }
-      while (inFlight.length > (all ? 0 : this.maxInFlight - 1)) await Promise.race(inFlight);
+      while (inFlight.length > (all ? 0 : maxInFlight - 1)) await Promise.race(inFlight);
     };
     const onlyLru = ageCutoff === -Infinity;
     await this.forEachSlice(signal, async (slice) => {
@@ -282,7 +306,7 @@ export class GarbageCollector {
         if (!take) continue;
         batch.push(e);
         chosenBytes += cost(e);
-        if (batch.length >= this.batchSize) await flush();
+        if (batch.length >= batchSize) await flush();
         // Everything chosen: the rest of the index need not be read.
         if (onlyLru && chosenBytes >= goal) return true;
       }

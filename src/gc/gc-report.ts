@@ -21,12 +21,27 @@ export function formatGcSummary(s: GcRunSummary): string {
   );
   if (s.perBlobOverhead) lines.push(`(Sizes count ${formatBytes(s.perBlobOverhead)} per blob for its index entry and storage overhead, as the budget does.)`);
   if (!s.reachedTarget && s.targetBytes !== undefined) {
+    const at = s.keptRecent.evictableAt;
+    const when =
+      s.keptRecent.bytes > 0 && at !== undefined
+        ? ` The first of those used within the grace period becomes evictable at ${new Date(at * 1000).toLocaleString()} (in ${duration(Math.max(1, Math.round(at - Date.now() / 1000)))}); ` +
+          '`reexec gc --ignore-grace` evicts them now (never inputs of queued or running actions).'
+        : '';
     lines.push(
       `The CAS stays above the target: ${formatBytes(s.keptRecent.bytes)} were used within the grace period (${duration(s.budget.graceSeconds)}, storage.grace-period) ` +
-        `and ${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions; those are never evicted.`,
+        `and ${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions; those are not evicted.${when}`,
     );
   } else if (s.keptInUse.blobs > 0) {
     lines.push(`Kept ${count(s.keptInUse.blobs)} blob(s) (${formatBytes(s.keptInUse.bytes)}) that queued or running actions need.`);
+  }
+  if (s.ignoredGrace) lines.push('The grace period was ignored (--ignore-grace): blobs used within it were evictable too.');
+  const r = s.diskReserve;
+  if (r) {
+    lines.push(
+      r.released
+        ? `The file system was full: the disk reserve (${formatBytes(r.bytes)}) was released to let the deletions commit${r.present ? ', and re-created.' : '; it is re-created once there is room.'}`
+        : `The disk reserve (${formatBytes(r.bytes)}) is not in place: there is no room for it yet (free space on the file system, or evict more).`,
+    );
   }
   if (s.orphanFiles.files > 0) lines.push(`Removed ${count(s.orphanFiles.files)} orphan blob file(s) (${formatBytes(s.orphanFiles.bytes)}) left by an interrupted run.`);
   const c = s.stagingCache;

@@ -4,6 +4,7 @@ import { DEFAULT_BLOB_STORE_OPTIONS, LmdbBlobStore } from '../cas/lmdb-blob-stor
 import type { Config } from '../config/config.js';
 import { openDataDir } from '../daemon/data-dir-format.js';
 import { DataDirLock } from '../daemon/data-dir-lock.js';
+import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import { silentLogger } from '../util/logger.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
@@ -20,7 +21,9 @@ export class NoStoreError extends Error {
 /**
  * Collect garbage in a data dir no daemon is using: takes the data dir's lock (so a daemon
  * cannot start meanwhile; DataDirLockedError when one runs), opens the store, collects, closes.
- * Nothing runs, so nothing is in use but what the grace period protects.
+ * Nothing runs, so nothing is in use but what the grace period protects. On a full file
+ * system the disk reserve is released first, so that the deletions can commit, and re-created
+ * after if there is room.
  */
 export async function collectGarbageOffline(
   config: Pick<Config, 'dataDir' | 'storage'>,
@@ -32,11 +35,12 @@ export async function collectGarbageOffline(
   const lock = DataDirLock.acquire(dataDir, 'gc');
   let env: LmdbEnv | undefined;
   try {
-    env = await openDataDir(dataDir, silentLogger);
+    const budget = await resolveStorageBudget(config);
+    const space = new DiskSpace(dataDir, { reserveBytes: budget.reserveBytes });
+    env = await openDataDir(dataDir, silentLogger, undefined, { space });
     const store = new LmdbBlobStore(env, dataDir, { ...DEFAULT_BLOB_STORE_OPTIONS, inlineMaxBytes: config.storage.inlineMaxBytes, fsync: config.storage.fsync });
     await store.removeStaleUploads();
-    const budget = await resolveStorageBudget(config);
-    const gc = new StorageGc({ store, budget, cacheDir: join(dataDir, 'cache'), log: silentLogger });
+    const gc = new StorageGc({ store, budget, cacheDir: join(dataDir, 'cache'), log: silentLogger, space });
     return await gc.collect(request, progress);
   } finally {
     await env?.close();

@@ -19,7 +19,7 @@ export async function collectGarbageRemote(
     );
     return await new Promise<GcRunSummary>((resolve, reject) => {
       let summary: GcRunSummary | undefined;
-      const req: reexec.admin.v1.ICollectGarbageRequest = { maxAgeSeconds: request.maxAgeSeconds ?? 0, dryRun: request.dryRun ?? false };
+      const req: reexec.admin.v1.ICollectGarbageRequest = { maxAgeSeconds: request.maxAgeSeconds ?? 0, dryRun: request.dryRun ?? false, ignoreGrace: request.ignoreGrace ?? false };
       if (request.targetBytes !== undefined) req.targetBytes = request.targetBytes;
       const stream: grpc.ClientReadableStream<reexec.admin.v1.CollectGarbageProgress> = clients.admin.CollectGarbage(req);
       stream.on('data', (m: reexec.admin.v1.CollectGarbageProgress) => {

@@ -1,4 +1,4 @@
-import { statfs } from 'node:fs/promises';
+import { fileSystemBytes } from '../store/disk-space.js';
 import { ConfigError, type Config, type SizeOrShare } from '../config/config.js';
 import { formatBytes } from '../util/format-bytes.js';
 
@@ -22,8 +22,10 @@ export interface StorageBudget {
   lowBytes: number;
   /** Uploads that would take the CAS past this fail with RESOURCE_EXHAUSTED. */
   hardLimitBytes: number;
-  /** Uploads that would leave less free space than this on the file system fail too. */
+  /** Uploads that would leave less free space than this on the file system fail too (0: off). */
   minFreeBytes: number;
+  /** The disk reserve and headroom kept for deletions (DiskSpace). */
+  reserveBytes: number;
   /** Blobs used this recently are never evicted. */
   graceSeconds: number;
   /** Bound of remote execution's staging cache. */
@@ -41,6 +43,7 @@ export function resolveBudget(storage: Config['storage'], fsBytes: number): Stor
     lowBytes: resolve(storage.lowWatermark, maxBytes),
     hardLimitBytes: resolve(storage.hardLimit, maxBytes),
     minFreeBytes: resolve(storage.minFreeDisk, fsBytes),
+    reserveBytes: storage.diskReserve === 'auto' ? autoReserve(fsBytes) : resolve(storage.diskReserve, fsBytes),
     graceSeconds: storage.gracePeriodSeconds,
     stagingCacheBytes: resolve(storage.stagingCacheMaxBytes, maxBytes),
   };
@@ -54,11 +57,17 @@ export function resolveBudget(storage: Config['storage'], fsBytes: number): Stor
   return budget;
 }
 
-/** The size of the file system holding `dir`. */
-export async function fileSystemBytes(dir: string): Promise<{ totalBytes: number; freeBytes: number }> {
-  const fs = await statfs(dir);
-  return { totalBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize };
+/**
+ * The default disk reserve: 5 % of the file system in whole MiB, at least 4 MiB and at most
+ * 64 MiB. An eviction commits at most a thousand index records at a time (a few MiB of LMDB
+ * pages at worst; 200 when the disk is nearly full).
+ */
+export function autoReserve(fsBytes: number): number {
+  const mib = 1024 * 1024;
+  return Math.min(64 * mib, Math.max(4 * mib, Math.floor((fsBytes * 0.05) / mib) * mib));
 }
+
+export { fileSystemBytes };
 
 /** The budget for the file system the data dir is on. */
 export async function resolveStorageBudget(config: Pick<Config, 'storage' | 'dataDir'>): Promise<StorageBudget> {

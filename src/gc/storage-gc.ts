@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { StoreUsage } from '../cas/lmdb-blob-store.js';
 import type { Digest } from '../digest/digest.js';
+import type { DiskSpace } from '../store/disk-space.js';
 import type { Logger } from '../util/logger.js';
 import { GarbageCollector, type CollectableStore, type GcProgress, type GcRequest, type GcSummary } from './garbage-collector.js';
 import type { InUseDigests } from './in-use-digests.js';
@@ -20,6 +21,8 @@ export interface GcRunSummary extends GcSummary {
   orphanFiles: { files: number; bytes: number };
   stagingCache?: StagingSweepResult;
   budget: Pick<StorageBudget, 'maxBytes' | 'highBytes' | 'lowBytes' | 'hardLimitBytes' | 'graceSeconds'>;
+  /** The disk reserve, when the data dir's file system was nearly full: released so the collection could commit, and whether it is back. */
+  diskReserve?: { released: boolean; present: boolean; bytes: number };
 }
 
 export interface StorageGcOptions {
@@ -38,11 +41,11 @@ export interface StorageGcOptions {
   /** Told of every collection (metrics, status). */
   onRun?: (run: GcRunReport) => void;
   /**
-   * Free bytes of the file system holding the store. When others fill the disk to below
-   * min-free-disk, uploads are refused; the background then evicts to make room, as a cache
-   * should rather than stop caching.
+   * The file system holding the store. When others fill the disk to below min-free-disk (or
+   * into the headroom kept for deletions), uploads are refused; the background then evicts to
+   * make room, as a cache should rather than stop caching, and re-creates the disk reserve.
    */
-  freeSpace?: () => Promise<number>;
+  space?: DiskSpace;
 }
 
 /** One collection, for metrics. */
@@ -70,10 +73,19 @@ export class StorageGc {
   private backgroundBusy = false;
   /** After a background run that could free nothing, wait before trying again (and warn once). */
   private retryAfter = 0;
+  /** What the last collection could not take, when it fell short of its target (for messages). */
+  private stuck: Pick<GcSummary, 'keptRecent' | 'keptInUse'> | undefined;
 
   constructor(private readonly options: StorageGcOptions) {
     const isInUse = (key: string): boolean => options.inUse?.has(key) ?? false;
-    this.collector = new GarbageCollector(options.store, { graceSeconds: options.budget.graceSeconds, isInUse, now: options.now, perBlobOverhead: BLOB_OVERHEAD_BYTES });
+    const space = options.space;
+    this.collector = new GarbageCollector(options.store, {
+      graceSeconds: options.budget.graceSeconds,
+      isInUse,
+      now: options.now,
+      perBlobOverhead: BLOB_OVERHEAD_BYTES,
+      lowOnSpace: space ? () => space.freeBytes < 2 * space.headroomBytes : undefined,
+    });
     if (options.cacheDir) {
       this.sweeper = new StagingCacheSweeper(options.cacheDir, { isInUse, lastUsed: (d) => options.store.record(d)?.t ?? 0 });
     }
@@ -118,11 +130,13 @@ export class StorageGc {
       const { budget } = this.options;
       const req: GcRequest = { ...request, targetBytes: request.targetBytes ?? (request.maxAgeSeconds === undefined ? budget.lowBytes : undefined) };
       const started = performance.now();
+      const reserveBefore = this.options.space?.reservePresent;
       const summary = await this.collector.collect(req, progress, this.abort.signal).catch((err: unknown) => {
         this.report('manual', { freedBlobs: 0, freedBytes: 0, durationMs: performance.now() - started, dryRun: req.dryRun ?? false }, true);
         throw err;
       });
       this.report('manual', summary);
+      this.noteShortfall(summary);
       const orphanFiles = req.dryRun ? { files: 0, bytes: 0 } : await this.options.store.removeOrphanFiles();
       let stagingCache: StagingSweepResult | undefined;
       if (this.sweeper) {
@@ -130,8 +144,46 @@ export class StorageGc {
         const max = req.targetBytes === 0 ? 0 : budget.stagingCacheBytes;
         stagingCache = await this.sweeper.sweep({ maxBytes: max, targetBytes: Math.floor(max * 0.8), dryRun: req.dryRun });
       }
-      return { ...summary, reason: 'requested' as const, orphanFiles, stagingCache, budget: this.budgetSummary() };
+      const diskReserve = await this.afterCollection(reserveBefore);
+      return { ...summary, reason: 'requested' as const, orphanFiles, stagingCache, budget: this.budgetSummary(), ...(diskReserve ? { diskReserve } : {}) };
     });
+  }
+
+  /** Re-create the disk reserve if a collection released it; what happened to it, if it was involved. */
+  private async afterCollection(reserveBefore: boolean | undefined): Promise<GcRunSummary['diskReserve']> {
+    const space = this.options.space;
+    if (!space || space.reserveBytes <= 0) return undefined;
+    const released = reserveBefore === true && !space.reservePresent;
+    const present = await space.restoreReserve();
+    return released || !present ? { released, present, bytes: space.reserveBytes } : undefined;
+  }
+
+  /**
+   * Why uploads cannot be given room now, when the last collection fell short of its target
+   * because everything left is protected; undefined otherwise. Says when the first protected
+   * blob becomes evictable, and how an operator can evict anyway.
+   */
+  whyNothingEvictable(): string | undefined {
+    const s = this.stuck;
+    if (!s) return undefined;
+    const parts: string[] = [];
+    if (s.keptRecent.bytes > 0) {
+      const at = s.keptRecent.evictableAt;
+      const when = at === undefined ? '' : `; the first of them becomes evictable at ${new Date(at * 1000).toISOString()} (in ${Math.max(0, Math.round(at - Date.now() / 1000))} s)`;
+      parts.push(`${formatBytes(s.keptRecent.bytes)} were used within the grace period (${this.options.budget.graceSeconds} s, storage.grace-period)${when}`);
+    }
+    if (s.keptInUse.bytes > 0) parts.push(`${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions`);
+    if (parts.length === 0) return undefined;
+    return (
+      `Eviction cannot make room now: ${parts.join(', and ')}, and those are protected. ` +
+      `\`reexec gc --ignore-grace --target SIZE\` evicts blobs inside the grace period anyway (never inputs of queued or running actions)`
+    );
+  }
+
+  /** Remember what a collection could not take, if it fell short; forget it once one reaches its target. */
+  private noteShortfall(s: GcSummary): void {
+    if (s.dryRun) return;
+    this.stuck = s.reachedTarget ? undefined : { keptRecent: s.keptRecent, keptInUse: s.keptInUse };
   }
 
   private budgetSummary(): GcRunSummary['budget'] {
@@ -140,37 +192,56 @@ export class StorageGc {
   }
 
   private poll(): void {
-    if (this.backgroundBusy || this.abort.signal.aborted || Date.now() < this.retryAfter) return;
+    if (this.backgroundBusy || this.abort.signal.aborted) return;
+    const space = this.options.space;
+    // Below the headroom the store takes no writes but deletions: worth a check every poll
+    // (re-creating the reserve, or evicting sooner) even while waiting to retry.
+    const urgent = space !== undefined && (space.critical || !space.reservePresent);
+    if (Date.now() < this.retryAfter && !urgent) return;
     this.backgroundBusy = true;
-    void this.checkAndEvict().finally(() => (this.backgroundBusy = false));
+    void this.checkAndEvict()
+      .catch((err: Error) => this.options.log.error(`background eviction failed: ${err.message}`, { stack: err.stack }))
+      .finally(() => (this.backgroundBusy = false));
+  }
+
+  /** Free space the data dir's file system should keep: min-free-disk or the headroom, plus the reserve when it is not in place. */
+  private wantedFree(space: DiskSpace): number {
+    return Math.max(this.options.budget.minFreeBytes, space.headroomBytes) + (space.reservePresent ? 0 : space.reserveBytes);
   }
 
   private async checkAndEvict(): Promise<void> {
-    const { budget, log } = this.options;
+    const { budget, log, space } = this.options;
     const footprint = this.footprint();
     let target: number | undefined;
     if (footprint > budget.highBytes) {
       target = budget.lowBytes;
       log.info(`the CAS holds ${formatBytes(footprint)}, past its high watermark of ${formatBytes(budget.highBytes)}: evicting least-recently-used blobs down to ${formatBytes(budget.lowBytes)}`);
-    } else if (this.options.freeSpace) {
-      const free = await this.options.freeSpace().catch(() => Infinity);
-      if (free < budget.minFreeBytes) {
+    } else if (space) {
+      if (!space.reservePresent && (await space.restoreReserve())) return;
+      const { freeBytes: free } = space.measure(0);
+      const wanted = this.wantedFree(space);
+      if (free < wanted && Date.now() >= this.retryAfter) {
         // Make room for the shortfall and as much again as a normal round of eviction frees.
         // Then wait: statfs shows only freed files (LMDB keeps its pages for reuse), and a disk
         // someone else keeps full must not drain the whole cache at once.
-        target = Math.max(0, Math.min(budget.lowBytes, footprint - (budget.minFreeBytes - free) - (budget.highBytes - budget.lowBytes)));
-        this.retryAfter = Date.now() + 5 * 60_000;
-        log.warn(
-          `the disk holding the cache has ${formatBytes(free)} free, less than storage.min-free-disk (${formatBytes(budget.minFreeBytes)}): evicting least-recently-used blobs down to ${formatBytes(target)}`,
-        );
+        target = Math.max(0, Math.min(budget.lowBytes, footprint - (wanted - free) - (budget.highBytes - budget.lowBytes)));
+        // Into the headroom (LMDB takes only deletions): sooner.
+        this.retryAfter = Date.now() + (free < space.headroomBytes ? 30_000 : 5 * 60_000);
+        const why =
+          budget.minFreeBytes >= wanted
+            ? `less than storage.min-free-disk (${formatBytes(budget.minFreeBytes)})`
+            : `less than the ${formatBytes(wanted)} kept free for deletions${space.reservePresent ? '' : ' and to re-create the disk reserve'} (storage.disk-reserve)`;
+        log.warn(`the file system holding ${space.dataDir} has ${formatBytes(Math.max(0, free))} free, ${why}: evicting least-recently-used blobs down to ${formatBytes(target)}`);
       }
     }
     if (target === undefined || footprint <= target) return;
     const targetBytes = target;
     const started = performance.now();
+    const reserveBefore = space?.reservePresent;
     await this.exclusive(() => this.collector.collect({ targetBytes }, undefined, this.abort.signal))
-      .then((s) => {
+      .then(async (s) => {
         this.report('auto', s);
+        this.noteShortfall(s);
         const after = this.collector.footprint(s.after);
         log.info(`evicted ${s.freedBlobs} blob(s), ${formatBytes(s.freedBytes)} in ${s.durationMs} ms: the CAS holds ${formatBytes(after)}`, {
           freedBlobs: s.freedBlobs,
@@ -180,11 +251,9 @@ export class StorageGc {
         });
         if (after > targetBytes && s.freedBlobs === 0) {
           this.retryAfter = Date.now() + 60_000;
-          log.warn(
-            `the CAS is still above ${formatBytes(targetBytes)} (${formatBytes(after)}), and nothing more can go: ` +
-              `${formatBytes(s.keptRecent.bytes)} were used within the grace period (${budget.graceSeconds} s) and ${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions; trying again in a minute`,
-          );
+          log.warn(`the CAS is still above ${formatBytes(targetBytes)} (${formatBytes(after)}), and nothing more can go. ${this.whyNothingEvictable() ?? ''}; trying again in a minute`);
         }
+        await this.afterCollection(reserveBefore);
       })
       .catch((err: Error) => {
         this.report('auto', { freedBlobs: 0, freedBytes: 0, durationMs: performance.now() - started, dryRun: false }, true);

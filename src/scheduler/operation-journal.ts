@@ -49,7 +49,7 @@ export interface JournalEntry {
 export class LmdbOperationJournal implements OperationJournal {
   private readonly db: Database<OperationRecord, string>;
 
-  constructor(env: LmdbEnv) {
+  constructor(private readonly env: LmdbEnv) {
     this.db = env.records<OperationRecord>('operations');
   }
 
@@ -72,11 +72,12 @@ export class LmdbOperationJournal implements OperationJournal {
       parent: op.submitter.parent,
       rights: ex.rights ? [...ex.rights] : op.submitter.rights ? [...op.submitter.rights] : undefined,
     };
-    this.db.put(op.name, rec).catch(() => undefined);
+    // Best effort: on a full disk the operation runs on, it would only not survive a restart.
+    this.env.write(`recording operation ${op.name}`, () => this.db.put(op.name, rec)).catch(() => undefined);
   }
 
   remove(name: string): void {
-    this.db.remove(name).catch(() => undefined);
+    this.env.write(`forgetting operation ${name}`, () => this.db.remove(name), { deletion: true }).catch(() => undefined);
   }
 
   /** What the journal holds, for restore. */

@@ -18,7 +18,7 @@ export interface AdminBackend {
    * Evict blobs; calls progress with JSON-serialisable updates; resolves to the summary.
    * targetBytes undefined: down to the configured low watermark; maxAgeSeconds undefined: no age limit.
    */
-  collectGarbage?(req: { targetBytes?: number; maxAgeSeconds?: number; dryRun: boolean }, progress: (p: unknown) => Promise<void>): Promise<unknown>;
+  collectGarbage?(req: { targetBytes?: number; maxAgeSeconds?: number; dryRun: boolean; ignoreGrace?: boolean }, progress: (p: unknown) => Promise<void>): Promise<unknown>;
 }
 
 export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedServiceImplementation {
@@ -31,6 +31,7 @@ export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedSe
           targetBytes: req.targetBytes === null || req.targetBytes === undefined ? undefined : Math.max(0, Number(req.targetBytes)),
           maxAgeSeconds: Number(req.maxAgeSeconds) > 0 ? Number(req.maxAgeSeconds) : undefined,
           dryRun: req.dryRun,
+          ...(req.ignoreGrace ? { ignoreGrace: true } : {}),
         },
         (p) => out.write({ json: JSON.stringify(p), done: false }),
       );

@@ -66,7 +66,7 @@ describe('templates/config.yaml', () => {
     expect(settings.map(({ l }) => l.trim().split(':')[0])).toEqual([
       'listen', 'data-dir', 'instances',
       'inline-max-bytes', 'fsync', 'max-batch-bytes',
-      'max-bytes', 'high-watermark', 'low-watermark', 'hard-limit', 'min-free-disk', 'grace-period', 'staging-cache-max-bytes',
+      'max-bytes', 'high-watermark', 'low-watermark', 'hard-limit', 'min-free-disk', 'disk-reserve', 'grace-period', 'staging-cache-max-bytes',
       'max-receive-message-bytes', 'flow-control-window-bytes',
       'format', 'level',
       'listen',

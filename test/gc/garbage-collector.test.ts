@@ -117,9 +117,23 @@ describe('garbage collection of the CAS', () => {
     expect(has(held)).toBe(true);
     expect(has(recent)).toBe(true);
     expect(summary.freedBlobs).toBe(1);
-    expect(summary.keptRecent).toEqual({ blobs: 1, bytes: 100 });
+    // …and says when the first of those leaves the grace period.
+    expect(summary.keptRecent).toEqual({ blobs: 1, bytes: 100, evictableAt: T0 + 590 + 60 });
     expect(summary.keptInUse).toEqual({ blobs: 1, bytes: 100 });
     expect(summary.reachedTarget).toBe(false);
+  });
+
+  it('evicts blobs within the grace period when asked to ignore it, never those in use', async () => {
+    const held = await putAt(T0 + 595, bytes(100, 2));
+    const recent = await putAt(T0 + 590, bytes(100, 3));
+    clock = T0 + 600;
+    const summary = await collector({ graceSeconds: 60, isInUse: (k) => k === held.key }).collect({ targetBytes: 0, ignoreGrace: true });
+    expect(has(recent)).toBe(false);
+    expect(has(held)).toBe(true);
+    expect(summary.freedBlobs).toBe(1);
+    expect(summary.ignoredGrace).toBe(true);
+    expect(summary.keptRecent.blobs).toBe(0);
+    expect(summary.keptInUse).toEqual({ blobs: 1, bytes: 100 });
   });
 
   it('evicts blobs unused for longer than the age limit, even under the target', async () => {

@@ -66,7 +66,8 @@ describe('the hard limit', () => {
     const blob = bytes(10 * KiB, 3);
     const res: any = await call(d.clients.cas, 'BatchUpdateBlobs', { requests: [{ digest: digestOf(blob), data: blob }] });
     expect(res.responses[0].status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(res.responses[0].status.message).toMatch(/disk holding the cache is nearly full/);
+    expect(res.responses[0].status.message).toMatch(/file system holding the data dir .* is nearly full/);
+    expect(res.responses[0].status.message).toContain(d.dataDir);
     expect(res.responses[0].status.message).toMatch(/min-free-disk/);
   });
 

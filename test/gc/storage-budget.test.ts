@@ -15,6 +15,24 @@ describe('storage budget', () => {
     expect(b.minFreeBytes).toBe(10 * GiB);
     expect(b.graceSeconds).toBe(600);
     expect(b.stagingCacheBytes).toBe(10 * GiB);
+    expect(b.reserveBytes).toBe(64 * 1024 ** 2);
+  });
+
+  it('keeps a disk reserve of 5% of the file system, at least 4 MiB and at most 64 MiB, unless set', () => {
+    const MiB = 1024 ** 2;
+    expect(resolveBudget(defaultConfig().storage, 48 * MiB).reserveBytes).toBe(4 * MiB);
+    expect(resolveBudget(defaultConfig().storage, 400 * MiB).reserveBytes).toBe(20 * MiB);
+    expect(resolveBudget(defaultConfig().storage, 2 * GiB).reserveBytes).toBe(64 * MiB);
+    expect(resolveBudget(storage({ 'disk-reserve': '1GiB' }), 200 * GiB).reserveBytes).toBe(GiB);
+    expect(resolveBudget(storage({ 'disk-reserve': '1%' }), 200 * GiB).reserveBytes).toBe(2 * GiB);
+    expect(resolveBudget(storage({ 'disk-reserve': 0 }), 200 * GiB).reserveBytes).toBe(0);
+    expect(resolveBudget(storage({ 'disk-reserve': 'auto' }), 200 * GiB).reserveBytes).toBe(64 * MiB);
+    expect(() => storage({ 'disk-reserve': 'lots' })).toThrow(/disk-reserve/);
+  });
+
+  it('takes 0 and 0% for min-free-disk: off', () => {
+    for (const off of [0, '0', '0%', '0B', 'off']) expect(resolveBudget(storage({ 'min-free-disk': off }), 200 * GiB).minFreeBytes, String(off)).toBe(0);
+    expect(() => storage({ 'min-free-disk': '-1%' })).toThrow(/min-free-disk/);
   });
 
   it('takes sizes, percentages and fractions', () => {
@@ -22,7 +40,7 @@ describe('storage budget', () => {
       storage({ 'max-bytes': '10GiB', 'high-watermark': 0.75, 'low-watermark': '5GiB', 'hard-limit': '12GiB', 'min-free-disk': '1GiB', 'grace-period': '90s', 'staging-cache-max-bytes': '50%' }),
       1000 * GiB,
     );
-    expect(b).toEqual({ maxBytes: 10 * GiB, highBytes: 7.5 * GiB, lowBytes: 5 * GiB, hardLimitBytes: 12 * GiB, minFreeBytes: GiB, graceSeconds: 90, stagingCacheBytes: 5 * GiB });
+    expect(b).toEqual({ maxBytes: 10 * GiB, highBytes: 7.5 * GiB, lowBytes: 5 * GiB, hardLimitBytes: 12 * GiB, minFreeBytes: GiB, reserveBytes: 64 * 1024 ** 2, graceSeconds: 90, stagingCacheBytes: 5 * GiB });
     expect(storage({ 'grace-period': 0 }).gracePeriodSeconds).toBe(0);
   });
 

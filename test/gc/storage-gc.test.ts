@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -6,9 +6,11 @@ import { LmdbBlobStore } from '../../src/cas/lmdb-blob-store.js';
 import { Digest } from '../../src/digest/digest.js';
 import type { StorageBudget } from '../../src/gc/storage-budget.js';
 import { StorageGc, type GcRunReport } from '../../src/gc/storage-gc.js';
+import { DiskSpace, RESERVE_FILE } from '../../src/store/disk-space.js';
 import { LmdbEnv } from '../../src/store/lmdb-env.js';
 import { createLogger } from '../../src/util/logger.js';
 import { bytes } from '../helpers/storage.js';
+import { waitFor } from '../helpers/wait.js';
 
 const T0 = 1_700_000_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -23,11 +25,14 @@ describe('background collection', () => {
   const runs: GcRunReport[] = [];
   const logs: string[] = [];
   // 100 blobs of 100 bytes, counted at 1,124 each (1 KiB overhead): 112,400.
-  const budget: StorageBudget = { maxBytes: 100_000, highBytes: 90_000, lowBytes: 60_000, hardLimitBytes: 200_000, minFreeBytes: 1_000_000, graceSeconds: 0, stagingCacheBytes: 0 };
-  const start = (freeSpace?: () => Promise<number>) => {
-    gc = new StorageGc({ store, budget, log: createLogger({ write: (l) => logs.push(l) }), pollMs: 20, now: () => clock, onRun: (r) => runs.push(r), freeSpace });
+  const budget: StorageBudget = { maxBytes: 100_000, highBytes: 90_000, lowBytes: 60_000, hardLimitBytes: 200_000, minFreeBytes: 1_000_000, reserveBytes: 0, graceSeconds: 0, stagingCacheBytes: 0 };
+  const start = (space?: DiskSpace) => {
+    gc = new StorageGc({ store, budget, log: createLogger({ write: (l) => logs.push(l) }), pollMs: 20, now: () => clock, onRun: (r) => runs.push(r), space });
     gc.start();
   };
+  /** The data dir's file system as a test wants it: `free()` bytes free. */
+  const fakeSpace = (free: () => number, reserveBytes = 0) =>
+    new DiskSpace(dir, { reserveBytes, measure: () => ({ totalBytes: 1e12, freeBytes: free() }), log: createLogger({ write: (l) => logs.push(l) }) });
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-storage-gc-'));
@@ -53,7 +58,7 @@ describe('background collection', () => {
 
   it('brings the CAS from past its high watermark down to its low one, oldest first', async () => {
     start();
-    for (let i = 0; i < 100 && !(runs.length > 0); i++) await sleep(20);
+    await waitFor('a collection', () => runs.length > 0);
     expect(runs[0]).toMatchObject({ trigger: 'auto', evictedBlobs: 47 });
     expect(gc!.footprint()).toBeLessThanOrEqual(budget.lowBytes);
     expect(gc!.footprint()).toBeGreaterThan(budget.lowBytes - 1124);
@@ -67,18 +72,41 @@ describe('background collection', () => {
   it('makes room when others fill the disk, once, then waits', async () => {
     // Under the high watermark after a first collection…
     start();
-    for (let i = 0; i < 100 && runs.length === 0; i++) await sleep(20);
+    await waitFor('a collection', () => runs.length > 0);
     await gc!.stop();
     runs.length = 0;
     const before = gc!.footprint();
     // …but the disk is 20,000 bytes short of min-free-disk.
-    start(async () => budget.minFreeBytes - 20_000);
-    for (let i = 0; i < 100 && runs.length === 0; i++) await sleep(20);
+    start(fakeSpace(() => budget.minFreeBytes - 20_000));
+    await waitFor('a collection', () => runs.length > 0);
     expect(runs).toHaveLength(1);
     // The shortfall and a round's worth (high - low) went.
     expect(before - gc!.footprint()).toBeGreaterThanOrEqual(20_000 + 30_000);
     expect(logs.join('\n')).toMatch(/less than storage\.min-free-disk/);
     await sleep(200);
     expect(runs).toHaveLength(1);
+  });
+
+  it('on a full disk, releases the disk reserve so that eviction commits, and re-creates it once there is room', async () => {
+    const reserve = join(dir, RESERVE_FILE);
+    writeFileSync(reserve, Buffer.alloc(64 * 1024, 1));
+    let free = 0;
+    const space = fakeSpace(() => free, 64 * 1024);
+    expect(space.reservePresent).toBe(true);
+    // The store as the daemon opens it: its environment knows the file system.
+    await env.close();
+    env = LmdbEnv.open(dir, { noSync: true, space });
+    store = new LmdbBlobStore(env, dir, store.options);
+    // Nothing but deletions may write now.
+    expect(() => space.checkRoom('storing blob x')).toThrow(/full .* reexec is evicting/);
+    start(space);
+    await waitFor('a collection', () => runs.length > 0);
+    expect(runs[0]!.evictedBlobs).toBeGreaterThan(0);
+    expect(existsSync(reserve)).toBe(false);
+    expect(logs.join('\n')).toMatch(/released the 64.0 KiB disk reserve/);
+    // The collection made room (as statfs would see it): the reserve comes back.
+    free = 10 * 64 * 1024;
+    await waitFor('the reserve re-created', () => space.reservePresent && existsSync(reserve));
+    expect(() => space.checkRoom('storing blob x')).not.toThrow();
   });
 });
