@@ -1,5 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { isDiskFull, RESERVE_FILE } from '../store/disk-space.js';
 import { ownStartTicks, sameProcess } from './process-identity.js';
 
 /** Who holds a data dir: the daemon (`reexec start`) or an offline `reexec gc`. */
@@ -78,7 +79,13 @@ export class DataDirLock {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const fd = openSync(path, 'wx', 0o644);
-        writeSync(fd, content);
+        try {
+          writeOwner(fd, dataDir, content);
+        } catch (err) {
+          closeSync(fd);
+          rmSync(path, { force: true });
+          throw err;
+        }
         closeSync(fd);
         return new DataDirLock(path);
       } catch (err) {
@@ -98,5 +105,20 @@ export class DataDirLock {
 
   release(): void {
     rmSync(this.path, { force: true });
+  }
+}
+
+/**
+ * Write our pid into the lock file. On a file system full to the last byte even those few
+ * bytes fail: the lock is ours (created exclusively), so the data dir's disk reserve may go to
+ * make room (it exists for that; whoever runs next re-creates it).
+ */
+function writeOwner(fd: number, dataDir: string, content: string): void {
+  try {
+    writeSync(fd, content);
+  } catch (err) {
+    if (!isDiskFull(err)) throw err;
+    rmSync(join(dataDir, RESERVE_FILE), { force: true });
+    writeSync(fd, content, 0);
   }
 }

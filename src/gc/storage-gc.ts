@@ -21,7 +21,7 @@ export interface GcRunSummary extends GcSummary {
   orphanFiles: { files: number; bytes: number };
   stagingCache?: StagingSweepResult;
   budget: Pick<StorageBudget, 'maxBytes' | 'highBytes' | 'lowBytes' | 'hardLimitBytes' | 'graceSeconds'>;
-  /** The disk reserve, when the data dir's file system was nearly full: released so the collection could commit, and whether it is back. */
+  /** The disk reserve, when it was not in place during the collection (the file system was full): whether it is back. */
   diskReserve?: { released: boolean; present: boolean; bytes: number };
 }
 
@@ -153,7 +153,8 @@ export class StorageGc {
   private async afterCollection(reserveBefore: boolean | undefined): Promise<GcRunSummary['diskReserve']> {
     const space = this.options.space;
     if (!space || space.reserveBytes <= 0) return undefined;
-    const released = reserveBefore === true && !space.reservePresent;
+    // Released by this collection, or before it (by the daemon, or to write the data dir's lock).
+    const released = reserveBefore === false || !space.reservePresent;
     const present = await space.restoreReserve();
     return released || !present ? { released, present, bytes: space.reserveBytes } : undefined;
   }
