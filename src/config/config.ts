@@ -124,6 +124,17 @@ export interface LimitsConfig {
   maxTreeDepth: number;
   /** Files, symlinks and directories of one input root, counting repeated subtrees each time; GetTree: directories. */
   maxTreeEntries: number;
+  /** Open connections across all listeners; 'auto': half the open-file limit, at most 4096; 0: no limit. */
+  maxConnections: number | 'auto';
+  /** Open connections from one client address (TCP); 0: no limit. */
+  maxConnectionsPerClient: number;
+  /** Seconds a new connection has to complete its handshake (TLS, HTTP/2 preface and SETTINGS); 0: no limit. */
+  handshakeTimeoutSeconds: number;
+  /** Seconds a connection may stay open with no call in flight; 0: forever. */
+  connectionIdleTimeoutSeconds: number;
+  /** Seconds between the server's keepalive pings, and how long it waits for the answer before dropping the peer. */
+  keepaliveTimeSeconds: number;
+  keepaliveTimeoutSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -170,7 +181,18 @@ export function defaultConfig(): Config {
     tls: null,
     listenerTls: {},
     auth: { tokenFile: null, anonymous: [] },
-    limits: { maxCallsPerClient: 1000, idleTimeoutSeconds: 300, maxTreeDepth: 256, maxTreeEntries: 4_000_000 },
+    limits: {
+      maxCallsPerClient: 1000,
+      idleTimeoutSeconds: 300,
+      maxTreeDepth: 256,
+      maxTreeEntries: 4_000_000,
+      maxConnections: 'auto',
+      maxConnectionsPerClient: 256,
+      handshakeTimeoutSeconds: 20,
+      connectionIdleTimeoutSeconds: 1800,
+      keepaliveTimeSeconds: 60,
+      keepaliveTimeoutSeconds: 20,
+    },
     execution: {
       enabled: true,
       pools: 'auto',
@@ -373,13 +395,26 @@ function compileAuth(raw: Raw, where: string, base: AuthConfig): AuthConfig {
   return { tokenFile: tf === undefined ? base.tokenFile : tf === null ? null : userPath(tf as string), anonymous };
 }
 
+/** A duration where 0 (or off) means "never". */
+function optionalDuration(raw: Raw, key: string, where: string, dflt: number): number {
+  const v = raw[key];
+  if (v === 0 || v === '0' || v === 'off' || v === false) return 0;
+  return v === undefined || v === null ? dflt : parseDuration(v, `${where}: ${key}`);
+}
+
 function compileLimits(raw: Raw, where: string, base: LimitsConfig): LimitsConfig {
-  const idle = raw['idle-timeout'];
+  const maxConnections = raw['max-connections'] === 'auto' ? 'auto' : raw['max-connections'] === undefined || raw['max-connections'] === null ? base.maxConnections : num(raw, 'max-connections', where, 0);
   return {
     maxCallsPerClient: num(raw, 'max-calls-per-client', where, base.maxCallsPerClient),
-    idleTimeoutSeconds: idle === 0 || idle === '0' || idle === 'off' || idle === false ? 0 : idle === undefined || idle === null ? base.idleTimeoutSeconds : parseDuration(idle, `${where}: idle-timeout`),
+    idleTimeoutSeconds: optionalDuration(raw, 'idle-timeout', where, base.idleTimeoutSeconds),
     maxTreeDepth: num(raw, 'max-tree-depth', where, base.maxTreeDepth, 1),
     maxTreeEntries: num(raw, 'max-tree-entries', where, base.maxTreeEntries, 1),
+    maxConnections,
+    maxConnectionsPerClient: num(raw, 'max-connections-per-client', where, base.maxConnectionsPerClient),
+    handshakeTimeoutSeconds: optionalDuration(raw, 'handshake-timeout', where, base.handshakeTimeoutSeconds),
+    connectionIdleTimeoutSeconds: optionalDuration(raw, 'connection-idle-timeout', where, base.connectionIdleTimeoutSeconds),
+    keepaliveTimeSeconds: optionalDuration(raw, 'keepalive-time', where, base.keepaliveTimeSeconds),
+    keepaliveTimeoutSeconds: raw['keepalive-timeout'] === undefined || raw['keepalive-timeout'] === null ? base.keepaliveTimeoutSeconds : parseDuration(raw['keepalive-timeout'], `${where}: keepalive-timeout`),
   };
 }
 

@@ -43,6 +43,7 @@ import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
 import { openDataDir } from './data-dir-format.js';
+import { autoMaxConnections, ConnectionGuard } from './connection-guard.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { exposureWarnings, tlsFor } from './exposure.js';
 import { bindAddress, createGrpcServer, unixSocketPath } from './grpc-server.js';
@@ -101,6 +102,8 @@ export class Daemon {
     readonly metricsServer: MetricsServer | undefined,
     /** Keeps the store within its budget: background eviction, `reexec gc`. */
     readonly gc: StorageGc,
+    /** Counts and limits connections. */
+    readonly connections: ConnectionGuard,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -109,6 +112,7 @@ export class Daemon {
     let server: grpc.Server | undefined;
     let engineForCleanup: ExecutionEngine | undefined;
     let usage: StoreUsageSampler | undefined;
+    let connections: ConnectionGuard | undefined;
     try {
       const budget = await resolveStorageBudget(config);
       const space = new DiskSpace(config.dataDir, { reserveBytes: budget.reserveBytes, log });
@@ -142,7 +146,22 @@ export class Daemon {
       const tokens = config.auth.tokenFile ? TokenFile.open(config.auth.tokenFile, log) : undefined;
       const policy = new AccessPolicy(tokens, new Set(config.auth.anonymous));
       const guard = new CallGuard({ policy, maxCallsPerClient: config.limits.maxCallsPerClient, idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000, log });
-      server = createGrpcServer(config.grpc, [telemetry.rpc.interceptor, guard.interceptor]);
+      const { limits } = config;
+      connections = new ConnectionGuard(
+        {
+          maxConnections: limits.maxConnections === 'auto' ? autoMaxConnections() : limits.maxConnections,
+          maxConnectionsPerClient: limits.maxConnectionsPerClient,
+          handshakeTimeoutMs: limits.handshakeTimeoutSeconds * 1000,
+          idleTimeoutMs: limits.connectionIdleTimeoutSeconds * 1000,
+        },
+        log,
+      );
+      const connectionGuard = connections;
+      telemetry.watchConnections(() => connectionGuard.stats());
+      server = createGrpcServer(
+        { ...config.grpc, keepaliveTimeMs: limits.keepaliveTimeSeconds * 1000, keepaliveTimeoutMs: limits.keepaliveTimeoutSeconds * 1000, connections },
+        [telemetry.rpc.interceptor, guard.interceptor],
+      );
       // The storage services, for the daemon's listeners and for actions' REAPI sockets; only
       // the callers' rights (what Capabilities advertises) differ.
       const storageServices = (callerRights: (ctx: CallContext) => ReadonlySet<string>): Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]> => [
@@ -235,6 +254,8 @@ export class Daemon {
               telemetry,
               usage: () => storeUsage.usage(),
               budgetBytes: () => budget.maxBytes,
+              connections: () => connectionGuard.stats(),
+              disk: () => space.snapshot(),
             }),
           collectGarbage: (req, progress) => gc.collect(req, progress),
         }),
@@ -261,7 +282,7 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc, connectionGuard);
       gc.start();
       log.info(
         `CAS budget ${formatBytes(budget.maxBytes)}: holds ${formatBytes(gc.footprint())} in ${base.usage().count} blobs; eviction from ${formatBytes(budget.highBytes)} down to ${formatBytes(budget.lowBytes)}, uploads refused past ${formatBytes(budget.hardLimitBytes)}`,
@@ -270,6 +291,7 @@ export class Daemon {
       return daemon;
     } catch (err) {
       await engineForCleanup?.stop().catch(() => undefined);
+      connections?.stop();
       server?.forceShutdown();
       await usage?.close();
       await env?.close().catch(() => undefined);
@@ -304,6 +326,7 @@ export class Daemon {
         resolve();
       });
     });
+    this.connections.stop();
     await this.metricsServer?.close();
     await this.uploads.close();
     await this.usage.close();

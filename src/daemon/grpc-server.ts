@@ -3,27 +3,36 @@ import type * as http2 from 'node:http2';
 import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, type TlsConfig } from '../config/config.js';
+import type { ConnectionGuard } from './connection-guard.js';
 
 export interface GrpcServerOptions {
   maxReceiveMessageBytes: number;
   flowControlWindowBytes: number;
+  /** The server pings every connection this often and drops it when no answer comes within keepaliveTimeoutMs. 0: no pings. */
+  keepaliveTimeMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** Told of every listener's server, to watch its connections (limits, handshake and idle timeouts). */
+  connections?: ConnectionGuard;
 }
 
 /**
  * A grpc-js server tuned for CAS traffic. grpc-js has no server option for HTTP/2 flow
  * control, and its 64 KiB default window caps uploads near 150-200 MiB/s on loopback; raising
  * the stream window (SETTINGS) and the connection window (per session) took them to ~800 MiB/s.
+ * The same hook hands each listener's HTTP/2 server to the ConnectionGuard: grpc-js keeps its
+ * sockets to itself.
+ *
+ * Keepalive: the server pings each connection and drops peers that do not answer. Client
+ * pings are never policed (grpc-js's server has no ping policy): BuildStream 1.6 pings every
+ * 60 s with no call in flight and must never get GOAWAY "too_many_pings".
  */
 export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.ServerInterceptor[] = []): grpc.Server {
+  const keepalive = opts.keepaliveTimeMs ?? 60_000;
   const server = new grpc.Server({
     interceptors,
     'grpc.max_receive_message_length': opts.maxReceiveMessageBytes,
     'grpc.max_send_message_length': -1,
-    // BuildStream 1.6 pings every 60 s with no call in flight: never answer "too_many_pings".
-    'grpc.keepalive_permit_without_calls': 1,
-    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-    'grpc.keepalive_time_ms': 60_000,
-    'grpc.keepalive_timeout_ms': 20_000,
+    ...(keepalive > 0 ? { 'grpc.keepalive_time_ms': keepalive, 'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 20_000 } : {}),
   });
   const internals = server as unknown as {
     commonServerOptions?: { settings?: http2.Settings };
@@ -34,6 +43,7 @@ export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.Ser
     const create = internals.createHttp2Server.bind(server);
     internals.createHttp2Server = (creds) => {
       const h2 = create(creds);
+      opts.connections?.attach(h2);
       h2.on('session', (session: http2.ServerHttp2Session) => {
         try {
           session.setLocalWindowSize(opts.flowControlWindowBytes);

@@ -1,3 +1,5 @@
+import type { ConnectionStats } from '../daemon/connection-guard.js';
+import { ConnectionMetrics } from './connection-metrics.js';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { CompressionMetrics } from './compression-metrics.js';
@@ -27,6 +29,11 @@ export class Telemetry {
     this.store = new StoreMetrics(this.registry, usage, now);
     this.gc = new GcMetrics(this.registry);
     this.compression = new CompressionMetrics(this.registry);
+  }
+
+  /** Count connections (the daemon's ConnectionGuard). */
+  watchConnections(stats: () => ConnectionStats): void {
+    new ConnectionMetrics(this.registry, stats);
   }
 
   /** Start measuring remote execution (when it is enabled). */

@@ -1,3 +1,5 @@
+import type { ConnectionStats } from '../daemon/connection-guard.js';
+import type { DiskSpaceSnapshot } from '../store/disk-space.js';
 import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Telemetry } from '../metrics/telemetry.js';
 import { codeName } from '../metrics/rpc-metrics.js';
@@ -25,6 +27,8 @@ export interface StatusSources {
   usage?: () => StoreSizes;
   /** The configured CAS budget, when there is one. */
   budgetBytes?: () => number | undefined;
+  connections?: () => ConnectionStats;
+  disk?: () => DiskSpaceSnapshot;
   now?: () => number;
 }
 
@@ -123,6 +127,7 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Exe
 
 function collectCache(src: StatusSources): CacheStatus {
   const usage = src.usage?.();
+  const disk = src.disk?.();
   const lookups = src.telemetry?.store.acLookups() ?? { hits: 0, misses: 0, perSecond: { hits: zeros(60), misses: zeros(60) } };
   const minuteHits = sum(lookups.perSecond.hits);
   const minuteMisses = sum(lookups.perSecond.misses);
@@ -141,6 +146,7 @@ function collectCache(src: StatusSources): CacheStatus {
       bytesMeasuredAt: usage?.bytesMeasuredAt ? new Date(usage.bytesMeasuredAt).toISOString() : null,
       budgetBytes: src.budgetBytes?.() ?? null,
       disk: usage?.disk ?? null,
+      ...(disk ? { reserve: { bytes: disk.reserveBytes, present: disk.reservePresent, critical: disk.critical } } : {}),
     },
   };
 }
@@ -171,5 +177,6 @@ export function collectStatus(src: StatusSources): StatusSnapshot {
     cache: collectCache(src),
     rpc,
     gc,
+    ...(src.connections ? { connections: src.connections() } : {}),
   };
 }

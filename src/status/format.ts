@@ -1,4 +1,6 @@
 /** Formatting shared by the plain-text snapshot and the dashboard. */
+import { formatBytes } from '../util/format-bytes.js';
+import type { ConnectionStats } from './status-snapshot.js';
 
 export { formatBytes, formatByteRate } from '../util/format-bytes.js';
 
@@ -91,4 +93,22 @@ export function hitRatios(hits: readonly number[], misses: readonly number[]): A
     const total = h + (misses[i] ?? 0);
     return total > 0 ? h / total : null;
   });
+}
+
+/** "12 open (3 in handshake) from 4 clients · limits 512, 256 per client · since start: 1 refused, 2 handshake timeouts, 5 idle closed". */
+export function formatConnections(c: ConnectionStats): string {
+  const limit = (n: number): string => (n > 0 ? String(n) : 'none');
+  const refused = c.refused.maxConnections + c.refused.maxConnectionsPerClient;
+  return (
+    `${c.open} open${c.handshaking ? ` (${c.handshaking} in handshake)` : ''} from ${c.clients} client${c.clients === 1 ? '' : 's'}` +
+    ` · limits ${limit(c.limits.maxConnections)}, ${limit(c.limits.maxConnectionsPerClient)} per client` +
+    ` · since start: ${refused} refused, ${c.closed.handshakeTimeout} handshake timeouts, ${c.closed.idle} idle closed`
+  );
+}
+
+/** What to say about the disk reserve, when it is worth saying (released, or the disk is full); else undefined. */
+export function formatReserve(r: { bytes: number; present: boolean; critical: boolean } | undefined): string | undefined {
+  if (!r || r.bytes <= 0 || (r.present && !r.critical)) return undefined;
+  if (r.critical) return `the disk is full: only deletions write; disk reserve ${formatBytes(r.bytes)} ${r.present ? 'in place' : 'released for eviction'}`;
+  return `disk reserve ${formatBytes(r.bytes)} released: re-created once there is room`;
 }

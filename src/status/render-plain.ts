@@ -1,4 +1,4 @@
-import { formatArgv, formatBytes, formatByteRate, formatClient, formatClock, formatDuration, formatPercent, formatRate, fit, sparkline, truncate, hitRatios } from './format.js';
+import { formatArgv, formatBytes, formatByteRate, formatClient, formatClock, formatConnections, formatDuration, formatPercent, formatRate, formatReserve, fit, sparkline, truncate, hitRatios } from './format.js';
 import type { CompletedAction, RunningAction, StatusSnapshot } from './status-snapshot.js';
 
 export interface PlainOptions {
@@ -96,6 +96,8 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
   const budget = cas.budgetBytes !== null ? ` of ${formatBytes(cas.budgetBytes)} budget (${formatPercent(cas.bytes / cas.budgetBytes)})` : ' (no budget configured)';
   const disk = cas.disk ? ` · disk ${formatBytes(cas.disk.freeBytes)} free of ${formatBytes(cas.disk.totalBytes)}` : '';
   line(`  CAS           ${cas.blobs} blobs, ${formatBytes(cas.bytes)}${budget}${disk}`);
+  const reserve = formatReserve(cas.reserve);
+  if (reserve) line(`  disk          ${reserve}`);
   if (s.gc) line(`  last GC       ${formatClock(s.gc.at)} (${s.gc.trigger}${s.gc.dryRun ? ', dry run' : ''}): ${s.gc.evictedBlobs} blobs, ${formatBytes(s.gc.evictedBytes)} in ${formatDuration(s.gc.durationSeconds * 1000)}`);
 
   const rpc = s.rpc;
@@ -104,6 +106,7 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
   line(`${rpcLine}  ${sparkline(rpc.perSecond.calls, Math.max(0, Math.min(20, width - rpcLine.length - 2)))}`);
   const perSecond = (bytes: number): string => formatByteRate(rpc.windowSeconds > 0 ? bytes / rpc.windowSeconds : 0);
   line(`  in ${formatBytes(rpc.bytesIn)} (${perSecond(rpc.bytesIn)}), out ${formatBytes(rpc.bytesOut)} (${perSecond(rpc.bytesOut)})`);
+  if (s.connections) line(`Connections: ${formatConnections(s.connections)}`);
   const methodWidth = Math.min(48, Math.max(0, ...rpc.methods.map((m) => m.method.length)));
   for (const m of rpc.methods.slice(0, 8)) {
     line(

@@ -1,3 +1,5 @@
+import type { ConnectionStats } from '../daemon/connection-guard.js';
+
 /**
  * What `reexec status` shows: one snapshot of the daemon, produced by the daemon
  * (collectStatus) and rendered by the CLI. Shared as JSON over the Admin API, so this file is
@@ -21,7 +23,11 @@ export interface StatusSnapshot {
   rpc: RpcStatus;
   /** The last garbage collection, if one ran since the daemon started. */
   gc: GcStatus | null;
+  /** Client connections: open, limits, refused and closed (absent from daemons before they were counted). */
+  connections?: ConnectionStats;
 }
+
+export type { ConnectionStats };
 
 export interface ExecutionStatus {
   pools: PoolStatus[];
@@ -110,6 +116,11 @@ export interface CacheStatus {
     /** The configured size budget; null when none is configured. */
     budgetBytes: number | null;
     disk: { totalBytes: number; freeBytes: number } | null;
+    /**
+     * The disk reserve kept for deletions (storage.disk-reserve): its size, whether it is in
+     * place, and whether the file system is so full that only deletions write.
+     */
+    reserve?: { bytes: number; present: boolean; critical: boolean };
   };
 }
 

@@ -71,6 +71,7 @@ describe('templates/config.yaml', () => {
       'format', 'level',
       'listen',
       'max-calls-per-client', 'idle-timeout', 'max-tree-depth', 'max-tree-entries',
+      'max-connections', 'max-connections-per-client', 'handshake-timeout', 'connection-idle-timeout', 'keepalive-time', 'keepalive-timeout',
     ]);
     for (const { l, i } of settings) expect(lines[i - 1], `comment above "${l.trim()}"`).toMatch(/^\s*#/);
   });

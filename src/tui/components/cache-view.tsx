@@ -1,6 +1,6 @@
 import { Box, Text } from 'ink';
 import type { ReactNode } from 'react';
-import { bar, formatBytes, formatByteRate, formatDuration, formatPercent, formatRate, fit, hitRatios, formatClock } from '../../status/format.js';
+import { bar, formatBytes, formatByteRate, formatConnections, formatDuration, formatPercent, formatRate, formatReserve, fit, hitRatios, formatClock } from '../../status/format.js';
 import type { StatusSnapshot } from '../../status/status-snapshot.js';
 import { Row, Title } from './row.js';
 import { SparklineRow } from './sparkline-row.js';
@@ -40,7 +40,21 @@ export function CacheView({ snapshot, width, height }: CacheViewProps): ReactNod
       {fit('', LABEL)}  {cas.disk ? `disk: ${formatBytes(cas.disk.freeBytes)} free of ${formatBytes(cas.disk.totalBytes)}` : 'disk: unknown'}
       {snapshot.gc ? ` · last GC ${formatClock(snapshot.gc.at)}: ${formatBytes(snapshot.gc.evictedBytes)} freed in ${formatDuration(snapshot.gc.durationSeconds * 1000)}` : ''}
     </Row>,
+    ...(formatReserve(cas.reserve)
+      ? [
+          <Row key="reserve">
+            {fit('', LABEL)}  <Text color="red">{formatReserve(cas.reserve)}</Text>
+          </Row>,
+        ]
+      : []),
     <Row key="gap2"> </Row>,
+    ...(snapshot.connections
+      ? [
+          <Row key="conn">
+            <Text bold>{fit('Connections', LABEL)}</Text>  {formatConnections(snapshot.connections)}
+          </Row>,
+        ]
+      : []),
     <Row key="rpc">
       <Text bold>{fit('RPCs (1 min)', LABEL)}</Text>  {rpc.calls} calls · {rpc.misses} misses · <Text color={rpc.errors ? 'red' : undefined}>{rpc.errors} errors</Text> · in{' '}
       {formatBytes(rpc.bytesIn)} · out {formatBytes(rpc.bytesOut)}
