@@ -32,6 +32,9 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     report: { type: 'string' },
     'no-execute': { type: 'boolean', default: false },
+    /** More daemon settings (YAML mappings, merged over the soak's own), e.g. "limits: {max-calls-per-client: 10}". */
+    'daemon-config': { type: 'string', default: '' },
+    'node-options': { type: 'string', default: '' },
   },
 });
 const DURATION = durationMs(args.duration);
@@ -47,7 +50,11 @@ if (EXECUTE && (!BUSYBOX || !hasBubblewrap())) {
 const dist = await loadDist();
 const { connect, call, treeFromDirectory, re } = dist;
 const tmp = mkdtempSync(join(tmpdir(), 'reexec-soak-'));
-const daemon = await startDaemon({ dataDir: join(tmp, 'data'), configYaml: `execution: {enabled: ${EXECUTE}}\n` });
+const daemon = await startDaemon({
+  dataDir: join(tmp, 'data'),
+  configYaml: `${args['daemon-config']}\n`.includes('execution:') ? `${args['daemon-config']}\n` : `execution: {enabled: ${EXECUTE}}\n${args['daemon-config']}\n`,
+  env: args['node-options'] ? { NODE_OPTIONS: args['node-options'] } : {},
+});
 const clients = connect(daemon.address);
 
 // ── bookkeeping ──────────────────────────────────────────────────────────────────────────

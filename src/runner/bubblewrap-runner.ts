@@ -185,6 +185,8 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
     kill();
   };
   req.signal?.addEventListener('abort', onAbort, { once: true });
+  // Cancelled while its inputs were staged: an already aborted signal fires no event.
+  if (req.signal?.aborted) onAbort();
   const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
     child.once('error', () => resolve([127, null]));
     child.once('close', (c, s) => resolve([c, s]));

@@ -51,12 +51,14 @@ export function Dashboard({ feed, endpoint, initialView = 'workers', size }: Das
 
   useInput(
     (input, key) => {
-      const i = VIEWS.findIndex((v) => v.id === view);
+      // From the current view, not the one this handler was made with: keys typed faster
+      // than the dashboard re-renders (tab tab) each count.
+      const step = (by: number) => setView((view) => VIEWS[(VIEWS.findIndex((v) => v.id === view) + by + VIEWS.length) % VIEWS.length]!.id);
       if (input === 'q' || key.escape || (key.ctrl && input === 'c')) exit();
       else if (input === 'p' || input === ' ') feed.togglePause();
-      else if (key.tab && key.shift) setView(VIEWS[(i + VIEWS.length - 1) % VIEWS.length]!.id);
-      else if (key.tab || key.rightArrow) setView(VIEWS[(i + 1) % VIEWS.length]!.id);
-      else if (key.leftArrow) setView(VIEWS[(i + VIEWS.length - 1) % VIEWS.length]!.id);
+      else if (key.tab && key.shift) step(-1);
+      else if (key.tab || key.rightArrow) step(1);
+      else if (key.leftArrow) step(-1);
       else if (['1', '2', '3'].includes(input)) setView(VIEWS[Number(input) - 1]!.id);
     },
     { isActive: isRawModeSupported !== false },

@@ -32,13 +32,25 @@ function everythingDifferent(): Config {
       lowWatermark: { bytes: 5 },
       hardLimit: { bytes: 8 },
       minFreeDisk: { bytes: 9 },
+      diskReserve: { bytes: 4 },
       gracePeriodSeconds: 1,
       stagingCacheMaxBytes: { bytes: 3 },
     },
     grpc: { maxReceiveMessageBytes: 2 * 1024 * 1024, flowControlWindowBytes: 70000 },
     log: { format: 'json', level: 'error' },
     metrics: { listen: null },
-    limits: { maxCallsPerClient: 1, idleTimeoutSeconds: 1, maxTreeDepth: 1, maxTreeEntries: 1 },
+    limits: {
+      maxCallsPerClient: 1,
+      idleTimeoutSeconds: 1,
+      maxTreeDepth: 1,
+      maxTreeEntries: 1,
+      maxConnections: 1,
+      maxConnectionsPerClient: 1,
+      handshakeTimeoutSeconds: 1,
+      connectionIdleTimeoutSeconds: 1,
+      keepaliveTimeSeconds: 1,
+      keepaliveTimeoutSeconds: 1,
+    },
   };
 }
 

@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import type * as grpc from '@grpc/grpc-js';
-import { rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
 import type { LocalTree } from '../../src/client/merkle.js';
@@ -11,6 +13,7 @@ import { BUSYBOX } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { Gate } from '../helpers/gate.js';
 import { execute, readBlob, uploadAction } from '../helpers/exec-client.js';
+import { waitFor } from '../helpers/wait.js';
 
 const missing = !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
 /** Actions that wait at a Gate reach it over the loopback. */
@@ -93,22 +96,46 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
 
   it('CancelOperation kills the whole process tree of a running action', async () => {
     const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', '(sleep 60; echo child) & sleep 60'], doNotCache: true });
-    const t0 = Date.now();
+    const sleeping = (): string[] => execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() === 'sleep 60');
     const { name, stream } = await firstOperation(d, action);
     const done = new Promise<longrunning.Operation[]>((resolve) => {
       const got: longrunning.Operation[] = [];
       stream.on('data', (op: longrunning.Operation) => got.push(op));
       stream.on('end', () => resolve(got));
     });
-    await new Promise((r) => setTimeout(r, 500));
+    // Cancel once the whole tree runs: the shell's sleep and its background child's.
+    await waitFor('the action and its child to be running', () => sleeping().length >= 2);
     await call(d.clients.operations, 'CancelOperation', { name });
     const ops = await done;
     const resp = re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value!);
     expect(resp.status!.code).toBe(1);
-    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(resp.result?.exitCode ?? null).not.toBe(0);
     // Nothing of the action survives on the host: not the shell, not its background child.
-    const leftovers = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() === 'sleep 60');
-    expect(leftovers).toEqual([]);
+    expect(sleeping()).toEqual([]);
+  });
+
+  it('CancelOperation while the inputs are being staged stops the action before it runs on', async () => {
+    const pause = join(mkdtempSync(join(tmpdir(), 'reexec-pause-')), 'staged');
+    writeFileSync(pause, '');
+    process.env['REEXEC_TEST_PAUSE_STAGED'] = pause;
+    try {
+      const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 600'], doNotCache: true });
+      const { name, stream } = await firstOperation(d, action);
+      const done = new Promise<longrunning.Operation[]>((resolve) => {
+        const got: longrunning.Operation[] = [];
+        stream.on('data', (op: longrunning.Operation) => got.push(op));
+        stream.on('end', () => resolve(got));
+      });
+      // Staged, not yet started: cancel now, then let it go on.
+      await waitFor('the action to be staged', () => existsSync(`${pause}.reached`));
+      await call(d.clients.operations, 'CancelOperation', { name });
+      rmSync(pause);
+      const ops = await done;
+      expect(re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value!).status!.code).toBe(1);
+    } finally {
+      delete process.env['REEXEC_TEST_PAUSE_STAGED'];
+      rmSync(pause, { force: true });
+    }
   });
 });
 
@@ -128,13 +155,14 @@ describe.skipIf(missing)('priorities', () => {
   afterAll(() => d?.stop());
 
   it('runs queued work in priority order (lower value first), ties in arrival order', async () => {
-    const blocker = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 2'], doNotCache: true });
+    // The blocker holds the one slot until cancelled, once all four wait: however slow the
+    // machine, none of them can start early.
+    const blocker = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 600'], doNotCache: true });
     const blocking = execute(d.clients, blocker);
-    for (let i = 0; i < 200; i++) {
+    const blockerName = await waitFor('the blocker to run', async () => {
       const list: any = await call(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
-      if (list.operations.some((o: longrunning.Operation) => !o.done && re.ExecuteOperationMetadata.decode(o.metadata!.value!).stage === 3)) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      return list.operations.find((o: longrunning.Operation) => !o.done && re.ExecuteOperationMetadata.decode(o.metadata!.value!).stage === 3)?.name as string | undefined;
+    });
     const spec = (tag: string) => uploadAction(d.clients, tree.root, { args: ['sh', '-c', `echo ${tag}`], doNotCache: true });
     const [low, tieA, tieB, high] = await Promise.all([spec('low'), spec('tie-a'), spec('tie-b'), spec('high')]);
     const runs: ReturnType<typeof execute>[] = [];
@@ -142,8 +170,9 @@ describe.skipIf(missing)('priorities', () => {
       const queuedBefore = await queuedCount(d);
       runs.push(execute(d.clients, a, { executionPolicy: { priority } }));
       // Arrival order matters for ties: wait until this one is queued before sending the next.
-      for (let i = 0; i < 100 && (await queuedCount(d)) <= queuedBefore; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor('this one to be queued', async () => (await queuedCount(d)) > queuedBefore);
     }
+    await call(d.clients.operations, 'CancelOperation', { name: blockerName });
     const [l, ta, tb, h] = await Promise.all(runs);
     await blocking;
     const started = (r: Awaited<(typeof runs)[number]>): number => {

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { call } from '../../src/client/reapi-client.js';
 import { treeFromDirectory } from '../../src/client/merkle.js';
 import { longrunning, re } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
@@ -9,6 +10,7 @@ import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
 import { startTestDaemon } from '../helpers/daemon.js';
 import { Gate } from '../helpers/gate.js';
 import { readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
+import { waitFor } from '../helpers/wait.js';
 
 const missing = !BUSYBOX ? 'busybox-static' : !findBubblewrap() ? 'bubblewrap' : undefined;
 
@@ -40,7 +42,11 @@ describe.skipIf(missing)('the queue survives a daemon restart', () => {
         }),
       );
     }
-    await new Promise((r) => setTimeout(r, 300));
+    // Stop while the first runs (interrupted) and the second waits.
+    await waitFor('the first action to run', async () => {
+      const op: any = await call(first.clients.operations, 'GetOperation', { name: names[0] });
+      return op.done || re.ExecuteOperationMetadata.decode(op.metadata.value).stage >= 3;
+    });
     await first.stop();
 
     const second = await startTestDaemon(oneSlot, dataDir);
