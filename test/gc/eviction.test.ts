@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/wait.js';
 import { treeFromDirectory } from '../../src/client/merkle.js';
 import { Digest } from '../../src/digest/digest.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
@@ -14,14 +15,6 @@ import { adminCollect } from '../helpers/gc.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(50);
-  }
-}
 
 async function missing(d: TestDaemon, digests: Array<{ hash: string; sizeBytes: number }>): Promise<string[]> {
   const res: any = await call(d.clients.cas, 'FindMissingBlobs', { blobDigests: digests });

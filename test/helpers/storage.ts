@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
 import { Digest } from '../../src/digest/digest.js';
+import { waitFor } from './wait.js';
 
 /** Deterministic pseudo-random bytes (distinct per seed). */
 export function bytes(n: number, seed = 1): Buffer {
@@ -53,6 +54,11 @@ export interface WriteOptions {
   breakAfter?: number;
   /** How long to wait before breaking (default 100 ms: the server takes what was sent). */
   breakWaitMs?: number;
+  /**
+   * Instead of waiting breakWaitMs: break once QueryWriteStatus says the server holds at least
+   * this many bytes (a condition, so a slow machine cannot make the server hold none).
+   */
+  breakWhenServerHas?: number;
   /** A digest function segment for the resource name ("blake3"); without it none is sent. */
   fn?: string;
 }
@@ -84,7 +90,15 @@ export function bsWrite(
         const end = Math.min(data.length, off + chunk);
         if (opts.breakAfter !== undefined && end > opts.breakAfter) {
           // Let the server take what was sent before the stream breaks.
-          await new Promise((r) => setTimeout(r, opts.breakWaitMs ?? 100));
+          if (opts.breakWhenServerHas !== undefined) {
+            const want = opts.breakWhenServerHas;
+            await waitFor(`the server to hold ${want} bytes of the upload`, () =>
+              call(client, 'QueryWriteStatus', { resourceName }).then(
+                (s: any) => Number(s.committedSize) >= want,
+                () => false,
+              ),
+            );
+          } else await new Promise((r) => setTimeout(r, opts.breakWaitMs ?? 100));
           cancelled = true;
           stream.cancel();
           return;

@@ -122,7 +122,7 @@ describe('ByteStream', () => {
         const name = uploadName(digestOf(data), uuid);
         const breakAt = size > MiB ? 3 * MiB : 30_000;
         const chunkBytes = size > MiB ? MiB : 10_000;
-        expect(await bsWrite(bs(), data, { uuid, breakAfter: breakAt, chunkBytes })).toBe('cancelled');
+        expect(await bsWrite(bs(), data, { uuid, breakAfter: breakAt, chunkBytes, breakWhenServerHas: 1 })).toBe('cancelled');
         const status: any = await call(bs(), 'QueryWriteStatus', { resourceName: name });
         expect(status.complete).toBe(false);
         expect(status.committedSize, `size ${size}`).toBeGreaterThan(0);
@@ -152,7 +152,7 @@ describe('ByteStream', () => {
     it('refuses to resume at an offset the server does not hold; QueryWriteStatus of an unknown upload is NOT_FOUND', async () => {
       const data = bytes(200_000, 12);
       const uuid = randomUUID();
-      await bsWrite(bs(), data, { uuid, breakAfter: 100_000, chunkBytes: 50_000 });
+      await bsWrite(bs(), data, { uuid, breakAfter: 100_000, chunkBytes: 50_000, breakWhenServerHas: 1 });
       const status: any = await call(bs(), 'QueryWriteStatus', { resourceName: uploadName(digestOf(data), uuid) });
       const err = await bsWrite(bs(), data, { uuid, offset: status.committedSize + 1, chunkBytes: 50_000 }).then(
         () => undefined,

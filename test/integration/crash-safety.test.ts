@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/wait.js';
 import { connect } from '../../src/client/reapi-client.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { blobName, bsRead, bsWrite, call, digestOf } from '../helpers/storage.js';
@@ -70,8 +71,10 @@ describe('crash safety (separate daemon process, SIGKILL)', () => {
     };
     const workers = [...[0, 1, 2].map(batchWorker), ...[0, 1, 2, 3].map(streamWorker)];
     // Let the uploads get going, then pull the plug while they are in full flight.
-    const t0 = Date.now();
-    while (uploads.filter((u) => u.acked).length < 150 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 20));
+    await waitFor('150 acknowledged uploads of both kinds', () => {
+      const done = uploads.filter((u) => u.acked);
+      return done.length >= 150 && done.some((u) => u.via === 'batch') && done.some((u) => u.via === 'bytestream');
+    });
     await first.kill();
     killed = true;
     await Promise.all(workers);

@@ -201,7 +201,7 @@ describe.skipIf(noOpenssl)(`TLS, mutual TLS and access tokens${noOpenssl ? ' (sk
   });
 });
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     if (await check()) return;

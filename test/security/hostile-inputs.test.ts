@@ -224,7 +224,6 @@ describe('hostile inputs', () => {
     expect(atLimit.error, atLimit.error?.details).toBeUndefined();
     expect(atLimit.response!.result!.exitCode).toBe(0);
 
-    const t0 = Date.now();
     const tooDeep = await executeIn(await rootWith({ directories: [{ name: 'deep', digest: (await chain(5000)).toProto() }] }));
     expect(tooDeep.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(tooDeep.error?.details).toContain('max-tree-depth');
@@ -248,7 +247,6 @@ describe('hostile inputs', () => {
     const bomb = await executeIn(await rootWith({ directories: [{ name: 'bomb', digest: digestOf(level) }] }));
     expect(bomb.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(bomb.error?.details).toMatch(/max-tree-(entries|depth)/);
-    expect(Date.now() - t0).toBeLessThan(30_000);
     tally.add(4);
     await stillServing();
   });

@@ -17,7 +17,7 @@ async function status(d: TestDaemon): Promise<StatusSnapshot> {
   return JSON.parse(res.json) as StatusSnapshot;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
