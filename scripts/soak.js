@@ -52,7 +52,10 @@ const { connect, call, treeFromDirectory, re } = dist;
 const tmp = mkdtempSync(join(tmpdir(), 'reexec-soak-'));
 const daemon = await startDaemon({
   dataDir: join(tmp, 'data'),
-  configYaml: `${args['daemon-config']}\n`.includes('execution:') ? `${args['daemon-config']}\n` : `execution: {enabled: ${EXECUTE}}\n${args['daemon-config']}\n`,
+  // Finished operations are kept for execution.operation-retention (1 h by default): over an
+  // hour that bounded cache would look like a leak, so the soak keeps them 5 minutes and sees
+  // its plateau (--daemon-config overrides).
+  configYaml: `${args['daemon-config']}\n`.includes('execution:') ? `${args['daemon-config']}\n` : `execution: {enabled: ${EXECUTE}, operation-retention: 5m}\n${args['daemon-config']}\n`,
   env: args['node-options'] ? { NODE_OPTIONS: args['node-options'] } : {},
 });
 const clients = connect(daemon.address);
