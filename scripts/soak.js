@@ -308,12 +308,16 @@ else {
     const data = await bsRead(d).catch(() => undefined);
     if (!data || digestOf(data).hash !== d.hash) corrupt++;
   }
-  for (const a of results) {
-    const ok = await call(clients.actionCache, 'GetActionResult', { actionDigest: a }).then(
-      () => true,
-      () => false,
+  for (let i = 0; i < results.length; i += 64) {
+    const found = await Promise.all(
+      results.slice(i, i + 64).map((a) =>
+        call(clients.actionCache, 'GetActionResult', { actionDigest: a }).then(
+          () => true,
+          () => false,
+        ),
+      ),
     );
-    if (!ok) acLost++;
+    acLost += found.filter((ok) => !ok).length;
   }
 }
 const memory = growthVerdict(
