@@ -5,7 +5,7 @@ import type { Database } from 'lmdb';
 import type { Digest } from '../digest/digest.js';
 import { diskError } from '../store/disk-space.js';
 import { dataSubdir, type LmdbEnv } from '../store/lmdb-env.js';
-import { pausePoint } from '../util/pause-point.js';
+import { pausePoint } from '../util/test-hooks.js';
 import type { BlobStore, BlobWriter } from './blob-store.js';
 
 /** What the index knows of a stored blob. Kept small: it is read on every FindMissingBlobs. */
@@ -321,7 +321,7 @@ export class LmdbBlobStore implements BlobStore {
         { deletion: true },
       );
       // Records gone, files not yet: where a crash leaves orphan files (crash tests stop here).
-      await pausePoint('EVICTION');
+      await pausePoint('eviction');
       const files = gone.filter((c) => c.f);
       for (let i = 0; i < files.length; i += 32) {
         await Promise.all(files.slice(i, i + 32).map((c) => rm(this.keyPath(c.key), { force: true })));

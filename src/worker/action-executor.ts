@@ -15,7 +15,7 @@ import type { InputStager } from './input-stager.js';
 import { OutputCollector, resolveOutputPath } from './output-collector.js';
 import type { NestedApiProvider, NestedApiSocket } from './nested-api.js';
 import { resolveInRoot, type RootView } from './root-path.js';
-import { pausePoint } from '../util/pause-point.js';
+import { pausePoint } from '../util/test-hooks.js';
 
 export interface ExecutorContext {
   cas: BlobStore;
@@ -138,7 +138,7 @@ export async function executeAction(
       binds.push({ source: socket.hostPath, dest: posix.join(mountPoint, rel.path) });
     }
     meta.inputFetchCompletedTimestamp = ts(new Date());
-    await pausePoint('STAGED');
+    await pausePoint('staged');
 
     const stdoutPath = join(dir, 'stdout');
     const stderrPath = join(dir, 'stderr');

@@ -117,7 +117,8 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
   it('CancelOperation while the inputs are being staged stops the action before it runs on', async () => {
     const pause = join(mkdtempSync(join(tmpdir(), 'reexec-pause-')), 'staged');
     writeFileSync(pause, '');
-    process.env['REEXEC_TEST_PAUSE_STAGED'] = pause;
+    process.env['REEXEC_TEST_PAUSE_AT'] = 'staged';
+    process.env['REEXEC_TEST_PAUSE_FILE'] = pause;
     try {
       const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', 'sleep 600'], doNotCache: true });
       const { name, stream } = await firstOperation(d, action);
@@ -133,7 +134,8 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
       const ops = await done;
       expect(re.ExecuteResponse.decode(ops[ops.length - 1]!.response!.value!).status!.code).toBe(1);
     } finally {
-      delete process.env['REEXEC_TEST_PAUSE_STAGED'];
+      delete process.env['REEXEC_TEST_PAUSE_AT'];
+      delete process.env['REEXEC_TEST_PAUSE_FILE'];
       rmSync(pause, { force: true });
     }
   });

@@ -66,7 +66,7 @@ async function checkConsistent(dataDir: string): Promise<{ blobs: number; orphan
 /**
  * SIGKILL in the middle of a collection, of the daemon or of `reexec gc` working on a data
  * dir: the store is consistent afterwards, and the daemon starts on it. The kill lands at a
- * pause point (REEXEC_TEST_PAUSE_EVICTION, src/util/pause-point.ts): after a deletion batch
+ * pause point (REEXEC_TEST_PAUSE_AT=eviction, src/util/test-hooks.ts): after a deletion batch
  * has committed and before its files are removed, the worst moment, every time.
  */
 describe('crash safety of garbage collection', () => {
@@ -100,7 +100,7 @@ describe('crash safety of garbage collection', () => {
       clients.close();
     }
   };
-  const pauseEnv = () => ({ REEXEC_TEST_PAUSE_EVICTION: pauseFile });
+  const pauseEnv = () => ({ REEXEC_TEST_PAUSE_AT: 'eviction', REEXEC_TEST_PAUSE_FILE: pauseFile });
   /** Hold the next eviction at the pause point. */
   const armPause = () => {
     rmSync(`${pauseFile}.reached`, { force: true });
