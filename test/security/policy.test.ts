@@ -107,8 +107,16 @@ describe('security configuration', () => {
     expect(tlsFor(c, '127.0.0.1:50052')).toBeNull();
     expect(tlsFor(c, 'unix:/run/r.sock')).toBeNull();
     expect(c.auth).toEqual({ tokenFile: '/tokens.yaml', anonymous: ['read'] });
-    expect(c.limits).toEqual({ maxCallsPerClient: 10, idleTimeoutSeconds: 30, maxTreeDepth: 64, maxTreeEntries: 1000 });
+    expect(c.limits).toEqual({ ...defaultConfig().limits, maxCallsPerClient: 10, idleTimeoutSeconds: 30, maxTreeDepth: 64, maxTreeEntries: 1000 });
     expect(compileConfig({ limits: { 'idle-timeout': 0 } }).limits.idleTimeoutSeconds).toBe(0);
+    // Connections: sizes and durations, 0 or off for none, "auto" for the open-file limit.
+    const conn = compileConfig({
+      limits: { 'max-connections': 100, 'max-connections-per-client': 8, 'handshake-timeout': '5s', 'connection-idle-timeout': 'off', 'keepalive-time': '30s', 'keepalive-timeout': '10s' },
+    }).limits;
+    expect(conn).toMatchObject({ maxConnections: 100, maxConnectionsPerClient: 8, handshakeTimeoutSeconds: 5, connectionIdleTimeoutSeconds: 0, keepaliveTimeSeconds: 30, keepaliveTimeoutSeconds: 10 });
+    expect(compileConfig({ limits: { 'max-connections': 'auto', 'handshake-timeout': 0 } }).limits).toMatchObject({ maxConnections: 'auto', handshakeTimeoutSeconds: 0 });
+    expect(() => compileConfig({ limits: { 'max-connections': -1 } })).toThrow(/max-connections/);
+    expect(() => compileConfig({ limits: { 'handshake-timeout': 'soon' } })).toThrow(/handshake-timeout/);
     expect(() => compileConfig({ tls: { cert: '/c.pem' } })).toThrow(ConfigError);
     expect(() => compileConfig({ tls: { cert: '/c', key: '/k', ca: '/x' } })).toThrow(/no setting "ca"/);
     expect(() => compileConfig({ auth: { anonymous: 'everything' } })).toThrow(/unknown right/);
