@@ -25,6 +25,8 @@ const NEEDED = {
   // the completion scripts of `reexec completion zsh|fish` are checked by the shells themselves
   zsh: 'zsh',
   fish: 'fish',
+  // auth.local-users admits users to a unix socket through an ACL entry
+  setfacl: 'acl',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;

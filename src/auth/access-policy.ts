@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import { Code, StatusError } from '../util/status-error.js';
 import { ALL_RIGHTS, formatRights, type Right } from './rights.js';
+import { LocalUsers } from './local-users.js';
 import type { TokenFile } from './token-file.js';
 
 /** What an RPC needs: a right, any right at all (Capabilities), or nothing (health checks). */
@@ -63,16 +64,28 @@ export interface Caller {
   rights: ReadonlySet<Right>;
 }
 
-/** Where a call comes from: the remote address is absent on unix sockets. */
+/** Where a call comes from. */
 export interface Peer {
+  /** Absent on unix sockets. */
   remoteAddress?: string;
+  /**
+   * TCP: the uid owning the peer's socket when it is a process of this host (see
+   * SocketOwners); undefined for other machines and peers that could not be identified.
+   */
+  uid?: number;
+  /** The connection presented a client certificate the server's client CA verified. */
+  certificate?: boolean;
 }
 
-export function isLocalPeer(peer: Peer): boolean {
-  const a = peer.remoteAddress;
-  if (!a) return true; // unix socket (created 0600: only the daemon's user)
+/** Loopback addresses (127/8, ::1, ::ffff:127/104): only this host reaches them. */
+export function isLoopbackAddress(a: string): boolean {
   const v4 = a.startsWith('::ffff:') ? a.slice(7) : a;
   return a === '::1' || (isIP(v4) === 4 && v4.startsWith('127.'));
+}
+
+/** A peer on this host: a unix socket (no address) or a loopback address. */
+export function isLocalPeer(peer: Peer): boolean {
+  return !peer.remoteAddress || isLoopbackAddress(peer.remoteAddress);
 }
 
 const READ_WRITE_EXECUTE: ReadonlySet<Right> = new Set(['read', 'write', 'execute']);
@@ -89,23 +102,54 @@ export function bearerToken(metadata: grpc.Metadata): string | undefined {
 /**
  * Who may do what. With a token file, a client has the rights of the token it presents
  * (a wrong token is UNAUTHENTICATED) and a client without one has the anonymous rights.
- * Without a token file every client may read, write and execute, and the admin service is
- * served to local clients only (unix sockets and loopback).
+ *
+ * Without a token file, only local users are served, and by default only the daemon's own
+ * user and root (LocalUsers): over TCP the peer's socket owner decides (a peer that cannot be
+ * identified is refused); over a unix socket the kernel does, through the socket file's
+ * permissions (mode 0600, an ACL entry per admitted user, 0666 for any). They get every right.
+ * Other machines need a client certificate (mutual TLS), which gives read, write and execute.
  */
 export class AccessPolicy {
   constructor(
     private readonly tokens: TokenFile | undefined,
     private readonly anonymous: ReadonlySet<Right> = new Set(),
+    /** Who is served without tokens; undefined: only the daemon's own user and root. */
+    private readonly local: LocalUsers = LocalUsers.resolve([], 'the config file'),
   ) {}
 
   get tokensRequired(): boolean {
     return this.tokens !== undefined;
   }
 
-  /** Who is calling; throws UNAUTHENTICATED for a token the file does not hold. */
+  /** Whether identify needs the peer's socket owner (TCP peers without a token file). */
+  needsOwner(peer: Peer): boolean {
+    return !this.tokens && peer.remoteAddress !== undefined;
+  }
+
+  /**
+   * Who is calling. Throws UNAUTHENTICATED for a token the file does not hold, PERMISSION_DENIED
+   * for a local user this daemon does not serve, UNAUTHENTICATED for another machine without
+   * credentials.
+   */
   identify(metadata: grpc.Metadata, peer: Peer): Caller {
     const host = peer.remoteAddress ?? 'unix';
-    if (!this.tokens) return { name: host, rights: isLocalPeer(peer) ? ALL_RIGHTS : READ_WRITE_EXECUTE };
+    if (!this.tokens) {
+      // The socket file's permissions decided who could connect.
+      if (peer.remoteAddress === undefined) return { name: host, rights: ALL_RIGHTS };
+      if (peer.uid !== undefined) {
+        if (this.local.admits(peer.uid)) return { name: peer.uid === this.local.ownerUid ? host : `uid ${peer.uid}@${host}`, rights: ALL_RIGHTS };
+        if (peer.certificate) return { name: `uid ${peer.uid}@${host}`, rights: READ_WRITE_EXECUTE };
+        throw this.local.refusal(peer.uid);
+      }
+      if (peer.certificate) return { name: host, rights: READ_WRITE_EXECUTE };
+      if (isLoopbackAddress(peer.remoteAddress)) {
+        throw new StatusError(Code.PERMISSION_DENIED, `no process of this host owns the other end of this loopback connection (${peer.remoteAddress}): reexec cannot tell which user it serves, so it refuses`);
+      }
+      throw new StatusError(
+        Code.UNAUTHENTICATED,
+        `this reexec serves other machines only with credentials: an access token (auth.token-file) or a client certificate (tls.client-ca); \`reexec init --tls\` sets up both`,
+      );
+    }
     const token = bearerToken(metadata);
     if (token === undefined) return { name: `anonymous@${host}`, rights: this.anonymous };
     const entry = this.tokens.lookup(token);
@@ -113,8 +157,12 @@ export class AccessPolicy {
     return { name: entry.name, rights: entry.rights };
   }
 
-  /** The rights a call's metadata carries, wherever it comes from (none for a bad token): for Capabilities. */
+  /**
+   * The rights of a call that was admitted (for Capabilities): from its token with a token
+   * file (none for a bad one); without one, every admitted caller may read, write and execute.
+   */
   rightsFor(metadata: grpc.Metadata): ReadonlySet<Right> {
+    if (!this.tokens) return READ_WRITE_EXECUTE;
     try {
       return this.identify(metadata, { remoteAddress: 'remote' }).rights;
     } catch {
@@ -134,7 +182,7 @@ export class AccessPolicy {
       );
     }
     if (need === 'admin' && !this.tokens) {
-      return new StatusError(Code.PERMISSION_DENIED, `${method} is served to local clients only (unix socket or loopback) while no token file is configured`);
+      return new StatusError(Code.PERMISSION_DENIED, `${method} is served to local users only (unix socket or this host's TCP) while no token file is configured`);
     }
     return new StatusError(Code.PERMISSION_DENIED, `${method} needs the "${need}" right; this client has: ${formatRights(caller.rights)}`);
   }

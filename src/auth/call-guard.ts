@@ -2,11 +2,17 @@ import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/logger.js';
 import { Code, StatusError } from '../util/status-error.js';
-import { isAssetProbe, PROBE_METHODS, requirementOf, type AccessPolicy, type Caller } from './access-policy.js';
+import { isAssetProbe, PROBE_METHODS, requirementOf, type AccessPolicy, type Caller, type Peer } from './access-policy.js';
+import { SocketOwners, tcpEnds } from './socket-owners.js';
 
 export interface CallGuardOptions {
-  /** Who is calling and what they may do (an action's REAPI socket has a fixed caller). */
-  policy: Pick<AccessPolicy, 'identify' | 'refusal'>;
+  /**
+   * Who is calling and what they may do. An action's REAPI socket has a fixed caller (its
+   * submitter's rights) and no needsOwner: its calls are never looked up by socket owner.
+   */
+  policy: Pick<AccessPolicy, 'identify' | 'refusal'> & Partial<Pick<AccessPolicy, 'needsOwner'>>;
+  /** Who owns the other end of TCP connections (the policy needs it without tokens). */
+  owners?: SocketOwners;
   /** Calls one client (token, else peer address) may have in flight at once; 0: no limit. */
   maxCallsPerClient: number;
   /**
@@ -54,6 +60,8 @@ export class CallGuard {
   private readonly tracked = new Set<Tracked>();
   private sweeper: NodeJS.Timeout | undefined;
   private readonly log: Logger;
+  /** Owner lookups without per-connection caching, when the server gives us no connections. */
+  private readonly fallbackOwners = new SocketOwners();
 
   constructor(private readonly opts: CallGuardOptions) {
     this.log = opts.log.child({ component: 'access' });
@@ -91,11 +99,18 @@ export class CallGuard {
     const need = requirementOf(path);
     if (need === 'open') return new grpc.ServerInterceptingCall(call);
     const { policy, maxCallsPerClient, idleTimeoutMs } = this.opts;
-    const peer = call.getConnectionInfo();
+    const conn = call.getConnectionInfo();
+    const peer: Peer = { remoteAddress: conn.remoteAddress };
     const serverStreams = method.responseStream;
-    let state: 'waiting' | 'deferred' | 'admitted' | 'ended' = 'waiting';
+    /**
+     * waiting: no metadata yet; identifying: looking up who owns the peer's socket (messages
+     * wait); deferred: an asset method whose request decides; admitted; ended.
+     */
+    let state: 'waiting' | 'identifying' | 'deferred' | 'admitted' | 'ended' = 'waiting';
     let slot: string | undefined;
     let metadata: grpc.Metadata | undefined;
+    /** What arrived while identifying, replayed in order once admitted. */
+    const held: Array<() => void> = [];
 
     const tracked: Tracked = {
       lastActivity: Date.now(),
@@ -160,6 +175,32 @@ export class CallGuard {
       state = 'admitted';
       return true;
     };
+    /**
+     * admit() once what the policy needs to know about the peer is known: at once, or (the
+     * first call of a TCP connection, usually) after the socket-owner lookup, with what
+     * arrives meanwhile held back. `then` runs only if the call is admitted.
+     */
+    const admitThen = (then: () => void): void => {
+      const ends = policy.needsOwner?.(peer) ? tcpEnds(conn) : undefined;
+      if (ends) peer.certificate = call.getAuthContext().sslPeerCertificate !== undefined;
+      const owner = ends ? (this.opts.owners ?? this.fallbackOwners).ownerOf(ends) : undefined;
+      if (!(owner instanceof Promise)) {
+        peer.uid = owner;
+        if (admit()) then();
+        return;
+      }
+      state = 'identifying';
+      owner.then(
+        (uid) => {
+          if (state === 'ended') return;
+          peer.uid = uid;
+          if (!admit()) return;
+          then();
+          for (const h of held.splice(0)) if ((state as string) !== 'ended') h();
+        },
+        (err: Error) => refuse(new StatusError(Code.UNAVAILABLE, `could not tell who owns this connection: ${err.message}`)),
+      );
+    };
 
     return new grpc.ServerInterceptingCall(call, {
       start: (next) =>
@@ -174,14 +215,18 @@ export class CallGuard {
               nextMd(md);
               return;
             }
-            if (admit()) nextMd(md);
+            admitThen(() => nextMd(md));
           },
           onReceiveMessage: (message, nextMessage) => {
             if (state === 'ended') return;
             touch();
+            if (state === 'identifying') {
+              held.push(() => nextMessage(message));
+              return;
+            }
             if (state === 'deferred') {
               if (isAssetProbe(message)) state = 'admitted';
-              else if (!admit()) return;
+              else return admitThen(() => nextMessage(message));
             }
             nextMessage(message);
           },
@@ -192,7 +237,8 @@ export class CallGuard {
             // server streams stay watched (a client that stopped reading), except Execute.
             tracked.watching = idleTimeoutMs > 0 && serverStreams && !NEVER_IDLE_AFTER_REQUEST.has(path);
             if (!tracked.watching) this.unwatch(tracked);
-            nextHalfClose();
+            if (state === 'identifying') held.push(() => nextHalfClose());
+            else nextHalfClose();
           },
           onCancel: () => {
             state = 'ended';

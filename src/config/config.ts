@@ -113,6 +113,11 @@ export interface AuthConfig {
   tokenFile: string | null;
   /** Rights of clients that present no token, when there is a token file. */
   anonymous: Right[];
+  /**
+   * Without a token file: local users served besides the daemon's own user and root (names or
+   * uids), or "any". Default: none.
+   */
+  localUsers: 'any' | string[];
 }
 
 export interface LimitsConfig {
@@ -180,7 +185,7 @@ export function defaultConfig(): Config {
     metrics: { listen: DEFAULT_METRICS_LISTEN },
     tls: null,
     listenerTls: {},
-    auth: { tokenFile: null, anonymous: [] },
+    auth: { tokenFile: null, anonymous: [], localUsers: [] },
     limits: {
       maxCallsPerClient: 1000,
       idleTimeoutSeconds: 300,
@@ -215,7 +220,7 @@ export function scratchDaemonConfig(dataDir: string, base: Config = defaultConfi
   config.instances = '*';
   config.tls = null;
   config.listenerTls = {};
-  config.auth = { tokenFile: null, anonymous: [] };
+  config.auth = { tokenFile: null, anonymous: [], localUsers: base.auth.localUsers };
   config.metrics = { listen: null };
   return config;
 }
@@ -392,7 +397,19 @@ function compileAuth(raw: Raw, where: string, base: AuthConfig): AuthConfig {
       throw new ConfigError(`${where}: anonymous: ${(err as Error).message}`);
     }
   }
-  return { tokenFile: tf === undefined ? base.tokenFile : tf === null ? null : userPath(tf as string), anonymous };
+  for (const k of Object.keys(raw)) if (!['token-file', 'anonymous', 'local-users'].includes(k)) throw new ConfigError(`${where}: no setting "${k}" (token-file, anonymous, local-users)`);
+  return { tokenFile: tf === undefined ? base.tokenFile : tf === null ? null : userPath(tf as string), anonymous, localUsers: localUsers(raw['local-users'], where, base.localUsers) };
+}
+
+/** auth.local-users: "any", or a list of user names or uids (a single name is a list of one). */
+function localUsers(v: unknown, where: string, dflt: 'any' | string[]): 'any' | string[] {
+  if (v === undefined) return dflt;
+  if (v === null || v === false || v === 'none') return [];
+  if (v === 'any' || v === true) return 'any';
+  const list = Array.isArray(v) ? v : [v];
+  const bad = list.find((x) => !((typeof x === 'string' && /^[A-Za-z0-9._][A-Za-z0-9._-]*\$?$/.test(x)) || (typeof x === 'number' && Number.isInteger(x) && x >= 0)));
+  if (bad !== undefined) throw new ConfigError(`${where}: local-users must be "any" or a list of user names or uids (e.g. [alice, bob]), got ${JSON.stringify(bad)}`);
+  return list.map(String);
 }
 
 /** A duration where 0 (or off) means "never". */

@@ -5,7 +5,10 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { CompletenessCheckingActionCache } from '../ac/completeness-checking-action-cache.js';
+import type { Http2Session } from 'node:http2';
 import { AccessPolicy } from '../auth/access-policy.js';
+import { LocalUsers } from '../auth/local-users.js';
+import { SocketOwners } from '../auth/socket-owners.js';
 import { CallGuard } from '../auth/call-guard.js';
 import { TokenFile } from '../auth/token-file.js';
 import { LmdbActionCache } from '../ac/lmdb-action-cache.js';
@@ -144,8 +147,10 @@ export class Daemon {
 
       // Access control, per-client limits and idle calls: one interceptor in front of every service.
       const tokens = config.auth.tokenFile ? TokenFile.open(config.auth.tokenFile, log) : undefined;
-      const policy = new AccessPolicy(tokens, new Set(config.auth.anonymous));
-      const guard = new CallGuard({ policy, maxCallsPerClient: config.limits.maxCallsPerClient, idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000, log });
+      const localUsers = LocalUsers.resolve(config.auth.localUsers, config.source ?? 'the config file');
+      const policy = new AccessPolicy(tokens, new Set(config.auth.anonymous), localUsers);
+      const owners = new SocketOwners();
+      const guard = new CallGuard({ policy, owners, maxCallsPerClient: config.limits.maxCallsPerClient, idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000, log });
       const { limits } = config;
       connections = new ConnectionGuard(
         {
@@ -158,9 +163,12 @@ export class Daemon {
       );
       const connectionGuard = connections;
       telemetry.watchConnections(() => connectionGuard.stats());
+      // Without tokens, who owns the other end of each TCP connection decides: looked up once per connection.
+      const onConnection = tokens ? undefined : (session: Http2Session): void => owners.track(session.socket, (forget) => session.once('close', forget));
       server = createGrpcServer(
         { ...config.grpc, keepaliveTimeMs: limits.keepaliveTimeSeconds * 1000, keepaliveTimeoutMs: limits.keepaliveTimeoutSeconds * 1000, connections },
         [telemetry.rpc.interceptor, guard.interceptor],
+        onConnection,
       );
       // The storage services, for the daemon's listeners and for actions' REAPI sockets; only
       // the callers' rights (what Capabilities advertises) differ.
@@ -270,7 +278,9 @@ export class Daemon {
       health.addToServer(server);
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
 
-      for (const address of config.listen) addresses.push(await bindAddress(server, address, tlsFor(config, address)));
+      // Unix sockets: the file's permissions admit the local users TCP admits (a token file decides what they may do).
+      const socketAccess = { any: localUsers.any, uids: localUsers.extraUids };
+      for (const address of config.listen) addresses.push(await bindAddress(server, address, tlsFor(config, address), socketAccess));
       for (const warning of exposureWarnings(config)) log.warn(warning);
       if (config.metrics.listen) {
         // Metrics are an aid, not the service: a taken port is worth a warning, not a refusal to start.

@@ -16,7 +16,8 @@ export function isLoopbackHost(host: string): boolean {
 
 /**
  * What the daemon should warn about at start: TCP listeners other machines can reach that
- * carry traffic in clear, or that anyone may use (no tokens, no client certificates).
+ * carry traffic in clear, or that serve no other machine at all (without tokens or client
+ * certificates only local users are served: see AccessPolicy).
  */
 export function exposureWarnings(config: Pick<Config, 'listen' | 'tls' | 'listenerTls' | 'auth'>): string[] {
   const out: string[] = [];
@@ -29,7 +30,7 @@ export function exposureWarnings(config: Pick<Config, 'listen' | 'tls' | 'listen
       out.push(`${address} is reachable from other machines without TLS: builds, cached results${config.auth.tokenFile ? ' and access tokens' : ''} cross the network in clear (set tls in the config; \`reexec init --tls\` creates certificates)`);
     }
     if (!config.auth.tokenFile && !tls?.clientCa) {
-      out.push(`${address} is reachable from other machines and needs no access token or client certificate: anyone who can connect can read and write the cache and run commands on this host (set auth.token-file or tls.client-ca)`);
+      out.push(`${address} is reachable from other machines, but without access tokens or client certificates reexec refuses them (it serves only local users): set auth.token-file or tls.client-ca to admit them (\`reexec init --tls\` sets up both)`);
     }
   }
   return out;

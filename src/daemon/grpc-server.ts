@@ -4,6 +4,7 @@ import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, type TlsConfig } from '../config/config.js';
 import type { ConnectionGuard } from './connection-guard.js';
+import { grantUsers } from '../host/file-acl.js';
 
 export interface GrpcServerOptions {
   maxReceiveMessageBytes: number;
@@ -14,6 +15,9 @@ export interface GrpcServerOptions {
   /** Told of every listener's server, to watch its connections (limits, handshake and idle timeouts). */
   connections?: ConnectionGuard;
 }
+
+/** Told of every connection the server accepts (its HTTP/2 session), e.g. to identify the peer. */
+export type ConnectionHook = (session: http2.ServerHttp2Session) => void;
 
 /**
  * A grpc-js server tuned for CAS traffic. grpc-js has no server option for HTTP/2 flow
@@ -26,7 +30,7 @@ export interface GrpcServerOptions {
  * pings are never policed (grpc-js's server has no ping policy): BuildStream 1.6 pings every
  * 60 s with no call in flight and must never get GOAWAY "too_many_pings".
  */
-export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.ServerInterceptor[] = []): grpc.Server {
+export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.ServerInterceptor[] = [], onConnection?: ConnectionHook): grpc.Server {
   const keepalive = opts.keepaliveTimeMs ?? 60_000;
   const server = new grpc.Server({
     interceptors,
@@ -45,6 +49,7 @@ export function createGrpcServer(opts: GrpcServerOptions, interceptors: grpc.Ser
       const h2 = create(creds);
       opts.connections?.attach(h2);
       h2.on('session', (session: http2.ServerHttp2Session) => {
+        onConnection?.(session);
         try {
           session.setLocalWindowSize(opts.flowControlWindowBytes);
         } catch {
@@ -81,8 +86,17 @@ export function serverCredentials(tls: TlsConfig | null | undefined): grpc.Serve
   return grpc.ServerCredentials.createSsl(ca, [pair], ca !== null);
 }
 
+/**
+ * Who may connect to a unix socket listener, which the kernel decides by the socket file's
+ * permissions: its owner (the daemon's user) and root, plus these uids (ACL entries), or anyone.
+ */
+export interface SocketAccess {
+  any: boolean;
+  uids: readonly number[];
+}
+
 /** Bind one "HOST:PORT" or "unix:PATH" address; returns what it really listens on. */
-export async function bindAddress(server: grpc.Server, address: string, tls?: TlsConfig | null): Promise<string> {
+export async function bindAddress(server: grpc.Server, address: string, tls?: TlsConfig | null, access: SocketAccess = { any: false, uids: [] }): Promise<string> {
   let target = address;
   let socketPath: string | undefined;
   if (address.startsWith('unix:')) {
@@ -98,7 +112,8 @@ export async function bindAddress(server: grpc.Server, address: string, tls?: Tl
     throw new Error(`cannot listen on ${address}: ${err.message}${/in use/i.test(err.message) ? ' (another process has it: pick another with --listen HOST:PORT, or port 0 for any free one)' : ''}`);
   });
   if (socketPath) {
-    chmodSync(socketPath, 0o600);
+    chmodSync(socketPath, access.any ? 0o666 : 0o600);
+    if (!access.any) grantUsers(socketPath, access.uids);
     return `unix:${socketPath}`;
   }
   const host = address.slice(0, address.lastIndexOf(':'));

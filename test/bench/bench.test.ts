@@ -358,7 +358,7 @@ describe('reexec bench', () => {
     const tls = await createTlsSetup(join(dir, 'tls'), { listen: ['127.0.0.1:0'] });
     const d = await startTestDaemon((c) => {
       c.tls = { cert: tls.serverCert, key: tls.serverKey, clientCa: tls.caCert };
-      c.auth = { tokenFile: tls.tokenFile, anonymous: [] };
+      c.auth = { tokenFile: tls.tokenFile, anonymous: [], localUsers: [] };
     });
     try {
       const args = (token: string) => [

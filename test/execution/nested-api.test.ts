@@ -189,7 +189,7 @@ describe.skipIf(missing)('an action’s REAPI socket has the rights of the clien
     dir = mkdtempSync(join(tmpdir(), 'reexec-nested-tokens-'));
     writeFileSync(join(dir, 'tokens.yaml'), `${ALL}: all\n${RUNNER}: read, execute\n`);
     d = await startTestDaemon((c) => {
-      c.auth = { tokenFile: join(dir, 'tokens.yaml'), anonymous: [] };
+      c.auth = { ...c.auth, tokenFile: join(dir, 'tokens.yaml'), anonymous: [] };
     });
     admin = connect(d.address, {}, { token: ALL });
     runner = connect(d.address, {}, { token: RUNNER });

@@ -55,7 +55,7 @@ describe.skipIf(noOpenssl)(`TLS, mutual TLS and access tokens${noOpenssl ? ' (sk
     d = await startTestDaemon((c) => {
       c.listen = ['127.0.0.1:0', `unix:${join(dir, 'plain.sock')}`];
       c.tls = { cert: tls.serverCert, key: tls.serverKey, clientCa: tls.caCert };
-      c.auth = { tokenFile: tls.tokenFile, anonymous: [] };
+      c.auth = { tokenFile: tls.tokenFile, anonymous: [], localUsers: [] };
     });
     tcp = d.daemon.addresses[0]!;
     unix = d.daemon.addresses[1]!;

@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { AccessPolicy, isAssetProbe, isLocalPeer, requirementOf } from '../../src/auth/access-policy.js';
+import { LocalUsers } from '../../src/auth/local-users.js';
 import { parseRights } from '../../src/auth/rights.js';
 import { parseTokenFile, TokenFileError } from '../../src/auth/token-file.js';
 import { compileConfig, ConfigError, defaultConfig } from '../../src/config/config.js';
@@ -67,12 +68,31 @@ describe('access policy', () => {
     expect(isAssetProbe({ uris: ['urn:x'] })).toBe(false);
   });
 
-  it('without a token file: read, write and execute for all; admin for unix sockets and loopback only', () => {
-    const p = new AccessPolicy(undefined);
-    expect(p.refusal(p.identify(md(), remote), 'write', '/x/BatchUpdateBlobs')).toBeUndefined();
-    expect(p.refusal(p.identify(md(), remote), 'admin', '/x/GetStatus')?.code).toBe(Code.PERMISSION_DENIED);
-    expect(p.refusal(p.identify(md(), loopback), 'admin', '/x/GetStatus')).toBeUndefined();
+  it('without a token file: local users it admits get every right; others are refused, other machines need a certificate', () => {
+    const me = process.getuid!();
+    const p = new AccessPolicy(undefined, new Set(), LocalUsers.resolve([], '/etc/reexec.yaml', 4242));
+    // The daemon's own user and root, over TCP; anyone the socket file lets in over a unix socket.
+    for (const uid of [4242, 0]) expect(p.refusal(p.identify(md(), { ...loopback, uid }), 'admin', '/x/GetStatus')).toBeUndefined();
     expect(p.refusal(p.identify(md(), {}), 'admin', '/x/GetStatus')).toBeUndefined();
+    // Another local user: PERMISSION_DENIED naming the setting, whatever address it came from.
+    for (const peer of [{ ...loopback, uid: 4343 }, { ...remote, uid: 4343 }]) {
+      expect(() => p.identify(md(), peer)).toThrow(expect.objectContaining({ code: Code.PERMISSION_DENIED, message: expect.stringMatching(/uid 4343.*auth\.local-users: \[4343\].*\/etc\/reexec\.yaml/) }));
+    }
+    // A loopback peer no socket row matches cannot be identified: refused.
+    expect(() => p.identify(md(), loopback)).toThrow(expect.objectContaining({ code: Code.PERMISSION_DENIED, message: expect.stringMatching(/cannot tell which user/) }));
+    // Another machine: needs credentials; a verified client certificate admits it (not to admin).
+    expect(() => p.identify(md(), remote)).toThrow(expect.objectContaining({ code: Code.UNAUTHENTICATED, message: expect.stringMatching(/access token .* client certificate/) }));
+    const withCert = p.identify(md(), { ...remote, certificate: true });
+    expect(p.refusal(withCert, 'execute', '/x/Execute')).toBeUndefined();
+    expect(p.refusal(withCert, 'admin', '/x/GetStatus')?.code).toBe(Code.PERMISSION_DENIED);
+    expect(p.needsOwner(loopback)).toBe(true);
+    expect(p.needsOwner({})).toBe(false);
+    // auth.local-users: a listed uid, or anyone with "any".
+    const listed = new AccessPolicy(undefined, new Set(), LocalUsers.resolve([String(me)], 'f', 4242));
+    expect(listed.identify(md(), { ...loopback, uid: me }).rights.size).toBe(4);
+    const any = new AccessPolicy(undefined, new Set(), LocalUsers.resolve('any', 'f', 4242));
+    expect(any.identify(md(), { ...loopback, uid: 4343 }).rights.size).toBe(4);
+    expect(() => LocalUsers.resolve(['no-such-user-rx'], 'f')).toThrow(/no user "no-such-user-rx"/);
     expect(isLocalPeer({ remoteAddress: '::1' })).toBe(true);
     expect(isLocalPeer({ remoteAddress: '::ffff:127.0.0.1' })).toBe(true);
     expect(isLocalPeer({ remoteAddress: '::ffff:10.0.0.1' })).toBe(false);
@@ -106,7 +126,12 @@ describe('security configuration', () => {
     expect(tlsFor(c, '0.0.0.0:50051')).toEqual(c.tls);
     expect(tlsFor(c, '127.0.0.1:50052')).toBeNull();
     expect(tlsFor(c, 'unix:/run/r.sock')).toBeNull();
-    expect(c.auth).toEqual({ tokenFile: '/tokens.yaml', anonymous: ['read'] });
+    expect(c.auth).toEqual({ tokenFile: '/tokens.yaml', anonymous: ['read'], localUsers: [] });
+    expect(compileConfig({ auth: { 'local-users': ['alice', 1001] } }).auth.localUsers).toEqual(['alice', '1001']);
+    expect(compileConfig({ auth: { 'local-users': 'bob' } }).auth.localUsers).toEqual(['bob']);
+    expect(compileConfig({ auth: { 'local-users': 'any' } }).auth.localUsers).toBe('any');
+    expect(() => compileConfig({ auth: { 'local-users': ['alice; rm -rf /'] } })).toThrow(/local-users must be "any" or a list/);
+    expect(() => compileConfig({ auth: { 'local-user': 'any' } })).toThrow(/no setting "local-user"/);
     expect(c.limits).toEqual({ ...defaultConfig().limits, maxCallsPerClient: 10, idleTimeoutSeconds: 30, maxTreeDepth: 64, maxTreeEntries: 1000 });
     expect(compileConfig({ limits: { 'idle-timeout': 0 } }).limits.idleTimeoutSeconds).toBe(0);
     // Connections: sizes and durations, 0 or off for none, "auto" for the open-file limit.
@@ -128,20 +153,20 @@ describe('security configuration', () => {
     const open = exposureWarnings(base);
     expect(open).toHaveLength(2);
     expect(open[0]).toMatch(/0\.0\.0\.0:2 .*without TLS/);
-    expect(open[1]).toMatch(/needs no access token/);
+    expect(open[1]).toMatch(/without access tokens or client certificates reexec refuses them/);
     expect(exposureWarnings({ ...base, listen: ['127.0.0.1:1', '[::1]:3', 'localhost:4'] })).toEqual([]);
     const tlsOnly = exposureWarnings({ ...base, tls: { cert: 'c', key: 'k', clientCa: null } });
     expect(tlsOnly).toHaveLength(1);
-    expect(tlsOnly[0]).toMatch(/needs no access token/);
+    expect(tlsOnly[0]).toMatch(/refuses them/);
     expect(exposureWarnings({ ...base, tls: { cert: 'c', key: 'k', clientCa: 'ca' } })).toEqual([]);
-    expect(exposureWarnings({ ...base, tls: { cert: 'c', key: 'k', clientCa: null }, auth: { tokenFile: 't', anonymous: [] } })).toEqual([]);
+    expect(exposureWarnings({ ...base, tls: { cert: 'c', key: 'k', clientCa: null }, auth: { tokenFile: 't', anonymous: [], localUsers: [] } })).toEqual([]);
   });
 
   it('`reexec init --tls` writes an active security section the config compiler accepts', () => {
     const security = { cert: '/t/server.crt', key: '/t/server.key', clientCa: '/t/ca.crt', tokenFile: '/t/tokens.yaml' };
     const c = compileConfig(parseYaml(renderConfigFile({ dataDir: '/d', listen: ['0.0.0.0:50051'], security })));
     expect(c.tls).toEqual({ cert: '/t/server.crt', key: '/t/server.key', clientCa: '/t/ca.crt' });
-    expect(c.auth).toEqual({ tokenFile: '/t/tokens.yaml', anonymous: [] });
+    expect(c.auth).toEqual({ tokenFile: '/t/tokens.yaml', anonymous: [], localUsers: [] });
     // Without --tls the section is there, commented out, and uncommented it says the same.
     const plain = renderConfigFile({ dataDir: '/d', listen: ['127.0.0.1:50051'] });
     expect(compileConfig(parseYaml(plain)).tls).toBeNull();
