@@ -84,6 +84,11 @@ export interface ExecutionConfig {
   maxTimeoutSeconds: number;
   /** How long finished operations stay queryable (WaitExecution, GetOperation). */
   operationRetentionSeconds: number;
+  /**
+   * Who actions run as when the daemon runs as root: "auto" (the dedicated `reexec` user, else
+   * `nobody`), a user name or a uid. Never root. A daemon run by another user runs them as itself.
+   */
+  runAs: string;
   /** The host-tools sandbox (Bazel, recc): what its actions see of the host. */
   hostTools: HostToolsConfig;
 }
@@ -95,6 +100,13 @@ export interface HostToolsConfig {
    * checks that remote compiles include nothing from outside the toolchain it knows).
    */
   root: string;
+  /**
+   * Paths hidden from host-tools actions besides the defaults (HOST_TOOLS_HIDDEN), as the
+   * sandbox sees them (inside `root`).
+   */
+  hide: string[];
+  /** Paths shown to host-tools actions although a hidden path holds them or a default hides them (inside `root`). */
+  expose: string[];
 }
 
 /** A size in bytes, or a share of something else (the file system, or storage.max-bytes). */
@@ -204,7 +216,8 @@ export function defaultConfig(): Config {
       defaultTimeoutSeconds: 24 * 3600,
       maxTimeoutSeconds: 7 * 24 * 3600,
       operationRetentionSeconds: 3600,
-      hostTools: { root: '/' },
+      runAs: 'auto',
+      hostTools: { root: '/', hide: [], expose: [] },
     },
   };
 }
@@ -259,17 +272,38 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
     defaultTimeoutSeconds: duration('default-timeout', base.defaultTimeoutSeconds),
     maxTimeoutSeconds: duration('max-timeout', base.maxTimeoutSeconds),
     operationRetentionSeconds: duration('operation-retention', base.operationRetentionSeconds),
+    runAs: runAs(raw['run-as'], where, base.runAs),
     hostTools: compileHostTools(section(raw, 'host-tools', where), `${where}: host-tools`, base.hostTools),
   };
 }
 
-/** execution.host-tools: {root}. Whether the root is usable is checked when the daemon starts. */
+/** execution.run-as: "auto", a user name or a uid. */
+function runAs(v: unknown, where: string, dflt: string): string {
+  if (v === undefined || v === null) return dflt;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return String(v);
+  if (typeof v !== 'string' || !/^[A-Za-z0-9._][A-Za-z0-9._-]*\$?$/.test(v)) throw new ConfigError(`${where}: "run-as" must be auto, a user name or a uid, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/**
+ * execution.host-tools: {root, hide: [paths], expose: [paths]}. Whether the root is usable is
+ * checked when the daemon starts.
+ */
 function compileHostTools(raw: Raw, where: string, base: HostToolsConfig): HostToolsConfig {
-  for (const k of Object.keys(raw)) if (!['root'].includes(k)) throw new ConfigError(`${where}: no setting "${k}" (root)`);
+  const known = ['root', 'hide', 'expose'];
+  for (const k of Object.keys(raw)) if (!known.includes(k)) throw new ConfigError(`${where}: no setting "${k}" (${known.join(', ')})`);
+  const paths = (key: 'hide' | 'expose'): string[] => {
+    const v = raw[key];
+    if (v === undefined || v === null) return base[key];
+    const list = Array.isArray(v) ? v : [v];
+    return list.map((p) => {
+      if (typeof p !== 'string' || (!p.startsWith('/') && !p.startsWith('~'))) throw new ConfigError(`${where}: "${key}" must be a list of absolute paths, got ${JSON.stringify(p)}`);
+      return userPath(p);
+    });
+  };
   const root = raw['root'];
-  if (root === undefined || root === null) return { ...base };
-  if (typeof root !== 'string' || !root) throw new ConfigError(`${where}: "root" must be the path of a directory, e.g. / or /srv/toolchain-root`);
-  return { ...base, root: userPath(root) };
+  if (root !== undefined && root !== null && (typeof root !== 'string' || !root)) throw new ConfigError(`${where}: "root" must be the path of a directory, e.g. / or /srv/toolchain-root`);
+  return { root: typeof root === 'string' ? userPath(root) : base.root, hide: paths('hide'), expose: paths('expose') };
 }
 
 type Raw = Record<string, unknown>;

@@ -55,6 +55,13 @@ import { VERSION } from './version.js';
 
 export { VERSION };
 
+/** What actions must never see of the daemon besides its data dir: unix sockets, token file, TLS private keys. */
+export function daemonSecrets(config: Config): string[] {
+  const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(unixSocketPath(a)));
+  const keys = [config.tls, ...Object.values(config.listenerTls)].flatMap((t) => (t ? [t.key] : []));
+  return [...sockets, ...(config.auth.tokenFile ? [config.auth.tokenFile] : []), ...keys];
+}
+
 /** The services the daemon registers, by full name (for health and logs). */
 export const SERVICE_NAMES = [
   'build.bazel.remote.execution.v2.Capabilities',
@@ -203,13 +210,13 @@ export class Daemon {
 
       let execution: ExecutionEngine | undefined;
       if (config.execution.enabled) {
-        const sockets = config.listen.filter((a) => a.startsWith('unix:')).map((a) => resolve(unixSocketPath(a)));
         const treeLimits = { maxDepth: config.limits.maxTreeDepth, maxEntries: config.limits.maxTreeEntries };
         // An action's REAPI socket: the storage services and Execution, with its submitter's
         // rights as the only caller; what it executes is the action's nested work.
-        const nestedApi = (scheduler: Scheduler, job: JobOptions): NestedApiServers =>
+        const nestedApi = (scheduler: Scheduler, job: JobOptions, runAs?: { uid: number; gid: number }): NestedApiServers =>
           new NestedApiServers({
             grpc: config.grpc,
+            runAs,
             log,
             interceptors: (origin) => {
               const caller = { name: `the action of execution ${origin.parent}`, rights: new Set(origin.rights as Right[]) };
@@ -226,7 +233,7 @@ export class Daemon {
               nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin }).execution);
             },
           });
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, sockets, treeLimits, nestedApi });
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)] });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);

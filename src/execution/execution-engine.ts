@@ -8,7 +8,11 @@ import { Execution, Operation, type Job } from '../scheduler/operation.js';
 import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-journal.js';
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
 import { Scheduler } from '../scheduler/scheduler.js';
+import { homedir } from 'node:os';
 import { findBubblewrap } from '../runner/bubblewrap-runner.js';
+import { HostToolsView } from '../runner/host-tools-view.js';
+import { checkRunAs, resolveRunAs } from '../host/run-as.js';
+import { openStagingTo } from '../worker/staging-dirs.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { errorToRpcStatus } from '../util/rpc-status.js';
@@ -49,22 +53,37 @@ export class ExecutionEngine {
     casBase: LmdbBlobStore;
     ac: ActionCache;
     log: Logger;
-    /** The daemon's unix sockets: hidden from actions like the data dir. */
-    sockets?: string[];
+    /** The daemon's unix sockets, token file and TLS keys: hidden from actions like the data dir. */
+    secrets?: string[];
     /** Largest input root accepted (depth, entries as staged). */
     treeLimits?: TreeLimits;
-    /** Serves actions' REAPI sockets (remoteApisSocketPath); made once the scheduler exists. */
-    nestedApi?: (scheduler: Scheduler, jobOptions: JobOptions) => NestedApiProvider;
+    /**
+     * Serves actions' REAPI sockets (remoteApisSocketPath); made once the scheduler exists, told
+     * the user actions run as (undefined: the daemon's own).
+     */
+    nestedApi?: (scheduler: Scheduler, jobOptions: JobOptions, runAs?: { uid: number; gid: number }) => NestedApiProvider;
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     await checkHostToolsRoot(config.hostTools.root);
     const workDir = join(dataDir, 'work');
+    const cacheDir = join(dataDir, 'cache');
     // Build directories of a previous run are garbage: their operations are re-run from the journal.
     await rm(workDir, { recursive: true, force: true });
     // Private even in a data dir others may read: build directories hold uploaded files.
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     await chmod(workDir, 0o700);
     const bwrap = findBubblewrap();
+    // Never root inside: a daemon run as root runs every action as an unprivileged user.
+    const runAs = resolveRunAs(config.runAs);
+    if (runAs.note) log.warn(runAs.note);
+    if (runAs.user) {
+      // Directories made for actions must stay reachable by that user whatever root's umask.
+      process.umask(process.umask(0o022) & 0o022);
+      await openStagingTo(dataDir, workDir, cacheDir, runAs.user.gid);
+      const problem = bwrap ? checkRunAs(runAs.user, bwrap, [workDir, cacheDir], config.hostTools.root) : undefined;
+      if (problem) throw problem;
+    }
+    log.info(`actions run as ${runAs.description}`);
     const support = await detectIsaSupport({ bubblewrapOk: Boolean(bwrap) });
     const pools = resolvePools(config.pools, support);
     for (const s of support.filter((x) => !x.ok)) log.info(`ISA ${s.isa} not offered: ${s.detail}${s.fix ? ` (fix: ${s.fix})` : ''}`);
@@ -80,14 +99,15 @@ export class ExecutionEngine {
       hostIsa: hostIsa(),
       treeLimits: opts.treeLimits,
     };
-    const stager = new InputStager(opts.cas, opts.casBase, join(dataDir, 'cache'));
-    const nestedApi = opts.nestedApi?.(scheduler, jobOptions);
-    const workers = new WorkerPool(
-      scheduler,
-      { cas: opts.cas, ac: opts.ac, stager, workDir, hide: [dataDir], hideFiles: opts.sockets ?? [], hostToolsRoot: config.hostTools.root, nestedApi, log },
-      log,
-    );
-    if (config.hostTools.root !== '/') log.info(`host-tools actions see ${config.hostTools.root} as their root file system (read-only)`);
+    const owner = runAs.user ? { uid: runAs.user.uid, gid: runAs.user.gid } : undefined;
+    const stager = new InputStager(opts.cas, opts.casBase, cacheDir, owner);
+    const nestedApi = opts.nestedApi?.(scheduler, jobOptions, owner);
+    const { root, hide, expose } = config.hostTools;
+    // Hidden whatever expose says: the data dir, the daemon's sockets, token file and TLS keys, and the actions' REAPI sockets.
+    const secrets = (): string[] => [dataDir, ...(opts.secrets ?? []), ...(nestedApi?.socketDir ? [nestedApi.socketDir] : [])];
+    const hostTools = new HostToolsView({ root, hide, expose, secrets, home: homedir() }, owner);
+    const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hostTools, runAs: owner, nestedApi, log }, log);
+    if (root !== '/') log.info(`host-tools actions see ${root} as their root file system (read-only)`);
     const inUse = new InUseDigests();
     holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);

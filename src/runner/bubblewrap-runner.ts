@@ -1,8 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostIsa, type PlatformRequirements } from '../scheduler/platform.js';
 import type { StagedInput } from '../worker/input-stager.js';
+import type { HostMount } from './host-tools-view.js';
 
 export interface RunRequest {
   staged: StagedInput;
@@ -16,17 +17,24 @@ export interface RunRequest {
   stderrPath: string;
   timeoutMs: number;
   signal?: AbortSignal;
-  /** Host paths the action must not see (the daemon's data dir) in the host-tools sandbox. */
-  hide: string[];
-  /** Host files (the daemon's unix sockets) the host-tools sandbox covers with /dev/null. */
-  hideFiles?: string[];
+  /**
+   * Host-tools sandbox: what covers the read-only root besides the /tmp that holds the input
+   * root (see HostToolsView), as paths inside the sandbox.
+   */
+  hostMounts?: HostMount[];
   /**
    * The host directory the host-tools sandbox shows read-only as "/" (a toolchain root whose
-   * compilers match the clients'); default the host's own "/".
+   * compilers match the clients'); default the host's own "/". hostMounts' ro-bind paths are
+   * bound from inside it.
    */
   hostToolsRoot?: string;
   /** Host files bound in last, each at an absolute path inside the sandbox (an action's REAPI socket). */
   binds?: Array<{ source: string; dest: string }>;
+  /**
+   * Run bubblewrap, and so the action, as this user (a daemon run as root never runs actions
+   * as root); undefined: as the daemon's own user.
+   */
+  runAs?: { uid: number; gid: number };
 }
 
 export interface RunResult {
@@ -54,30 +62,23 @@ export const MAX_SOCKET_PATH_BYTES = 107;
  * Host-tools sandbox (Bazel, recc): the host's filesystem read-only, the input root at
  * HOST_TOOLS_ROOT, the same isolation otherwise.
  */
-export function bubblewrapArgs(
-  req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>,
-  statusFd: number,
-  /** Whether a host path exists (mount points a configured host-tools root may lack). */
-  exists: (hostPath: string) => boolean = existsSync,
-): string[] {
+export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, statusFd: number): string[] {
   const { staged, platform } = req;
   const a: string[] = ['--unshare-user', '--uid', String(platform.uid), '--gid', String(platform.gid), '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
   if (!platform.network) a.push('--unshare-net');
   a.push('--hostname', 'reexec', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
   let cwd: string;
   if (platform.sandbox === 'host-tools') {
-    // Host paths as the sandbox sees them under the host-tools root (those outside it are not there at all).
     const root = (req.hostToolsRoot ?? '/').replace(/(.)\/+$/, '$1');
-    const inside = (p: string): string | undefined => (root === '/' ? p : p === root ? '/' : p.startsWith(root + '/') ? p.slice(root.length) : undefined);
-    const hide = req.hide.map(inside).filter((p): p is string => p !== undefined && p !== '/');
-    const hideFiles = (req.hideFiles ?? []).map(inside).filter((p): p is string => p !== undefined);
-    // /run holds the host's sockets (D-Bus, container engines, ...): a unix socket on a
-    // read-only mount still accepts connections, so it is covered like /tmp.
-    const run = root === '/' || exists(join(root, 'run')) ? ['/run'] : [];
-    const covered = ['/tmp', ...run, ...hide];
-    a.push('--ro-bind', root, '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp', ...run.flatMap((r) => ['--tmpfs', r]));
-    for (const h of hide) a.push('--tmpfs', h);
-    for (const f of hideFiles) if (!covered.some((c) => f.startsWith(c + '/'))) a.push('--ro-bind', '/dev/null', f);
+    // /tmp holds the input root (HOST_TOOLS_ROOT): always an empty tmpfs. /run, /var/tmp and
+    // the hidden paths come with hostMounts: /run holds the host's sockets (D-Bus, container
+    // engines, ...), and a unix socket on a read-only mount still accepts connections.
+    a.push('--ro-bind', root, '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm', '--tmpfs', '/tmp');
+    for (const m of req.hostMounts ?? []) {
+      if (m.kind === 'tmpfs') a.push('--tmpfs', m.path);
+      else if (m.kind === 'null') a.push('--ro-bind', '/dev/null', m.path);
+      else a.push('--ro-bind', join(root, m.path), m.path);
+    }
     a.push('--bind', staged.rootDir, HOST_TOOLS_ROOT);
     for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, HOST_TOOLS_ROOT + m.dest);
     cwd = join(HOST_TOOLS_ROOT, req.workingDirectory);
@@ -139,8 +140,7 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   }
   const out = openSync(req.stdoutPath, 'w');
   const err = openSync(req.stderrPath, 'w');
-  // A socket file removed meanwhile cannot be covered (nor reached): leave it out.
-  const args = bubblewrapArgs({ ...req, hideFiles: req.hideFiles?.filter((f) => existsSync(f)) }, 3);
+  const args = bubblewrapArgs(req, 3);
   // x86-32 on an x86-64 host: the linux32 personality (uname -m says i686), inherited by bwrap's children.
   let file = bwrap;
   if (needsLinux32(req.platform)) {
@@ -152,7 +152,9 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
     file = setarch;
   }
   if (process.env.REEXEC_DEBUG_BWRAP) process.stderr.write(JSON.stringify(args) + '\n');
-  const child = spawn(file, args, { env: Object.fromEntries(req.env), stdio: ['ignore', out, err, 'pipe'], detached: true });
+  // With runAs, libuv drops supplementary groups, then sets the gid and the uid, before exec.
+  const as = req.runAs ? { uid: req.runAs.uid, gid: req.runAs.gid, cwd: '/' } : {};
+  const child = spawn(file, args, { env: Object.fromEntries(req.env), stdio: ['ignore', out, err, 'pipe'], detached: true, ...as });
   closeSync(out);
   closeSync(err);
   let status = '';

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
@@ -20,37 +20,59 @@ export interface NestedApiServersOptions {
   interceptors: (origin: NestedOrigin) => grpc.ServerInterceptor[];
   /** Adds the services one socket serves (CAS, ByteStream, ActionCache, Capabilities, Execution). */
   register: (server: grpc.Server, origin: NestedOrigin) => void;
+  /**
+   * The user actions run as when the daemon (root) switches to one: it must reach the sockets
+   * (traverse their directory, connect to them) and nobody else may. Else the daemon's own user.
+   */
+  runAs?: { uid: number; gid: number };
   log: Logger;
 }
 
 /**
  * The REAPI sockets of running actions (BuildStream's `sandbox: remote-apis-socket`): one
  * small gRPC server per action, listening on a UNIX socket the runner binds into the sandbox.
- * Its sockets live in a private (0700) directory under a short temporary path, since a socket
- * path holds at most 107 bytes and data dirs can be deep. Only the services `register` adds
- * are reachable through it: no Operations (other clients' work), Remote Asset or admin.
+ * Its sockets live in a private directory under a short temporary path, since a socket path
+ * holds at most 107 bytes and data dirs can be deep: the daemon's own (0700), or, when actions
+ * run as another user (runAs), root's with that user's group allowed to traverse it (0710) and
+ * each socket that user's (0600). Only the services `register` adds are reachable through it:
+ * no Operations (other clients' work), Remote Asset or admin.
  */
 export class NestedApiServers implements NestedApiProvider {
   private dir: Promise<string> | undefined;
+  private dirPath: string | undefined;
   private count = 0;
   private readonly sockets = new Set<NestedApiSocket>();
 
   constructor(private readonly opts: NestedApiServersOptions) {}
 
-  private socketDir(): Promise<string> {
+  private makeSocketDir(): Promise<string> {
     // The system's temporary directory unless it is deep: the whole path must fit in a sockaddr_un.
     const base = tmpdir().length <= 48 ? tmpdir() : '/tmp';
-    return (this.dir ??= mkdtemp(join(base, 'reexec-api-')));
+    return (this.dir ??= mkdtemp(join(base, 'reexec-api-')).then(async (dir) => {
+      const as = this.opts.runAs;
+      if (as) {
+        await chown(dir, process.getuid?.() ?? 0, as.gid);
+        await chmod(dir, 0o710);
+      }
+      return (this.dirPath = dir);
+    }));
+  }
+
+  /** The directory holding the sockets, once the first was opened: host-tools actions never see it. */
+  get socketDir(): string | undefined {
+    return this.dirPath;
   }
 
   async open(execution: Execution): Promise<NestedApiSocket> {
-    const dir = await this.socketDir();
+    const dir = await this.makeSocketDir();
     const hostPath = join(dir, `${(++this.count).toString(36)}.sock`);
     const origin: NestedOrigin = { parent: execution.id, rights: execution.rights ?? [] };
     const server = createGrpcServer(this.opts.grpc, this.opts.interceptors(origin));
     this.opts.register(server, origin);
     try {
       await bindAddress(server, `unix:${hostPath}`);
+      // bindAddress made it 0600: the run-as user's, so that the action (and only it) may connect.
+      if (this.opts.runAs) await chown(hostPath, this.opts.runAs.uid, this.opts.runAs.gid);
     } catch (err) {
       server.forceShutdown();
       throw internal(`could not open the REAPI socket of the action at ${hostPath}: ${(err as Error).message}`);

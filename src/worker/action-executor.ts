@@ -5,6 +5,7 @@ import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
 import { HOST_TOOLS_ROOT, runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
+import type { HostToolsView } from '../runner/host-tools-view.js';
 import type { Execution, ExecutionPhase } from '../scheduler/operation.js';
 import { REMOTE_APIS_SOCKET_PROPERTY } from '../scheduler/platform.js';
 import type { Logger } from '../util/logger.js';
@@ -22,12 +23,10 @@ export interface ExecutorContext {
   ac: ActionCache;
   stager: InputStager;
   workDir: string;
-  /** Host paths actions must never see (the data dir). */
-  hide: string[];
-  /** Host files actions must never reach (the daemon's unix sockets). */
-  hideFiles?: string[];
-  /** The file system host-tools actions see as "/" (read-only); default the host's. */
-  hostToolsRoot?: string;
+  /** What host-tools actions see of the host (private files hidden). */
+  hostTools: HostToolsView;
+  /** The user actions run as, when the daemon (root) switches to one; else the daemon's own. */
+  runAs?: { uid: number; gid: number };
   /** Serves the REAPI sockets of actions that ask for one (remoteApisSocketPath). */
   nestedApi?: NestedApiProvider;
   log: Logger;
@@ -56,10 +55,10 @@ export function requestedOutputs(command: re.ICommand): Array<{ rel: string; rep
  * symlinks inside the root, as for outputs) and an empty file as the mount point. Returns the
  * resolved sandbox-relative path, and whether the file was made here (and must go again).
  */
-async function socketMountPointFor(view: RootView, rel: string): Promise<{ path: string; created: boolean }> {
+async function socketMountPointFor(view: RootView, rel: string, created: (hostPath: string) => Promise<void>): Promise<{ path: string; created: boolean }> {
   const refuse = (why: string): StatusError => failedPrecondition(`platform property ${REMOTE_APIS_SOCKET_PROPERTY}: cannot put the REAPI socket at "/${rel}": ${why}`);
   const slash = rel.lastIndexOf('/');
-  const parent = slash >= 0 ? await resolveInRoot(view, rel.slice(0, slash), { followLast: true, create: true }) : '';
+  const parent = slash >= 0 ? await resolveInRoot(view, rel.slice(0, slash), { followLast: true, create: true, created }) : '';
   if (parent === undefined) throw refuse('its directory is outside the input root, or read-only, or not a directory');
   const path = parent ? `${parent}/${rel.slice(slash + 1)}` : rel;
   try {
@@ -123,13 +122,13 @@ export async function executeAction(
     const view = { hostPath: (rel: string) => join(rootDir, rel), mountPoint, readOnly: (rel: string) => cached.some((c) => rel === c || rel.startsWith(c + '/')) };
     for (const o of outputs) {
       const parent = o.rel.includes('/') ? o.rel.slice(0, o.rel.lastIndexOf('/')) : '';
-      if (parent) await resolveInRoot(view, parent, { followLast: true, create: true });
+      if (parent) await resolveInRoot(view, parent, { followLast: true, create: true, created: (p) => ctx.stager.own(p) });
     }
     const binds: Array<{ source: string; dest: string }> = [];
     let socketMountPoint: string | undefined;
     if (job.platform.remoteApisSocket) {
       if (!ctx.nestedApi) throw failedPrecondition(`platform property ${REMOTE_APIS_SOCKET_PROPERTY} cannot be served: this server runs actions without REAPI sockets`);
-      const rel = await socketMountPointFor(view, job.platform.remoteApisSocket);
+      const rel = await socketMountPointFor(view, job.platform.remoteApisSocket, (p) => ctx.stager.own(p));
       if (rel.created) {
         socketMountPoint = rel.path;
         ignore.add(rel.path);
@@ -153,10 +152,10 @@ export async function executeAction(
       stderrPath,
       timeoutMs: job.timeoutMs,
       signal,
-      hide: ctx.hide,
-      hideFiles: ctx.hideFiles,
-      hostToolsRoot: ctx.hostToolsRoot,
+      hostMounts: job.platform.sandbox === 'host-tools' ? await ctx.hostTools.mounts() : undefined,
+      hostToolsRoot: ctx.hostTools.root,
       binds,
+      runAs: ctx.runAs,
     });
     // The socket goes with the action: nothing reaches the server through it any more.
     await socket?.close();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, link, mkdir, rename, rm, symlink, utimes, writeFile, chmod, stat } from 'node:fs/promises';
+import { chmod, chown, copyFile, lchown, link, mkdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
@@ -54,6 +54,13 @@ export class InputStager {
     private readonly cas: BlobStore,
     private readonly blobs: Pick<LmdbBlobStore, 'localFile'>,
     cacheDir: string,
+    /**
+     * Who actions run as, when the daemon (root) switches to another user for them: what an
+     * action gets of its own (directories and private copies) is given to that user, so it can
+     * write where the tree is writable and read files whatever their mode; the shared cache stays
+     * the daemon's, read-only to everyone.
+     */
+    private readonly owner?: { uid: number; gid: number },
   ) {
     this.filesDir = join(cacheDir, 'files');
     this.dirsDir = join(cacheDir, 'dirs');
@@ -86,6 +93,7 @@ export class InputStager {
         return;
       }
       await mkdir(hostPath, { recursive: isRoot });
+      await this.own(hostPath);
       if (rel === 'tmp' && !ro) staged.tmpWritable = true;
       if (isRoot) staged.rootReadOnly = ro;
       else if (ro !== parentRo) staged.mounts.push({ kind: ro ? 'ro-bind' : 'bind', source: hostPath, dest: '/' + rel });
@@ -118,7 +126,11 @@ export class InputStager {
           await this.copyBlob(digest, target);
           // Never setuid/setgid: the file lives on the host, where it would run with the
           // daemon's identity (inside the sandbox those bits do nothing anyway: nosuid).
-          await chmod(target, props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o1777 : f.isExecutable ? 0o755 : 0o644);
+          const mode = props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o1777 : f.isExecutable ? 0o755 : 0o644;
+          // Copies made for the shared cache (cache mode: knownInodes) stay the daemon's, and
+          // writable by nobody else whatever mode the client asked for: they outlive the action.
+          await chmod(target, knownInodes ? mode & ~0o022 : mode);
+          if (!knownInodes) await this.own(target);
         } else {
           const cacheFile = await this.cacheFile(digest, !!f.isExecutable);
           try {
@@ -136,7 +148,17 @@ export class InputStager {
         }
       }),
     );
-    for (const s of dir.symlinks) await symlink(s.target ?? "", join(hostPath, s.name ?? ""));
+    for (const s of dir.symlinks) {
+      const target = join(hostPath, s.name ?? "");
+      await symlink(s.target ?? "", target);
+      if (!knownInodes) await this.own(target, true);
+    }
+  }
+
+  /** Give a path of an action's own tree to the user actions run as (no-op without one). */
+  async own(path: string, symlink = false): Promise<void> {
+    if (!this.owner) return;
+    await (symlink ? lchown : chown)(path, this.owner.uid, this.owner.gid);
   }
 
   /** Write a blob's bytes to `target`: a kernel-side copy of a file blob, or the inline bytes. */

@@ -20,6 +20,8 @@ export interface NestedApiProvider {
   open(execution: Execution): Promise<NestedApiSocket>;
   /** Host paths of the sockets open now, for status and tests. */
   readonly openSockets?: string[];
+  /** The directory holding the sockets, once there is one: hidden from host-tools actions. */
+  readonly socketDir?: string;
   /** Close what is still open (daemon shutdown). */
   close?(): Promise<void>;
 }

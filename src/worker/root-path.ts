@@ -33,6 +33,8 @@ export interface ResolveOptions {
   followLast?: boolean;
   /** Create missing directories along the way (never in read-only places). */
   create?: boolean;
+  /** Called with the host path of each directory created. */
+  created?: (hostPath: string) => Promise<void>;
 }
 
 /**
@@ -74,6 +76,7 @@ export async function resolveInRoot(view: RootView, rel: string, opts: ResolveOp
       } catch {
         return undefined;
       }
+      await opts.created?.(view.hostPath(here));
       continue;
     }
     if (st.isSymbolicLink()) {

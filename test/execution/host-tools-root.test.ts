@@ -19,11 +19,18 @@ const HOST_TOOLS: Array<[string, string]> = [['OSFamily', 'linux'], ['reexec-san
 
 describe('execution.host-tools.root in the config', () => {
   it('defaults to the host\'s "/", takes a path, and keeps the section a mapping of known settings', () => {
-    expect(compileConfig({}).execution.hostTools).toEqual({ root: '/' });
+    expect(compileConfig({}).execution.hostTools).toEqual({ root: '/', hide: [], expose: [] });
     expect(compileConfig({ execution: { 'host-tools': { root: '/srv/toolchain' } } }).execution.hostTools.root).toBe('/srv/toolchain');
     expect(() => compileConfig({ execution: { 'host-tools': '/srv' } })).toThrow(/"host-tools" must be a mapping/);
-    expect(() => compileConfig({ execution: { 'host-tools': { rot: '/srv' } } })).toThrow(/host-tools: no setting "rot"/);
+    expect(() => compileConfig({ execution: { 'host-tools': { rot: '/srv' } } })).toThrow(/host-tools: no setting "rot" \(root, hide, expose\)/);
     expect(() => compileConfig({ execution: { 'host-tools': { root: 3 } } })).toThrow(/"root" must be the path of a directory/);
+    // hide and expose (issue 18) sit beside root: paths inside it.
+    expect(compileConfig({ execution: { 'host-tools': { root: '/srv/t', hide: ['/opt/secret'], expose: '/var/lib/mysql' } } }).execution.hostTools).toEqual({
+      root: '/srv/t',
+      hide: ['/opt/secret'],
+      expose: ['/var/lib/mysql'],
+    });
+    expect(() => compileConfig({ execution: { 'host-tools': { hide: ['opt'] } } })).toThrow(/"hide" must be a list of absolute paths/);
   });
 
   it('is checked when the daemon starts: a directory with a /bin/sh, or an error saying what is wrong', async () => {

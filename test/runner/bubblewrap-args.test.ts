@@ -19,7 +19,7 @@ const staged = (over: Partial<StagedInput> = {}): StagedInput => ({
 const pairs = (a: string[], flag: string): string[][] => a.flatMap((x, i) => (x === flag ? [a.slice(i + 1, i + 3)] : []));
 
 describe('bubblewrapArgs', () => {
-  const base = { env: [], hide: ['/data'], workingDirectory: 'build/x' };
+  const base = { env: [], workingDirectory: 'build/x' };
 
   it('makes the input root "/" with the BuildStream sandbox contract', () => {
     const a = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh', '-c', 'true'], platform: parsePlatform(undefined, 'x86-64') }, 3);
@@ -44,27 +44,33 @@ describe('bubblewrapArgs', () => {
     expect(pairs(a, '--tmpfs').map((x) => x[0])).not.toContain('/tmp');
   });
 
-  it('host-tools: host filesystem read-only, data dir hidden, input root as working tree', () => {
+  it('host-tools: host filesystem read-only with its view on top (hidden, bound back), input root as working tree', () => {
     const p = parsePlatform({ properties: [{ name: 'reexec-sandbox', value: 'host-tools' }] });
-    const a = bubblewrapArgs({ ...base, staged: staged({ mounts: [] }), argv: ['/usr/bin/gcc'], platform: p }, 3);
-    expect(pairs(a, '--ro-bind')[0]).toEqual(['/', '/']);
-    expect(pairs(a, '--tmpfs').map((x) => x[0])).toContain('/data');
+    const hostMounts = [
+      { kind: 'tmpfs', path: '/var/lib' },
+      { kind: 'null', path: '/etc/shadow' },
+      { kind: 'ro-bind', path: '/var/lib/dpkg' },
+      { kind: 'tmpfs', path: '/data' },
+    ] as const;
+    const a = bubblewrapArgs({ ...base, staged: staged({ mounts: [] }), argv: ['/usr/bin/gcc'], platform: p, hostMounts: [...hostMounts] }, 3);
+    expect(pairs(a, '--ro-bind')).toEqual([['/', '/'], ['/dev/null', '/etc/shadow'], ['/var/lib/dpkg', '/var/lib/dpkg']]);
+    expect(pairs(a, '--tmpfs').map((x) => x[0])).toEqual(['/dev/shm', '/tmp', '/var/lib', '/data']);
+    // In order: the tmpfs over /var/lib before what is bound back into it.
+    expect(a.indexOf('/var/lib')).toBeLessThan(a.indexOf('/var/lib/dpkg'));
     expect(pairs(a, '--bind')[0]).toEqual(['/w/root', HOST_TOOLS_ROOT]);
     expect(a[a.indexOf('--chdir') + 1]).toBe(`${HOST_TOOLS_ROOT}/build/x`);
   });
 
-  it('host-tools with a configured root: that root read-only as "/", host paths mapped into it', () => {
+  it('host-tools with a configured root: that root read-only as "/", what is bound back taken from inside it', () => {
     const p = parsePlatform({ properties: [{ name: 'reexec-sandbox', value: 'host-tools' }] });
-    const req = { ...base, hide: ['/srv/root/var/data', '/elsewhere/data'], hideFiles: ['/srv/root/srv/reexec.sock', '/other.sock'], hostToolsRoot: '/srv/root/', staged: staged({ mounts: [] }), argv: ['gcc'], platform: p };
-    const a = bubblewrapArgs(req, 3, () => false);
-    expect(pairs(a, '--ro-bind')[0]).toEqual(['/srv/root', '/']);
-    const tmpfs = pairs(a, '--tmpfs').map((x) => x[0]);
-    expect(tmpfs).toContain('/var/data');
-    expect(tmpfs).not.toContain('/run'); // the root has no /run to cover
-    expect(a.join(' ')).not.toContain('/elsewhere');
-    expect(pairs(a, '--ro-bind')).toContainEqual(['/dev/null', '/srv/reexec.sock']);
-    expect(a.join(' ')).not.toContain('/other.sock');
-    expect(pairs(bubblewrapArgs(req, 3, () => true), '--tmpfs').map((x) => x[0])).toContain('/run');
+    const hostMounts = [
+      { kind: 'tmpfs', path: '/var/data' },
+      { kind: 'null', path: '/srv/reexec.sock' },
+      { kind: 'ro-bind', path: '/var/lib/dpkg' },
+    ] as const;
+    const a = bubblewrapArgs({ ...base, hostToolsRoot: '/srv/root/', hostMounts: [...hostMounts], staged: staged({ mounts: [] }), argv: ['gcc'], platform: p }, 3);
+    expect(pairs(a, '--ro-bind')).toEqual([['/srv/root', '/'], ['/dev/null', '/srv/reexec.sock'], ['/srv/root/var/lib/dpkg', '/var/lib/dpkg']]);
+    expect(pairs(a, '--tmpfs').map((x) => x[0])).toEqual(['/dev/shm', '/tmp', '/var/data']);
   });
 
   it("binds an action's REAPI socket last, over everything else", () => {

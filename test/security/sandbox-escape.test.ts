@@ -229,7 +229,7 @@ describe.skipIf(missing)(`sandbox escape attempts${missing ? ` (skipped: install
       doNotCache: true,
     });
     const { response } = await execute(d.clients, action);
-    expect(response!.result!.exitCode).toBe(0);
+    expect(response!.result!.exitCode, (await readBlob(d.clients, response!.result!.stderrDigest)).toString()).toBe(0);
     const stdout = (await readBlob(d.clients, response!.result!.stdoutDigest)).toString();
     expect(stdout).toBe('done\n');
   });
