@@ -12,6 +12,7 @@ import { ensureSystemUser, SystemUserError, type SystemUser } from '../host/syst
 import { defaultUnitPath, enableCommands, renderUnit, SERVICE_USER, socketDirs, SYSTEM_CONFIG, SYSTEM_DATA_DIR, systemdRunning, type UnitMode } from '../host/systemd-unit.js';
 import { createTlsSetup, type TlsSetup } from '../host/tls-setup.js';
 import { shellQuote } from '../util/shell-quote.js';
+import { accessReport, parseLocalUsersFlag, type AccessReport } from '../host/access-report.js';
 
 
 export interface InitResult {
@@ -35,18 +36,25 @@ export interface InitResult {
     user?: { name: string; uid: number; created: boolean };
     commands: string[];
   };
+  /** Who may use the daemon, who actions run as, what host-tools actions see. */
+  access: AccessReport;
+  /** With --system: the dedicated user (actions of a root daemon run as it), and whether this run created it. */
+  system?: { user: string; uid: number; created: boolean };
 }
 
 export default class Init extends BaseCommand {
   static override summary = 'Write a commented config file, check the host, and print client configuration.';
   static override description =
     'Writes the config file (every setting with its default) unless it already says the same; a different existing file is replaced only with --force and kept as FILE.bak. ' +
-    'Then checks what remote execution needs from this host (bubblewrap, user namespaces, QEMU and binfmt_misc for foreign ISAs), printing the command that fixes each problem, ' +
+    'Then checks what remote execution needs from this host (who actions run as, bubblewrap, user namespaces, QEMU and binfmt_misc for foreign ISAs), printing the command that fixes each problem, ' +
+    'says who may use the daemon (without tokens: its own user and root, plus --local-users) and what host-tools actions cannot see, ' +
     'and prints ready-to-paste configuration for BuildStream 2, BuildStream 1.6 and Bazel.';
   static override examples = [
     '<%= config.bin %> init',
     '<%= config.bin %> init --listen 0.0.0.0:50051 --data-dir /srv/reexec',
     '<%= config.bin %> init --tls --listen 0.0.0.0:50051',
+    '<%= config.bin %> init --local-users alice,bob',
+    'sudo <%= config.bin %> init --system',
     '<%= config.bin %> init --config ./reexec.yaml --force',
     '<%= config.bin %> init --systemd',
     'sudo <%= config.bin %> init --systemd --system --listen 0.0.0.0:50051 --tls',
@@ -67,8 +75,11 @@ export default class Init extends BaseCommand {
       description: `also write a systemd unit that runs the daemon with this config (a user unit in $XDG_CONFIG_HOME/systemd/user, or with --system a system unit), restarts it on failure and logs to the journal; prints the systemctl commands that enable it`,
     }),
     system: Flags.boolean({
-      dependsOn: ['systemd'],
-      description: `with --systemd, as root: a system unit (/etc/systemd/system/reexec.service) running as the dedicated user ${SERVICE_USER} (created if missing), config in ${SYSTEM_CONFIG}, data in ${SYSTEM_DATA_DIR}`,
+      description: `as root: a system-wide setup: the dedicated user ${SERVICE_USER} (created if missing; a daemon run as root runs actions as it), config in ${SYSTEM_CONFIG}, data in ${SYSTEM_DATA_DIR}; with --systemd, a system unit (/etc/systemd/system/reexec.service) running the daemon as that user`,
+    }),
+    'local-users': Flags.string({
+      multiple: true,
+      description: 'other local users the daemon serves without tokens besides its own user and root (names, comma-separated or repeated), or any: written as auth.local-users',
     }),
     'unit-file': Flags.string({ dependsOn: ['systemd'], description: 'with --systemd: where to write the unit (default: the user or system unit directory)' }),
     'service-user': Flags.string({ dependsOn: ['system'], description: `with --system: the account the daemon runs as (default: ${SERVICE_USER})` }),
@@ -80,8 +91,17 @@ export default class Init extends BaseCommand {
     if (mode === 'system' && process.getuid?.() !== 0) {
       throw new UserError('a system unit needs root: it writes /etc/systemd/system and creates a system user', `Run: sudo reexec init --systemd --system ${this.argv.filter((a) => !['--systemd', '--system'].includes(a)).join(' ')}`.trimEnd());
     }
-    const configPath = resolveUserPath(flags.config ?? (mode === 'system' ? SYSTEM_CONFIG : defaultConfigPath()));
+    if (flags.system && process.getuid?.() !== 0) {
+      throw new UserError(`--system needs root: it creates the system user ${SERVICE_USER}`, `Run: sudo reexec init --system ${this.argv.filter((a) => a !== '--system').join(' ')}`.trimEnd());
+    }
+    const configPath = resolveUserPath(flags.config ?? (flags.system ? SYSTEM_CONFIG : defaultConfigPath()));
     const listen = checkInitListen(flags.listen ?? [DEFAULT_LISTEN]);
+    let localUsers: 'any' | string[] = [];
+    try {
+      if (flags['local-users']) localUsers = parseLocalUsersFlag(flags['local-users']);
+    } catch (err) {
+      throw new UserError((err as Error).message, 'List users of this host (getent passwd NAME finds them), or any.');
+    }
     let tls: TlsSetup | undefined;
     if (flags.tls) {
       try {
@@ -92,8 +112,9 @@ export default class Init extends BaseCommand {
     }
     const plan = planInit({
       configPath,
-      dataDir: flags['data-dir'] ?? (mode === 'system' ? SYSTEM_DATA_DIR : defaultDataDir()),
+      dataDir: flags['data-dir'] ?? (flags.system ? SYSTEM_DATA_DIR : defaultDataDir()),
       listen,
+      localUsers,
       ...(tls
         ? {
             tls: {
@@ -116,6 +137,18 @@ export default class Init extends BaseCommand {
       throw err;
     }
     const systemd = mode ? await this.writeUnit(mode, plan, flags, tls) : undefined;
+    // --system without a unit: the dedicated user a daemon started as root runs actions as.
+    let system: InitResult['system'];
+    if (systemd?.user) system = { user: systemd.user.name, uid: systemd.user.uid, created: systemd.user.created };
+    else if (flags.system) {
+      try {
+        const u = await ensureSystemUser(flags['service-user'] ?? SERVICE_USER, { home: plan.dataDir });
+        system = { user: u.name, uid: u.uid, created: u.created };
+      } catch (err) {
+        if (err instanceof SystemUserError) throw new UserError(err.message, 'Create the account yourself (useradd --system --user-group NAME) and set execution.run-as: NAME.');
+        throw err;
+      }
+    }
     let binfmt: BinfmtSetupStep[] | undefined;
     if (flags['setup-binfmt']) {
       try {
@@ -126,6 +159,7 @@ export default class Init extends BaseCommand {
       for (const step of binfmt) this.log(`${step.ok ? '✓' : '✗'} ${step.command}${step.ok || !step.output ? '' : `: ${step.output}`}`);
     }
     const checks = await runHostChecks();
+    const access = accessReport({ localUsers, dataDir: plan.dataDir, configPath: plan.configPath, tokens: Boolean(tls) });
 
     switch (write.outcome) {
       case 'created':
@@ -145,6 +179,16 @@ export default class Init extends BaseCommand {
       this.log(`  server certificate for ${tls.serverNames.join(', ')}, signed by ca.crt; clients need ca.crt, client.crt and client.key`);
       this.log(`  tokens (${basename(tls.tokenFile)}, re-read on change): client.token (read, write, execute), read-only.token (read), admin.token (all: reexec status, reexec gc)`);
     }
+
+    if (system && !systemd) this.log(`\nThe system user ${system.user} (uid ${system.uid}) ${system.created ? 'was created now' : 'exists'}: a daemon started as root runs actions as it.`);
+
+    this.log('\nWho may use it:');
+    this.log(`  clients     ${access.clients}`);
+    this.log(`              ${access.widen}`);
+    this.log(`  actions     ${access.actions.ok ? '' : '✗ '}${access.actions.detail}`);
+    if (!access.actions.ok && access.actions.fix) this.log(`              fix: ${access.actions.fix}`);
+    this.log(`  host-tools  actions cannot see ${access.hostTools.hidden.join(', ')}`);
+    this.log(`              (except ${access.hostTools.keptFromHidden.join(', ')}); ${access.hostTools.scratch.join(', ')} are empty and writable`);
 
     this.log('\nHost checks (what remote execution needs):');
     const width = Math.max(...checks.map((c) => c.name.length));
@@ -193,6 +237,8 @@ export default class Init extends BaseCommand {
       ...(binfmt ? { binfmt } : {}),
       ...(tls ? { tls: { dir: tls.dir, created: tls.created, serverNames: tls.serverNames } } : {}),
       ...(systemd ? { systemd } : {}),
+      access,
+      ...(system ? { system } : {}),
     };
   }
 

@@ -167,7 +167,13 @@ function xdg(name: 'XDG_CONFIG_HOME' | 'XDG_DATA_HOME', fallback: string): strin
 }
 
 export const defaultConfigPath = (): string => join(xdg('XDG_CONFIG_HOME', '.config'), 'reexec', 'config.yaml');
-export const defaultDataDir = (): string => join(xdg('XDG_DATA_HOME', join('.local', 'share')), 'reexec');
+/**
+ * $XDG_DATA_HOME/reexec; for root without XDG_DATA_HOME, /var/lib/reexec: a root daemon runs
+ * actions as an unprivileged user, which must reach the staging area, and /root is closed.
+ */
+export const defaultDataDir = (): string =>
+  process.getuid?.() === 0 && !isAbsolute(process.env['XDG_DATA_HOME'] ?? '') ? ROOT_DATA_DIR : join(xdg('XDG_DATA_HOME', join('.local', 'share')), 'reexec');
+export const ROOT_DATA_DIR = '/var/lib/reexec';
 
 export const DEFAULT_LISTEN = '127.0.0.1:50051';
 /** Loopback only: the metrics say what is built, so they stay private unless configured otherwise. */

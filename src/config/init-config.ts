@@ -60,13 +60,15 @@ const EXAMPLE_SECURITY: SecurityFiles = {
   tokenFile: '~/.config/reexec/tokens.yaml',
 };
 
-/** Uncomment the "# tls:" ... "#   anonymous:" block of the template. */
+/** Uncomment the "# tls:" block and auth's token-file and anonymous settings of the template. */
 function activateSecurity(text: string): string {
   const lines = text.split('\n');
   const start = lines.indexOf('# tls:');
-  const end = lines.findIndex((l, i) => i > start && l.startsWith('#   anonymous:'));
-  if (start < 0 || end < 0) throw new Error('templates/config.yaml: the security section ("# tls:" … "#   anonymous:") is missing');
+  const end = lines.findIndex((l, i) => i > start && l.startsWith('#   client-ca:'));
+  const auth = lines.map((l, i) => (/^ {2}# (token-file|anonymous):/.test(l) ? i : -1)).filter((i) => i >= 0);
+  if (start < 0 || end < 0 || auth.length !== 2) throw new Error('templates/config.yaml: the security settings ("# tls:" … "#   client-ca:", auth\'s "# token-file:" and "# anonymous:") are missing');
   for (let i = start; i <= end; i++) lines[i] = lines[i]!.replace(/^# /, '');
+  for (const i of auth) lines[i] = lines[i]!.replace(/^ {2}# /, '  ');
   return lines.join('\n');
 }
 
@@ -74,7 +76,7 @@ function activateSecurity(text: string): string {
  * The config file for these settings. YAML double-quoted strings are JSON strings. With
  * `security`, the TLS and token section is written active, pointing at those files.
  */
-export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles }): string {
+export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles; localUsers?: 'any' | readonly string[] }): string {
   const listen = opts.listen.length === 1 ? JSON.stringify(opts.listen[0]) : `[${opts.listen.map((a) => JSON.stringify(a)).join(', ')}]`;
   const sec = opts.security ?? EXAMPLE_SECURITY;
   const quote = (p: string): string => (opts.security ? JSON.stringify(p) : p);
@@ -87,6 +89,7 @@ export function renderConfigFile(opts: { dataDir: string; listen: readonly strin
       'tls-key': quote(sec.key),
       'tls-client-ca': quote(sec.clientCa),
       'token-file': quote(sec.tokenFile),
+      'local-users': opts.localUsers === 'any' ? 'any' : `[${(opts.localUsers ?? []).map((u) => JSON.stringify(u)).join(', ')}]`,
     },
     'templates/config.yaml',
   );
@@ -218,11 +221,11 @@ export interface InitPlan {
  * (the files `reexec init --tls` made), the config turns TLS, mutual TLS and tokens on and
  * the client snippets use them.
  */
-export function planInit(opts: { configPath: string; dataDir: string; listen: readonly string[]; tls?: SecurityFiles & { client: ClientTlsFiles } }): InitPlan {
+export function planInit(opts: { configPath: string; dataDir: string; listen: readonly string[]; tls?: SecurityFiles & { client: ClientTlsFiles }; localUsers?: 'any' | readonly string[] }): InitPlan {
   const listen = checkInitListen(opts.listen);
   const configPath = resolveUserPath(opts.configPath);
   const dataDir = resolveUserPath(opts.dataDir);
   const endpoint = clientEndpoint(listen);
-  const content = renderConfigFile({ dataDir, listen, ...(opts.tls ? { security: opts.tls } : {}) });
+  const content = renderConfigFile({ dataDir, listen, localUsers: opts.localUsers, ...(opts.tls ? { security: opts.tls } : {}) });
   return { configPath, dataDir, listen, content, endpoint, clients: renderClientSnippets(endpoint, opts.tls?.client) };
 }

@@ -1,5 +1,5 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { isDiskFull, RESERVE_FILE } from '../store/disk-space.js';
 import { ownStartTicks, sameProcess } from './process-identity.js';
 
@@ -63,6 +63,20 @@ export function lockHolder(dataDir: string): LockHolder | undefined {
 }
 
 /**
+ * Create the data dir if needed, private to the daemon's user: the store holds every cached
+ * build, and staged inputs. Only the data dir itself: directories above it keep the usual
+ * mode, so that the user a root daemon runs actions as can reach the staging area inside.
+ */
+export function makeDataDir(dataDir: string): void {
+  mkdirSync(dirname(dataDir), { recursive: true });
+  try {
+    mkdirSync(dataDir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
+/**
  * One process per data dir: a lock file naming the owner (pid, start time, role), created
  * exclusively. A lock left by a process that no longer exists (a crash, SIGKILL), or whose pid
  * was reused since, is taken over.
@@ -71,8 +85,7 @@ export class DataDirLock {
   private constructor(private readonly path: string) {}
 
   static acquire(dataDir: string, role: LockRole = 'daemon'): DataDirLock {
-    // Private to the daemon's user: the store holds every cached build, and staged inputs.
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    makeDataDir(dataDir);
     const path = lockPath(dataDir);
     const start = ownStartTicks();
     const content = `${process.pid}\n${start !== undefined ? `start=${start}\n` : ''}role=${role}\n`;

@@ -11,7 +11,7 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import { homedir } from 'node:os';
 import { findBubblewrap } from '../runner/bubblewrap-runner.js';
 import { HostToolsView } from '../runner/host-tools-view.js';
-import { checkRunAs, resolveRunAs } from '../host/run-as.js';
+import { checkRunAs, CREATE_RUN_AS_USER, FALLBACK_RUN_AS, resolveRunAs, RUN_AS_USER } from '../host/run-as.js';
 import { openStagingTo } from '../worker/staging-dirs.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
@@ -84,6 +84,7 @@ export class ExecutionEngine {
       if (problem) throw problem;
     }
     log.info(`actions run as ${runAs.description}`);
+    if (runAs.fallback) log.warn(`there is no ${RUN_AS_USER} user: actions run as ${FALLBACK_RUN_AS}, an identity other services may share; create it with \`reexec init --system\` (${CREATE_RUN_AS_USER})`);
     const support = await detectIsaSupport({ bubblewrapOk: Boolean(bwrap) });
     const pools = resolvePools(config.pools, support);
     for (const s of support.filter((x) => !x.ok)) log.info(`ISA ${s.isa} not offered: ${s.detail}${s.fix ? ` (fix: ${s.fix})` : ''}`);

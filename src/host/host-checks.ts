@@ -2,6 +2,7 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { arch, endianness, machine, platform, release } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { execa } from 'execa';
+import { CREATE_RUN_AS_USER, lookupRunAsOrError, RUN_AS_USER, RunAsError, type RunAs } from './run-as.js';
 
 /**
  * What the host offers remote execution: the ISA it runs natively, a working bubblewrap
@@ -45,7 +46,13 @@ export interface HostProbe {
   exists(path: string): boolean;
   /** The first executable of that name in PATH. */
   which(bin: string): string | undefined;
-  run(file: string, args: readonly string[], timeoutMs: number): Promise<RunResult>;
+  /** Run a command, as another user when `as` is given (root only). */
+  run(file: string, args: readonly string[], timeoutMs: number, as?: { uid: number; gid: number }): Promise<RunResult>;
+  /**
+   * Who actions would run as (execution.run-as: auto): for root, the unprivileged user, or
+   * why there is none; for anyone else, the daemon's own user.
+   */
+  runAs(): RunAs | RunAsError;
 }
 
 export const BINFMT_DIR = '/proc/sys/fs/binfmt_misc';
@@ -150,8 +157,9 @@ export function systemProbe(env: NodeJS.ProcessEnv = process.env): HostProbe {
       }
       return undefined;
     },
-    async run(file, args, timeoutMs) {
-      const r = await execa(file, args, { timeout: timeoutMs, reject: false, stdin: 'ignore', env: { LC_ALL: 'C' } });
+    runAs: () => lookupRunAsOrError(),
+    async run(file, args, timeoutMs, as) {
+      const r = await execa(file, args, { timeout: timeoutMs, reject: false, stdin: 'ignore', env: { LC_ALL: 'C' }, ...(as ? { uid: as.uid, gid: as.gid, cwd: '/' } : {}) });
       return {
         exitCode: r.exitCode,
         stdout: String(r.stdout ?? ''),
@@ -278,10 +286,8 @@ function userNamespaceCheck(probe: HostProbe, fixes: Fixes): UserNsState {
     const fix = fixes.sysctl('user.max_user_namespaces', 15000);
     return { check: { name: 'user-namespaces', ok: false, detail: `disabled: ${detail}`, fix }, fix };
   }
-  if (probe.isRoot) {
-    // CAP_SYS_ADMIN may create user namespaces whatever the unprivileged knobs say.
-    return { check: { name: 'user-namespaces', ok: true, detail: `available to root: ${detail}` } };
-  }
+  // Root may create user namespaces whatever the unprivileged knobs say, but a daemon run as
+  // root runs its actions as an unprivileged user (execution.run-as): the knobs apply to it.
   if (clone === 0) {
     const fix = fixes.sysctl('kernel.unprivileged_userns_clone', 1);
     return { check: { name: 'user-namespaces', ok: false, detail: `root only: ${detail}`, fix }, fix };
@@ -293,18 +299,21 @@ function userNamespaceCheck(probe: HostProbe, fixes: Fixes): UserNsState {
   return { check: { name: 'user-namespaces', ok: true, detail: `available: ${detail}` } };
 }
 
-async function bubblewrapCheck(probe: HostProbe, fixes: Fixes, userns: UserNsState): Promise<HostCheck> {
+async function bubblewrapCheck(probe: HostProbe, fixes: Fixes, userns: UserNsState, runAs: RunAs | RunAsError): Promise<HostCheck> {
   const bwrap = probe.which('bwrap');
   if (!bwrap) {
     return { name: 'bubblewrap', ok: false, detail: 'bwrap is not in PATH', fix: fixes.install(['bubblewrap']) };
   }
+  // As the user actions will run as: a root daemon runs bubblewrap unprivileged.
+  const user = runAs instanceof RunAsError ? undefined : runAs.user;
   const [version, trial] = await Promise.all([
     probe.run(bwrap, ['--version'], BWRAP_TIMEOUT_MS),
-    probe.run(bwrap, ['--unshare-all', '--ro-bind', '/', '/', '/bin/true'], BWRAP_TIMEOUT_MS),
+    probe.run(bwrap, ['--unshare-all', '--ro-bind', '/', '/', '/bin/true'], BWRAP_TIMEOUT_MS, user),
   ]);
   const name = firstLine(version.stdout) || 'bwrap';
+  const as = user ? ` as ${user.name}` : '';
   if (trial.exitCode === 0) {
-    return { name: 'bubblewrap', ok: true, detail: `${name} at ${bwrap}: a sandbox with every namespace unshared ran /bin/true in ${trial.durationMs} ms` };
+    return { name: 'bubblewrap', ok: true, detail: `${name} at ${bwrap}: a sandbox with every namespace unshared ran /bin/true${as} in ${trial.durationMs} ms` };
   }
   const why = trial.timedOut
     ? `did not finish within ${BWRAP_TIMEOUT_MS / 1000} s`
@@ -312,7 +321,7 @@ async function bubblewrapCheck(probe: HostProbe, fixes: Fixes, userns: UserNsSta
   return {
     name: 'bubblewrap',
     ok: false,
-    detail: `${name} at ${bwrap} cannot create a sandbox (bwrap --unshare-all --ro-bind / / /bin/true): ${why}`,
+    detail: `${name} at ${bwrap} cannot create a sandbox${as} (bwrap --unshare-all --ro-bind / / /bin/true): ${why}`,
     fix: userns.fix,
   };
 }
@@ -400,16 +409,27 @@ function qemuCheck(probe: HostProbe, fixes: Fixes, target: { qemu: string; isa: 
   };
 }
 
+/** Who actions run as: never root (see resolveRunAs). */
+function runAsCheck(probe: HostProbe, runAs: RunAs | RunAsError): HostCheck {
+  if (runAs instanceof RunAsError) return { name: 'run-as', ok: false, detail: runAs.message.replace(/; fix: .*$/, ''), fix: runAs.fix };
+  if (runAs.fallback) {
+    return { name: 'run-as', ok: true, detail: `actions run as ${runAs.description}, never root; a dedicated ${RUN_AS_USER} user would share no identity with other services: ${probe.isRoot ? '' : 'sudo '}reexec init --system (or ${CREATE_RUN_AS_USER})` };
+  }
+  return { name: 'run-as', ok: true, detail: `actions run as ${runAs.description}${runAs.user ? ', never root' : ''}` };
+}
+
 /**
- * Every host check, in a stable order: isa, kernel, user-namespaces, bubblewrap, binfmt_misc,
- * then one `qemu-<target>` per foreign ISA (aarch64, arm, ppc64le, s390x, riscv64 on x86-64).
+ * Every host check, in a stable order: isa, kernel, run-as, user-namespaces, bubblewrap,
+ * binfmt_misc, then one `qemu-<target>` per foreign ISA (aarch64, arm, ppc64le, s390x, riscv64
+ * on x86-64).
  */
 export async function runHostChecks(probe: HostProbe = systemProbe()): Promise<HostCheck[]> {
   const fixes = new Fixes(probe);
   const checks = [isaCheck(probe), kernelCheck(probe)];
   if (probe.platform !== 'linux') return checks;
+  const runAs = probe.runAs();
   const userns = userNamespaceCheck(probe, fixes);
-  checks.push(userns.check, await bubblewrapCheck(probe, fixes, userns));
+  checks.push(runAsCheck(probe, runAs), userns.check, await bubblewrapCheck(probe, fixes, userns, runAs));
   const binfmt = binfmtCheck(probe, fixes);
   checks.push(binfmt.check);
   for (const target of foreignQemuTargets(probe.arch)) checks.push(qemuCheck(probe, fixes, target, binfmt));

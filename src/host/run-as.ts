@@ -6,8 +6,8 @@ export const RUN_AS_USER = 'reexec';
 /** The fallback when there is no dedicated account. */
 export const FALLBACK_RUN_AS = 'nobody';
 
-/** The command that creates the dedicated account (what `reexec init --system` runs). */
-export const CREATE_RUN_AS_USER = `useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ${RUN_AS_USER}`;
+/** The command that creates the dedicated account (what `reexec init --system` runs: ensureSystemUser). */
+export const CREATE_RUN_AS_USER = `useradd --system --user-group --home-dir /var/lib/reexec --no-create-home --shell /usr/sbin/nologin ${RUN_AS_USER}`;
 
 /** Who actions run as: the daemon's own user, or (daemon run as root) an unprivileged one. */
 export interface RunAs {
@@ -15,6 +15,8 @@ export interface RunAs {
   user?: UserEntry;
   /** In words, for logs and `reexec init`. */
   description: string;
+  /** `nobody` stands in for the missing dedicated user (other services may run as it too). */
+  fallback?: boolean;
 }
 
 export class RunAsError extends Error {
@@ -48,11 +50,20 @@ export function resolveRunAs(setting: string, daemonUid = processUid()): RunAs &
     if (user.uid === 0) {
       throw new RunAsError(`execution.run-as is ${setting}, which is root: actions must never run as root`, `set execution.run-as to an unprivileged user (default: ${RUN_AS_USER}, created by \`reexec init --system\`)`);
     }
-    const fallback = setting === 'auto' && user.name === FALLBACK_RUN_AS ? ` (there is no ${RUN_AS_USER} user: \`reexec init --system\` creates it, so that actions share no identity with other services)` : '';
-    return { user, description: `${user.name} (uid ${user.uid}, gid ${user.gid})${fallback}` };
+    return { user, description: `${user.name} (uid ${user.uid}, gid ${user.gid})`, ...(setting === 'auto' && user.name === FALLBACK_RUN_AS ? { fallback: true } : {}) };
   }
   if (setting === 'auto') throw new RunAsError(`reexec runs as root and there is neither a ${RUN_AS_USER} nor a ${FALLBACK_RUN_AS} user to run actions as`, `${CREATE_RUN_AS_USER} (or \`reexec init --system\`)`);
   throw new RunAsError(`execution.run-as names ${setting}, but there is no such user on this host`, `create it, or set execution.run-as to an existing unprivileged user (default: auto, ${RUN_AS_USER} or ${FALLBACK_RUN_AS})`);
+}
+
+/** resolveRunAs("auto"), with a RunAsError returned instead of thrown. */
+export function lookupRunAsOrError(setting = 'auto', daemonUid = processUid()): (RunAs & { note?: string }) | RunAsError {
+  try {
+    return resolveRunAs(setting, daemonUid);
+  } catch (err) {
+    if (err instanceof RunAsError) return err;
+    throw err;
+  }
 }
 
 /**

@@ -45,7 +45,8 @@ describe('reexec init', () => {
 
   const init = (...args: string[]) => execa('node', [BIN, 'init', ...args], { env, extendEnv: false, reject: false, cwd: home });
   const defaultPath = () => join(home, 'config', 'reexec', 'config.yaml');
-  const defaultData = () => join(home, '.local', 'share', 'reexec');
+  // root's default is /var/lib/reexec: the user its actions run as must reach the staging area.
+  const defaultData = () => (process.getuid?.() === 0 ? '/var/lib/reexec' : join(home, '.local', 'share', 'reexec'));
   /** The file as the daemon would load it, with XDG_DATA_HOME unset like the command saw it. */
   const load = (file: string) => loadConfig(file);
 
@@ -63,6 +64,26 @@ describe('reexec init', () => {
     expect(r.stdout).toContain('build --remote_executor=grpc://127.0.0.1:50051');
     expect(r.stdout).toContain('# build --remote_default_exec_properties=reexec-sandbox=host-tools');
     expect(r.stdout).toMatch(/^Start the server with: reexec start$/m);
+    // Who may use it: the owner-only rule, the line that widens it, what host-tools actions miss.
+    expect(r.stdout).toMatch(/^ {2}clients {5}without access tokens: only its owner/m);
+    expect(r.stdout).toContain('auth: {local-users: [alice, bob]}  (or any), or run: reexec init --force --local-users alice,bob');
+    expect(r.stdout).toMatch(/^ {2}host-tools {2}actions cannot see \/home, \/root, \/etc\/shadow/m);
+    expect(r.stdout).toMatch(/^ {2}[✓✗] run-as /m);
+  });
+
+  it('--local-users writes auth.local-users and says who is admitted; refuses a user that does not exist', async () => {
+    const file = join(home, 'users.yaml');
+    const r = await init('--config', file, '--local-users', 'nobody', '--json');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(loadConfig(file).auth.localUsers).toEqual(['nobody']);
+    expect((JSON.parse(r.stdout) as { access: { widen: string; clients: string } }).access).toMatchObject({ widen: 'auth: {local-users: [nobody]} (written)', clients: expect.stringContaining('nobody (uid 65534)') });
+    const any = await init('--config', join(home, 'any.yaml'), '--local-users', 'any');
+    expect(loadConfig(join(home, 'any.yaml')).auth.localUsers).toBe('any');
+    expect(any.stdout).toContain('every local user');
+    const bad = await init('--config', join(home, 'bad.yaml'), '--local-users', 'nobody,no-such-user-rx');
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain('there is no user "no-such-user-rx"');
+    expect(existsSync(join(home, 'bad.yaml'))).toBe(false);
   });
 
   it('prints the fix under each failing check', async () => {
@@ -127,12 +148,12 @@ describe('reexec init', () => {
     expect(r.stdout).toContain(`Start the server with: reexec start --config ${file}`);
   });
 
-  it('--json returns {configPath, written, dataDir, checks, clients}', async () => {
+  it('--json returns {configPath, written, dataDir, checks, clients, access}', async () => {
     const file = join(home, 'json', 'config.yaml');
     const r = await init('--config', file, '--listen', '127.0.0.1:50777', '--json');
     expect(r.exitCode, r.stderr).toBe(0);
     const json = JSON.parse(r.stdout) as Json;
-    expect(Object.keys(json).sort()).toEqual(['checks', 'clients', 'configPath', 'dataDir', 'written']);
+    expect(Object.keys(json).sort()).toEqual(['access', 'checks', 'clients', 'configPath', 'dataDir', 'written']);
     expect(json).toMatchObject({ configPath: file, written: true, dataDir: defaultData() });
     expect(Object.keys(json.clients).sort()).toEqual(['bazel', 'buildstream1', 'buildstream2']);
     expect(json.clients.buildstream2).toContain('url: "http://127.0.0.1:50777"');

@@ -51,6 +51,7 @@ function everythingDifferent(): Config {
       keepaliveTimeSeconds: 1,
       keepaliveTimeoutSeconds: 1,
     },
+    auth: { tokenFile: null, anonymous: [], localUsers: ['somebody'] },
   };
 }
 
@@ -84,6 +85,7 @@ describe('templates/config.yaml', () => {
       'listen',
       'max-calls-per-client', 'idle-timeout', 'max-tree-depth', 'max-tree-entries',
       'max-connections', 'max-connections-per-client', 'handshake-timeout', 'connection-idle-timeout', 'keepalive-time', 'keepalive-timeout',
+      'local-users',
     ]);
     for (const { l, i } of settings) expect(lines[i - 1], `comment above "${l.trim()}"`).toMatch(/^\s*#/);
   });
@@ -107,7 +109,14 @@ describe('templates/config.yaml', () => {
     const execution = (raw as { execution: { 'default-timeout': string; pools: Array<{ isa: string; slots: number }> } }).execution;
     expect(execution['default-timeout']).toBe('24h');
     expect(execution.pools.map((p) => [p.isa, p.slots])).toEqual([['x86-64', 4], ['aarch64', 2]]);
-    expect(() => compileConfig(raw)).not.toThrow();
+    const compiled = compileConfig(raw);
+    expect(compiled.execution.runAs).toBe('auto');
+    expect(compiled.execution.hostTools).toEqual({ hide: [], expose: [] });
+  });
+
+  it('writes auth.local-users as asked: a list of names, or any', () => {
+    expect(compileConfig(parse(renderConfigFile({ dataDir: '/d', listen: [DEFAULT_LISTEN], localUsers: ['alice', 'bob'] }))).auth.localUsers).toEqual(['alice', 'bob']);
+    expect(compileConfig(parse(renderConfigFile({ dataDir: '/d', listen: [DEFAULT_LISTEN], localUsers: 'any' }))).auth.localUsers).toBe('any');
   });
 
   it('refuses a template placeholder without a value', () => {

@@ -10,6 +10,7 @@ import {
   type HostProbe,
   type RunResult,
 } from '../../src/host/host-checks.js';
+import { RunAsError, type RunAs } from '../../src/host/run-as.js';
 
 const byName = (checks: HostCheck[], name: string): HostCheck => {
   const c = checks.find((x) => x.name === name);
@@ -27,23 +28,29 @@ function fakeHost(opts: {
   files?: Record<string, string>;
   bins?: string[];
   bwrap?: Partial<RunResult>;
-}): HostProbe & { runs: string[][] } {
+  runAs?: RunAs | RunAsError;
+}): HostProbe & { runs: string[][]; runsAs: Array<number | undefined> } {
   const files = opts.files ?? {};
   const bins = new Set(opts.bins ?? []);
   const runs: string[][] = [];
+  const runsAs: Array<number | undefined> = [];
+  const isRoot = opts.isRoot ?? false;
   return {
     runs,
+    runsAs,
+    runAs: () => opts.runAs ?? (isRoot ? { user: { name: 'reexec', uid: 999, gid: 998, home: '/nonexistent' }, description: 'reexec (uid 999, gid 998)' } : { description: "the daemon's own user, dev (uid 1000)" }),
     platform: 'linux',
     arch: opts.arch ?? 'x64',
     machine: 'x86_64',
     endianness: 'LE',
     release: '6.1.0-test',
-    isRoot: opts.isRoot ?? false,
+    isRoot,
     readText: (p) => files[p],
     exists: (p) => p in files,
     which: (b) => (bins.has(b) ? `/usr/bin/${b}` : undefined),
-    async run(file, args) {
+    async run(file, args, _timeout, as) {
       runs.push([file, ...args]);
+      runsAs.push(as?.uid);
       if (args[0] === '--version') return { exitCode: 0, stdout: 'bubblewrap 0.8.0\n', stderr: '', timedOut: false, durationMs: 1 };
       return { exitCode: 0, stdout: '', stderr: '', timedOut: false, durationMs: 7, ...opts.bwrap };
     },
@@ -80,7 +87,7 @@ describe('host checks on a described host', () => {
     const host = fakeHost({ files: HEALTHY_FILES, bins: HEALTHY_BINS });
     const checks = await runHostChecks(host);
     expect(checks.map((c) => c.name)).toEqual([
-      'isa', 'kernel', 'user-namespaces', 'bubblewrap', 'binfmt_misc',
+      'isa', 'kernel', 'run-as', 'user-namespaces', 'bubblewrap', 'binfmt_misc',
       'qemu-aarch64', 'qemu-arm', 'qemu-ppc64le', 'qemu-s390x', 'qemu-riscv64',
     ]);
     for (const c of checks) {
@@ -129,9 +136,25 @@ describe('host checks on a described host', () => {
     expect(byName(off, 'user-namespaces')).toMatchObject({ ok: false, fix: 'sysctl -w user.max_user_namespaces=15000' });
     const aa = await runHostChecks(fakeHost({ files: { ...HEALTHY_FILES, '/proc/sys/kernel/apparmor_restrict_unprivileged_userns': '1\n' }, bins: HEALTHY_BINS }));
     expect(byName(aa, 'user-namespaces')).toMatchObject({ ok: false, fix: 'sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' });
-    // root may create user namespaces whatever the unprivileged knob says
+    // Root may create user namespaces whatever the knob says, but its actions run unprivileged.
     const root = await runHostChecks(fakeHost({ files: { ...HEALTHY_FILES, '/proc/sys/kernel/unprivileged_userns_clone': '0\n' }, bins: HEALTHY_BINS, isRoot: true }));
-    expect(byName(root, 'user-namespaces').ok).toBe(true);
+    expect(byName(root, 'user-namespaces')).toMatchObject({ ok: false, fix: 'sysctl -w kernel.unprivileged_userns_clone=1' });
+  });
+
+  it('run-as: root runs actions, and the bubblewrap trial, as an unprivileged user; says when there is none', async () => {
+    const root = fakeHost({ files: HEALTHY_FILES, bins: HEALTHY_BINS, isRoot: true });
+    const checks = await runHostChecks(root);
+    expect(byName(checks, 'run-as')).toMatchObject({ ok: true, detail: 'actions run as reexec (uid 999, gid 998), never root' });
+    expect(root.runsAs[root.runs.findIndex((r) => r.includes('--unshare-all'))]).toBe(999);
+    expect(byName(checks, 'bubblewrap').detail).toContain('/bin/true as reexec in');
+    const nobody = { user: { name: 'nobody', uid: 65534, gid: 65534, home: '/nonexistent' }, description: 'nobody (uid 65534, gid 65534)', fallback: true };
+    const fallback = byName(await runHostChecks(fakeHost({ files: HEALTHY_FILES, bins: HEALTHY_BINS, isRoot: true, runAs: nobody })), 'run-as');
+    expect(fallback).toMatchObject({ ok: true, detail: expect.stringContaining('reexec init --system') });
+    const none = byName(await runHostChecks(fakeHost({ files: HEALTHY_FILES, bins: HEALTHY_BINS, isRoot: true, runAs: new RunAsError('no user', 'useradd reexec') })), 'run-as');
+    expect(none).toMatchObject({ ok: false, detail: 'no user', fix: 'useradd reexec' });
+    const user = fakeHost({ files: HEALTHY_FILES, bins: HEALTHY_BINS });
+    expect(byName(await runHostChecks(user), 'run-as').detail).toBe("actions run as the daemon's own user, dev (uid 1000)");
+    expect(user.runsAs.every((u) => u === undefined)).toBe(true);
   });
 
   it('bubblewrap hanging: reported as a timeout', async () => {
@@ -225,7 +248,7 @@ describe.runIf(process.platform === 'linux')('host checks on this machine', () =
     const bw = byName(checks, 'bubblewrap');
     expect(bw.ok, bw.detail).toBe(true);
     expect(bw.detail).toContain(onPath('bwrap')!);
-    expect(bw.detail).toMatch(/ran \/bin\/true in \d+ ms/);
+    expect(bw.detail).toMatch(/ran \/bin\/true( as \S+)? in \d+ ms/);
     expect(byName(checks, 'user-namespaces').ok).toBe(true);
   });
 
@@ -257,3 +280,4 @@ describe.runIf(process.platform === 'linux')('host checks on this machine', () =
     if (expected) expect(isa.detail.startsWith(expected)).toBe(true);
   });
 });
+
