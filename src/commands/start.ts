@@ -8,6 +8,7 @@ import { loadConfig, validateListen, ConfigError, DEFAULT_LISTEN, defaultDataDir
 import { defaultPidFile, pidFileOwner, removePidFile, stopCommandFor, writePidFile } from '../daemon/daemon-control.js';
 import { Daemon } from '../daemon/daemon.js';
 import { isLmdbCommitFailure, lmdbCause } from '../store/disk-space.js';
+import { makeDataDir } from '../daemon/data-dir-lock.js';
 import { createLogger, LOG_FORMATS, type LogFormat } from '../util/logger.js';
 
 export default class Start extends BaseCommand {
@@ -99,7 +100,7 @@ export default class Start extends BaseCommand {
    * serves and has written its pid file (the child writes it, and removes it when it stops).
    */
   private async detach(flags: Record<string, unknown>, dataDir: string, pidFile: string): Promise<void> {
-    mkdirSync(dataDir, { recursive: true });
+    makeDataDir(dataDir);
     mkdirSync(dirname(pidFile), { recursive: true });
     const logFile = resolve((flags['log-file'] as string | undefined) ?? join(dataDir, 'daemon.log'));
     mkdirSync(dirname(logFile), { recursive: true });

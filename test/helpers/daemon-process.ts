@@ -1,14 +1,28 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The repository root (this file is test/helpers/daemon-process.ts). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** `reexec` as users run it: bin/run.js, on the build in dist/. */
 export const REEXEC_BIN = join(REPO_ROOT, 'bin', 'run.js');
+
+/**
+ * A daemon run as root (as CI runs the tests) runs actions as an unprivileged user, which must
+ * reach the data dir: let it through the tests' own temporary directories above it (reexec-*,
+ * made 0700 by mkdtemp), as an administrator would. Traversal only: nothing becomes listable.
+ */
+export function openForRunAs(dataDir: string): void {
+  if (process.getuid?.() !== 0) return;
+  for (let d = dirname(resolve(dataDir)); d !== dirname(d); d = dirname(d)) {
+    if (!basename(d).startsWith('reexec-')) continue;
+    const mode = statSync(d).mode & 0o7777;
+    if ((mode & 0o001) === 0) chmodSync(d, mode | 0o001);
+  }
+}
 
 /**
  * A loopback TCP port free right now, for a daemon that must listen on a port known before
@@ -71,6 +85,7 @@ export async function startDaemonProcess(opts: DaemonProcessOptions = {}): Promi
   }
   const ownDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'reexec-proc-'));
+  openForRunAs(dataDir);
   const listen = opts.listen ?? ['127.0.0.1:0'];
   const args = [REEXEC_BIN, 'start', ...listen.flatMap((l) => ['--listen', l]), '--data-dir', dataDir, '--log-format', 'json', ...(opts.args ?? [])];
   const child = spawn(process.execPath, args, {

@@ -5,6 +5,7 @@ import { defaultConfig, type Config } from '../../src/config/config.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { connect } from '../../src/client/reapi-client.js';
 import { silentLogger } from '../../src/util/logger.js';
+import { openForRunAs } from './daemon-process.js';
 
 export interface TestDaemon {
   daemon: Daemon;
@@ -17,6 +18,7 @@ export interface TestDaemon {
 /** A real daemon in this process, on an ephemeral port, with a temporary data dir. */
 export async function startTestDaemon(overrides: (c: Config) => void = () => undefined, dataDir?: string): Promise<TestDaemon> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'reexec-test-'));
+  openForRunAs(dir);
   const config = defaultConfig();
   config.listen = ['127.0.0.1:0'];
   config.dataDir = dir;
