@@ -113,4 +113,23 @@ describe('reexec init --systemd', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it.skipIf(process.getuid?.() !== 0)('--system alone (as root): the dedicated user actions of a root daemon run as, the system paths, and no unit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'reexec-system-'));
+    try {
+      const configPath = join(dir, 'etc', 'config.yaml');
+      // An account that exists already (nothing is created on this host).
+      const r = await init('--system', '--service-user', 'nobody', '--config', configPath, '--data-dir', join(dir, 'data'), '--json');
+      expect(r.exitCode, r.stderr).toBe(0);
+      const result = JSON.parse(r.stdout) as InitResult;
+      expect(result.system).toEqual({ user: 'nobody', uid: 65534, created: false });
+      expect(result.systemd).toBeUndefined();
+      const human = await init('--system', '--service-user', 'nobody', '--config', configPath, '--data-dir', join(dir, 'data'));
+      expect(human.stdout).toContain('The system user nobody (uid 65534) exists: a daemon started as root runs actions as it.');
+      const refused = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, REEXEC_BIN, 'init', '--system'], { env: { ...env, HOME: '/nonexistent' }, extendEnv: false, reject: false });
+      expect(refused.stderr).toContain('Error: --system needs root: it creates the system user reexec');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
