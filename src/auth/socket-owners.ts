@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { endianness } from 'node:os';
@@ -103,8 +104,24 @@ export function ownerInProcNet(text: string, key: string): number | undefined {
 }
 
 export type ProcNetReader = (file: 'tcp' | 'tcp6') => Promise<string>;
+export type ProcNetSyncReader = (file: 'tcp' | 'tcp6') => string;
 
 const readProcNet: ProcNetReader = (file) => readFile(`/proc/net/${file}`, 'utf8').catch(() => '');
+const readProcNetSync: ProcNetSyncReader = (file) => {
+  try {
+    return readFileSync(`/proc/net/${file}`, 'utf8');
+  } catch {
+    return '';
+  }
+};
+
+/** The uid for `keys` from the two tables (tcp first), read by `read`. */
+function ownerIn(keys: { tcp?: string; tcp6?: string }, read: ProcNetSyncReader): number | undefined {
+  let uid: number | undefined;
+  if (keys.tcp) uid = ownerInProcNet(read('tcp'), keys.tcp);
+  if (uid === undefined && keys.tcp6) uid = ownerInProcNet(read('tcp6'), keys.tcp6);
+  return uid;
+}
 
 /** What is known of a connection's peer: its uid, undefined when no local socket matches. */
 interface Lookup {
@@ -115,14 +132,19 @@ interface Lookup {
 
 /**
  * Which local user owns the other end of a TCP connection, from /proc/net/tcp and tcp6 (the
- * uid a socket row shows is its creator's). Looked up once per connection when it opens and
- * forgotten when it closes, so calls on an open connection cost a map lookup; a peer no row
- * matches is another machine (or another network namespace).
+ * uid a socket row shows is its creator's). Looked up once per connection when it opens
+ * (synchronously: a read of a few kilobytes on a build box, and then no call ever waits for
+ * it) and forgotten when it closes, so calls on an open connection cost a map lookup; a peer
+ * no row matches is another machine (or another network namespace). A connection the server
+ * did not report is looked up without blocking, for each call.
  */
 export class SocketOwners {
   private readonly connections = new Map<string, Lookup>();
 
-  constructor(private readonly read: ProcNetReader = readProcNet) {}
+  constructor(
+    private readonly read: ProcNetReader = readProcNet,
+    private readonly readSync: ProcNetSyncReader = readProcNetSync,
+  ) {}
 
   private static key(e: TcpEnds): string {
     return `${e.remoteAddress}|${e.remotePort}|${e.localAddress}|${e.localPort}`;
@@ -150,7 +172,8 @@ export class SocketOwners {
     const ends = tcpEnds(socket);
     if (!ends) return;
     const key = SocketOwners.key(ends);
-    this.connections.set(key, this.lookup(ends));
+    const uid = ownerIn(procNetKeys(ends), this.readSync);
+    this.connections.set(key, { done: true, uid, promise: Promise.resolve(uid) });
     onClose(() => this.connections.delete(key));
   }
 

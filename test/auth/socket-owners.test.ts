@@ -33,23 +33,31 @@ describe('socket owners from /proc/net/tcp', () => {
     expect(ownerInProcNet(TCP, '0100007F:D432 0100007F:C350')).toBeUndefined();
   });
 
-  it('looks a connection up once while it is open and forgets it when it closes', async () => {
+  it('looks a connection up once, when it opens, and forgets it when it closes; others are looked up without blocking', async () => {
     let reads = 0;
+    let syncReads = 0;
     const read: ProcNetReader = async (file) => {
       reads++;
       return file === 'tcp' ? TCP : '';
     };
-    const owners = new SocketOwners(read);
+    const owners = new SocketOwners(read, (file) => {
+      syncReads++;
+      return file === 'tcp' ? TCP : '';
+    });
     const ends = { remoteAddress: '127.0.0.1', remotePort: 54321, localAddress: '127.0.0.1', localPort: 50000 };
     let close: () => void = () => undefined;
     owners.track(ends, (forget) => (close = forget));
-    expect(await owners.ownerOf(ends)).toBe(1001);
-    expect(owners.ownerOf(ends)).toBe(1001); // known now: no promise, no read
-    expect(reads).toBe(1);
+    // Known from the moment the connection opened: no call waits.
+    expect(owners.ownerOf(ends)).toBe(1001);
+    expect(owners.ownerOf(ends)).toBe(1001);
+    expect([syncReads, reads]).toEqual([1, 0]);
     close();
     expect(owners.size).toBe(0);
-    expect(await owners.ownerOf({ ...ends, remotePort: 1 })).toBeUndefined(); // not local: tcp, then tcp6
-    expect(reads).toBe(3);
+    // Not tracked: a promise, read asynchronously (tcp, then tcp6 when tcp has no match).
+    const other = owners.ownerOf({ ...ends, remotePort: 1 });
+    expect(other).toBeInstanceOf(Promise);
+    expect(await other).toBeUndefined();
+    expect(reads).toBe(2);
   });
 
   describe('on this host', () => {
