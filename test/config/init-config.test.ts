@@ -111,7 +111,7 @@ describe('templates/config.yaml', () => {
     expect(execution.pools.map((p) => [p.isa, p.slots])).toEqual([['x86-64', 4], ['aarch64', 2]]);
     const compiled = compileConfig(raw);
     expect(compiled.execution.runAs).toBe('auto');
-    expect(compiled.execution.hostTools).toEqual({ hide: [], expose: [] });
+    expect(compiled.execution.hostTools).toEqual({ root: '/', hide: [], expose: [] });
   });
 
   it('writes auth.local-users as asked: a list of names, or any', () => {

@@ -7,12 +7,14 @@ import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
 import { call, connect } from '../../src/client/reapi-client.js';
 import { Digest } from '../../src/digest/digest.js';
 import { bytestream, longrunning, re } from '../../src/proto.js';
+import { resolveRunAs } from '../../src/host/run-as.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
 import { uploadBusyboxRoot } from '../helpers/action-batch.js';
 import { BUSYBOX } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute, readBlob, uploadAction, uploadTree } from '../helpers/exec-client.js';
 import { Gate } from '../helpers/gate.js';
+import { cannotCreateUsers, createTestUser, grpcCallAs } from '../helpers/other-user.js';
 import { parseSocketResults, RE, socketClientRoot, type PlanStep } from '../helpers/socket-client.js';
 
 /**
@@ -102,7 +104,25 @@ describe.skipIf(missing)(`an action's REAPI socket (remoteApisSocketPath)${missi
         expect(open).toHaveLength(1);
         expect(lstatSync(open[0]!).isSocket()).toBe(true);
         expect(Buffer.byteLength(open[0]!)).toBeLessThanOrEqual(107);
-        expect(statSync(dirname(open[0]!)).mode & 0o777).toBe(0o700);
+        const dir = statSync(dirname(open[0]!));
+        const runAs = resolveRunAs('auto').user;
+        if (runAs) {
+          // A daemon run as root (CI): the action runs as the run-as user, which may traverse the
+          // directory (its group) and connect (the socket is its own, 0600); nobody else may.
+          expect([dir.uid, dir.gid, dir.mode & 0o777]).toEqual([0, runAs.gid, 0o710]);
+          const sock = statSync(open[0]!);
+          expect([sock.uid, sock.mode & 0o777]).toEqual([runAs.uid, 0o600]);
+          if (!cannotCreateUsers()) {
+            const other = createTestUser();
+            try {
+              expect(await grpcCallAs(other, `unix:${open[0]!}`, `/${RE}.Capabilities/GetCapabilities`)).toEqual({ error: 'EACCES' });
+            } finally {
+              other.remove();
+            }
+          }
+        } else {
+          expect(dir.mode & 0o777).toBe(0o700);
+        }
         gate.open();
         const { response } = await running;
         const results = parseSocketResults(await stdoutOf(d.clients, response));

@@ -22,6 +22,8 @@ function isStatic(p: string): boolean {
 export function makeBusyboxRoot(extra: (root: string) => void = () => undefined): string {
   if (!BUSYBOX) throw new Error('busybox-static is not installed: apt-get install busybox-static');
   const root = mkdtempSync(join(tmpdir(), 'reexec-bbroot-'));
+  // Readable by all, as a root file system is: a daemon run as root shows it (execution.host-tools.root) as its run-as user.
+  chmodSync(root, 0o755);
   mkdirSync(join(root, 'usr', 'bin'), { recursive: true });
   copyFileSync(BUSYBOX, join(root, 'usr', 'bin', 'busybox'));
   chmodSync(join(root, 'usr', 'bin', 'busybox'), 0o755);
