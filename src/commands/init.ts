@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { checkInitListen, ConfigFileDiffersError, planInit, resolveUserPath, writeConfigFile, type ClientSnippets } from '../config/init-config.js';
 import { setupBinfmt, type BinfmtSetupStep } from '../host/binfmt-setup.js';
 import { findBubblewrap } from '../runner/bubblewrap-runner.js';
-import { runHostChecks, type HostCheck } from '../host/host-checks.js';
+import { runHostChecks, systemProbe, type HostCheck } from '../host/host-checks.js';
+import { lookupRunAsOrError } from '../host/run-as.js';
 import { ensureSystemUser, SystemUserError, type SystemUser } from '../host/system-user.js';
 import { defaultUnitPath, enableCommands, renderUnit, SERVICE_USER, socketDirs, SYSTEM_CONFIG, SYSTEM_DATA_DIR, systemdRunning, type UnitMode } from '../host/systemd-unit.js';
 import { createTlsSetup, type TlsSetup } from '../host/tls-setup.js';
@@ -95,6 +96,8 @@ export default class Init extends BaseCommand {
       throw new UserError(`--system needs root: it creates the system user ${SERVICE_USER}`, `Run: sudo reexec init --system ${this.argv.filter((a) => a !== '--system').join(' ')}`.trimEnd());
     }
     const configPath = resolveUserPath(flags.config ?? (flags.system ? SYSTEM_CONFIG : defaultConfigPath()));
+    // --system --service-user NAME: a daemon started as root runs actions as that user (execution.run-as), not as reexec (or nobody).
+    const runAs = flags.system ? flags['service-user'] : undefined;
     const listen = checkInitListen(flags.listen ?? [DEFAULT_LISTEN]);
     let localUsers: 'any' | string[] = [];
     try {
@@ -115,6 +118,7 @@ export default class Init extends BaseCommand {
       dataDir: flags['data-dir'] ?? (flags.system ? SYSTEM_DATA_DIR : defaultDataDir()),
       listen,
       localUsers,
+      ...(runAs ? { runAs } : {}),
       ...(tls
         ? {
             tls: {
@@ -158,8 +162,8 @@ export default class Init extends BaseCommand {
       }
       for (const step of binfmt) this.log(`${step.ok ? '✓' : '✗'} ${step.command}${step.ok || !step.output ? '' : `: ${step.output}`}`);
     }
-    const checks = await runHostChecks();
-    const access = accessReport({ localUsers, dataDir: plan.dataDir, configPath: plan.configPath, tokens: Boolean(tls) });
+    const checks = await runHostChecks(runAs ? { ...systemProbe(), runAs: () => lookupRunAsOrError(runAs) } : undefined);
+    const access = accessReport({ localUsers, dataDir: plan.dataDir, configPath: plan.configPath, tokens: Boolean(tls), ...(runAs ? { runAs } : {}) });
 
     switch (write.outcome) {
       case 'created':

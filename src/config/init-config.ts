@@ -73,10 +73,25 @@ function activateSecurity(text: string): string {
 }
 
 /**
- * The config file for these settings. YAML double-quoted strings are JSON strings. With
- * `security`, the TLS and token section is written active, pointing at those files.
+ * Uncomment "# execution:" and its "#   run-as:" line with this user: the rest of the section
+ * stays commented (its defaults apply).
  */
-export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles; localUsers?: 'any' | readonly string[] }): string {
+function activateRunAs(text: string, user: string): string {
+  const lines = text.split('\n');
+  const start = lines.indexOf('# execution:');
+  const at = lines.findIndex((l, i) => i > start && /^# {3}run-as:/.test(l));
+  if (start < 0 || at < 0) throw new Error('templates/config.yaml: the execution settings ("# execution:" … "#   run-as:") are missing');
+  lines[start] = 'execution:';
+  lines[at] = `  run-as: ${JSON.stringify(user)}`;
+  return lines.join('\n');
+}
+
+/**
+ * The config file for these settings. YAML double-quoted strings are JSON strings. With
+ * `security`, the TLS and token section is written active, pointing at those files; with
+ * `runAs`, execution.run-as (who actions of a daemon run as root run as).
+ */
+export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles; localUsers?: 'any' | readonly string[]; runAs?: string }): string {
   const listen = opts.listen.length === 1 ? JSON.stringify(opts.listen[0]) : `[${opts.listen.map((a) => JSON.stringify(a)).join(', ')}]`;
   const sec = opts.security ?? EXAMPLE_SECURITY;
   const quote = (p: string): string => (opts.security ? JSON.stringify(p) : p);
@@ -93,7 +108,8 @@ export function renderConfigFile(opts: { dataDir: string; listen: readonly strin
     },
     'templates/config.yaml',
   );
-  return opts.security ? activateSecurity(text) : text;
+  const secured = opts.security ? activateSecurity(text) : text;
+  return opts.runAs ? activateRunAs(secured, opts.runAs) : secured;
 }
 
 export interface ClientEndpoint {
@@ -221,11 +237,19 @@ export interface InitPlan {
  * (the files `reexec init --tls` made), the config turns TLS, mutual TLS and tokens on and
  * the client snippets use them.
  */
-export function planInit(opts: { configPath: string; dataDir: string; listen: readonly string[]; tls?: SecurityFiles & { client: ClientTlsFiles }; localUsers?: 'any' | readonly string[] }): InitPlan {
+export function planInit(opts: {
+  configPath: string;
+  dataDir: string;
+  listen: readonly string[];
+  tls?: SecurityFiles & { client: ClientTlsFiles };
+  localUsers?: 'any' | readonly string[];
+  /** execution.run-as to write (init --system --service-user NAME). */
+  runAs?: string;
+}): InitPlan {
   const listen = checkInitListen(opts.listen);
   const configPath = resolveUserPath(opts.configPath);
   const dataDir = resolveUserPath(opts.dataDir);
   const endpoint = clientEndpoint(listen);
-  const content = renderConfigFile({ dataDir, listen, localUsers: opts.localUsers, ...(opts.tls ? { security: opts.tls } : {}) });
+  const content = renderConfigFile({ dataDir, listen, localUsers: opts.localUsers, ...(opts.tls ? { security: opts.tls } : {}), ...(opts.runAs ? { runAs: opts.runAs } : {}) });
   return { configPath, dataDir, listen, content, endpoint, clients: renderClientSnippets(endpoint, opts.tls?.client) };
 }

@@ -31,7 +31,7 @@ function existingAncestor(p: string): string {
  * dir, and whether a token file is set. For root, also whether the run-as user can reach the
  * data dir (bubblewrap bind-mounts its staging area as that user).
  */
-export function accessReport(opts: { localUsers: 'any' | readonly string[]; dataDir: string; configPath: string; tokens: boolean }): AccessReport {
+export function accessReport(opts: { localUsers: 'any' | readonly string[]; dataDir: string; configPath: string; tokens: boolean; /** execution.run-as as written (default auto). */ runAs?: string }): AccessReport {
   const local = LocalUsers.resolve(opts.localUsers, opts.configPath);
   const names = opts.localUsers === 'any' ? [] : opts.localUsers;
   const clients = opts.tokens
@@ -42,7 +42,7 @@ export function accessReport(opts: { localUsers: 'any' | readonly string[]; data
     : `to admit other local users, set in ${opts.configPath}:  auth: {local-users: [alice, bob]}  (or any), or run: reexec init --force --local-users alice,bob`;
 
   let actions: AccessReport['actions'];
-  const runAs = lookupRunAsOrError();
+  const runAs = lookupRunAsOrError(opts.runAs);
   if ('fix' in runAs) actions = { ok: false, detail: runAs.message.replace(/; fix: .*$/, ''), fix: runAs.fix };
   else if (!runAs.user) actions = { ok: true, detail: `run as ${runAs.description}` };
   else {
@@ -55,7 +55,7 @@ export function accessReport(opts: { localUsers: 'any' | readonly string[]; data
       : { ok: true, detail: `run as ${runAs.description}, never root${fallback}` };
   }
   const home = homedir();
-  const hidden = [...HOST_TOOLS_HIDDEN, ...(HOST_TOOLS_HIDDEN.some((h) => home === h || home.startsWith(h + '/')) ? [] : [`${home} ($HOME)`]), `${opts.dataDir} (the data dir)`, "reexec's unix sockets, token file and TLS keys"];
+  const hidden = [...HOST_TOOLS_HIDDEN, ...(HOST_TOOLS_HIDDEN.some((h) => home === h || home.startsWith(h + '/')) ? [] : [`${home} ($HOME)`]), `${opts.dataDir} (the data dir)`, "reexec's unix sockets, token file and TLS keys, other actions' REAPI sockets"];
   return { clients, widen, actions, hostTools: { hidden, keptFromHidden: [...HOST_TOOLS_KEPT], scratch: [...HOST_TOOLS_SCRATCH] } };
 }
 

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import type { InitResult } from '../../src/commands/init.js';
+import { compileConfig } from '../../src/config/config.js';
 import { freePort, REEXEC_BIN } from '../helpers/daemon-process.js';
 import { parseUnitFile, splitCommandLine, unitValue } from '../helpers/unit-file.js';
 
@@ -124,6 +126,9 @@ describe('reexec init --systemd', () => {
       const result = JSON.parse(r.stdout) as InitResult;
       expect(result.system).toEqual({ user: 'nobody', uid: 65534, created: false });
       expect(result.systemd).toBeUndefined();
+      // The config names that user as the one actions run as (else a root daemon would pick reexec, or nobody).
+      expect(readFileSync(configPath, 'utf8')).toMatch(/^execution:\n(?:#.*\n)*  run-as: "nobody"$/m);
+      expect(compileConfig(parse(readFileSync(configPath, 'utf8'))).execution.runAs).toBe('nobody');
       const human = await init('--system', '--service-user', 'nobody', '--config', configPath, '--data-dir', join(dir, 'data'));
       expect(human.stdout).toContain('The system user nobody (uid 65534) exists: a daemon started as root runs actions as it.');
       const refused = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, REEXEC_BIN, 'init', '--system'], { env: { ...env, HOME: '/nonexistent' }, extendEnv: false, reject: false });
