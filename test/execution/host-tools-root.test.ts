@@ -1,6 +1,6 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { treeFromDirectory, type LocalTree } from '../../src/client/merkle.js';
 import { compileConfig, ConfigError } from '../../src/config/config.js';
@@ -59,10 +59,24 @@ describe.skipIf(missing)(`host-tools actions in a configured root${missing ? ` (
     toolchainRoot = makeBusyboxRoot((root) => {
       mkdirSync(join(root, 'etc'), { recursive: true });
       writeFileSync(join(root, 'etc', 'toolchain-marker'), 'the configured root\n');
+      // What the host-tools view hides and shows, inside this root (issue 18).
+      for (const [path, text] of [
+        ['var/lib/dpkg/status', 'dpkg\n'],
+        ['var/lib/mysql/db', 'db\n'],
+        ['var/lib/tool/data', 'tool\n'],
+        ['home/alice/secret', 'alice\n'],
+        ['opt/secret', 'opt\n'],
+      ]) {
+        mkdirSync(dirname(join(root, path)), { recursive: true });
+        writeFileSync(join(root, path), text);
+      }
     });
+    // The data dir inside the root: the sandbox would see it at /var/cache/reexec, so it is hidden there.
+    const dataDir = join(toolchainRoot, 'var', 'cache', 'reexec');
+    mkdirSync(dataDir, { recursive: true });
     d = await startTestDaemon((c) => {
-      c.execution.hostTools.root = toolchainRoot;
-    });
+      c.execution.hostTools = { root: toolchainRoot, hide: ['/opt/secret'], expose: ['/var/lib/tool'] };
+    }, dataDir);
     inputs = mkdtempSync(join(tmpdir(), 'reexec-htinputs-'));
     writeFileSync(join(inputs, 'input.txt'), 'an input\n');
     tree = await treeFromDirectory(inputs);
@@ -81,5 +95,20 @@ describe.skipIf(missing)(`host-tools actions in a configured root${missing ? ` (
     const { response } = await execute(d.clients, action);
     expect(response!.result!.exitCode, (await readBlob(d.clients, response!.result!.stderrDigest)).toString()).toBe(0);
     expect((await readBlob(d.clients, response!.result!.stdoutDigest)).toString()).toBe('the configured root\nan input\n/tmp/reexec-build\nread-only\n');
+  });
+
+  it("hides that root's private paths, hide and the daemon's data dir inside it; shows what tools read and expose", async () => {
+    const script = [
+      'cat /var/lib/dpkg/status /var/lib/tool/data',
+      'cat /var/lib/mysql/db 2>/dev/null || echo no-var-lib',
+      'cat /home/alice/secret 2>/dev/null || echo no-home',
+      'cat /opt/secret 2>/dev/null || echo no-hidden',
+      // The data dir lets the run-as user through (to reach work/ and cache/): only hiding keeps it out.
+      'test -e /var/cache/reexec/work && echo data-dir-visible || echo no-data-dir',
+    ].join('; ');
+    const action = await uploadAction(d.clients, tree.root, { args: ['/bin/sh', '-c', script], platform: HOST_TOOLS, doNotCache: true });
+    const { response } = await execute(d.clients, action);
+    expect(response!.result!.exitCode, (await readBlob(d.clients, response!.result!.stderrDigest)).toString()).toBe(0);
+    expect((await readBlob(d.clients, response!.result!.stdoutDigest)).toString()).toBe('dpkg\ntool\nno-var-lib\nno-home\nno-hidden\nno-data-dir\n');
   });
 });
