@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { channelCredentials, securityChannelOptions, type ClientSecurity } from './client-security.js';
 import { actionCacheDefinition } from '../services/action-cache-service.js';
 import { adminDefinition } from '../services/admin-service.js';
+import { historyDefinition } from '../services/history-service.js';
 import { fetchDefinition, pushDefinition } from '../services/asset-service.js';
 import { byteStreamDefinition } from '../services/bytestream-service.js';
 import { capabilitiesDefinition } from '../services/capabilities-service.js';
@@ -22,6 +23,7 @@ export const clientConstructors = {
   execution: grpc.makeGenericClientConstructor(executionDefinition, 'Execution'),
   operations: grpc.makeGenericClientConstructor(operationsDefinition, 'Operations'),
   admin: grpc.makeGenericClientConstructor(adminDefinition, 'Admin'),
+  history: grpc.makeGenericClientConstructor(historyDefinition, 'History'),
 };
 
 export type ReapiClients = { [K in keyof typeof clientConstructors]: grpc.Client & Record<string, (...args: any[]) => any> };

@@ -61,6 +61,7 @@ export interface Config {
   auth: AuthConfig;
   limits: LimitsConfig;
   execution: ExecutionConfig;
+  history: HistoryConfig;
   /** The file this came from, if any. */
   source?: string;
 }
@@ -107,6 +108,18 @@ export interface HostToolsConfig {
   hide: string[];
   /** Paths shown to host-tools actions although a hidden path holds them or a default hides them (inside `root`). */
   expose: string[];
+}
+
+/** The action history (`reexec history`, `show`, `explain`, `shell`). */
+export interface HistoryConfig {
+  /** Record every Execute and GetActionResult (off: nothing is recorded, the commands say so). */
+  enabled: boolean;
+  /** Most entries kept; the oldest go first. */
+  maxEntries: number;
+  /** Entries older than this go. */
+  maxAgeSeconds: number;
+  /** The blobs of the newest this many failed actions are kept from eviction, to inspect them (0: none). */
+  keepFailed: number;
 }
 
 /** A size in bytes, or a share of something else (the file system, or storage.max-bytes). */
@@ -225,6 +238,7 @@ export function defaultConfig(): Config {
       runAs: 'auto',
       hostTools: { root: '/', hide: [], expose: [] },
     },
+    history: { enabled: true, maxEntries: 100_000, maxAgeSeconds: 14 * 86400, keepFailed: 20 },
   };
 }
 
@@ -313,6 +327,17 @@ function compileHostTools(raw: Raw, where: string, base: HostToolsConfig): HostT
 }
 
 type Raw = Record<string, unknown>;
+
+function compileHistory(raw: Raw, where: string, base: HistoryConfig): HistoryConfig {
+  for (const k of Object.keys(raw)) if (!['enabled', 'max-entries', 'max-age', 'keep-failed'].includes(k)) throw new ConfigError(`${where}: no setting "${k}" (enabled, max-entries, max-age, keep-failed)`);
+  const age = raw['max-age'];
+  return {
+    enabled: bool(raw, 'enabled', where, base.enabled),
+    maxEntries: Math.floor(num(raw, 'max-entries', where, base.maxEntries, 1)),
+    maxAgeSeconds: age === undefined || age === null ? base.maxAgeSeconds : parseDuration(age, `${where}: max-age`),
+    keepFailed: Math.floor(num(raw, 'keep-failed', where, base.keepFailed, 0)),
+  };
+}
 
 function section(raw: Raw, key: string, where: string): Raw {
   const v = raw[key];
@@ -544,6 +569,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
     auth: compileAuth(section(raw, 'auth', where), `${where}: auth`, base.auth),
     limits: compileLimits(section(raw, 'limits', where), `${where}: limits`, base.limits),
     execution: compileExecution(section(raw, 'execution', where), `${where}: execution`, base.execution),
+    history: compileHistory(section(raw, 'history', where), `${where}: history`, base.history),
     source: base.source,
   };
 }

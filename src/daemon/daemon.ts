@@ -11,6 +11,9 @@ import { LocalUsers } from '../auth/local-users.js';
 import { SocketOwners } from '../auth/socket-owners.js';
 import { CallGuard } from '../auth/call-guard.js';
 import { TokenFile } from '../auth/token-file.js';
+import { bearerToken } from '../auth/access-policy.js';
+import { DaemonHistory } from '../history/daemon-history.js';
+import { historyDefinition, historyService } from '../services/history-service.js';
 import { LmdbActionCache } from '../ac/lmdb-action-cache.js';
 import { AssetStore } from '../asset/asset-store.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -73,6 +76,7 @@ export const SERVICE_NAMES = [
   'build.bazel.remote.execution.v2.Execution',
   'google.longrunning.Operations',
   'reexec.admin.v1.Admin',
+  'reexec.admin.v1.History',
 ];
 
 const PROTO_DIR = fileURLToPath(new URL('../../protos', import.meta.url));
@@ -114,6 +118,8 @@ export class Daemon {
     readonly gc: StorageGc,
     /** Counts and limits connections. */
     readonly connections: ConnectionGuard,
+    /** The action history (undefined: history.enabled is false). */
+    readonly history: DaemonHistory | undefined,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -156,6 +162,10 @@ export class Daemon {
       const tokens = config.auth.tokenFile ? TokenFile.open(config.auth.tokenFile, log) : undefined;
       const localUsers = LocalUsers.resolve(config.auth.localUsers, config.source ?? 'the config file');
       const policy = new AccessPolicy(tokens, new Set(config.auth.anonymous), localUsers);
+      // The action history: hooks in the ActionCache and Execution services, written in the background.
+      const history = config.history.enabled
+        ? new DaemonHistory({ env, cas, ac, config: config.history, log, identify: tokens ? (md) => tokens.lookup(bearerToken(md) ?? '')?.name : undefined })
+        : undefined;
       const owners = new SocketOwners();
       const guard = new CallGuard({ policy, owners, maxCallsPerClient: config.limits.maxCallsPerClient, idleTimeoutMs: config.limits.idleTimeoutSeconds * 1000, log });
       const { limits } = config;
@@ -201,7 +211,7 @@ export class Daemon {
           }),
         ],
         [byteStreamDefinition, byteStreamService(log, cas, uploads, { instances, compression: telemetry.compression })],
-        [actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true })],
+        [actionCacheDefinition, actionCacheService(log, ac, cas, { instances, updateEnabled: true, onLookup: history?.recorder.onLookup })],
       ];
       for (const [definition, impl] of storageServices((ctx) => policy.rightsFor(ctx.metadata))) server.addService(definition, impl);
       const assetImpl = assetServices(log, assets, { instances });
@@ -230,11 +240,12 @@ export class Daemon {
             },
             register: (nested, origin) => {
               for (const [definition, impl] of storageServices(() => new Set(origin.rights))) nested.addService(definition, impl);
-              nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin }).execution);
+              nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin, onOperation: history?.recorder.onOperation }).execution);
             },
           });
         execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi });
-        const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)] });
+        const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)], onOperation: history?.recorder.onOperation });
+        history?.attachExecution(execution.scheduler, execution.inUse, { hide: [config.dataDir], hideFiles: daemonSecrets(config), hostToolsRoot: config.execution.hostTools.root });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);
       }
@@ -281,6 +292,8 @@ export class Daemon {
           `storage.max-batch-bytes is ${config.storage.maxBatchBytes}: a full batch with its framing no longer fits in the 4 MiB that gRPC clients receive by default; set it to ${CLIENT_RECEIVE_LIMIT - BATCH_FRAMING_ROOM} (4032KiB) or less unless every client raised its limit`,
         );
       }
+      server.addService(historyDefinition, historyService(log, history?.actions));
+
       const health = new HealthImplementation({ '': 'SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'SERVING' as const])) });
       health.addToServer(server);
       new ReflectionService(protoLoader.loadSync(REFLECTED_PROTOS, { includeDirs: [PROTO_DIR] })).addToServer(server);
@@ -299,7 +312,8 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc, connectionGuard);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc, connectionGuard, history);
+      history?.start();
       gc.start();
       log.info(
         `CAS budget ${formatBytes(budget.maxBytes)}: holds ${formatBytes(gc.footprint())} in ${base.usage().count} blobs; eviction from ${formatBytes(budget.highBytes)} down to ${formatBytes(budget.lowBytes)}, uploads refused past ${formatBytes(budget.hardLimitBytes)}`,
@@ -345,6 +359,8 @@ export class Daemon {
     });
     this.connections.stop();
     await this.metricsServer?.close();
+    // After the workers and calls: the last completions are in the history's buffer.
+    await this.history?.stop();
     await this.uploads.close();
     await this.usage.close();
     await this.env.close();

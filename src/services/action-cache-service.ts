@@ -3,11 +3,11 @@ import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { DigestFunction } from '../digest/digest-function.js';
-import type { InstancePolicy } from '../digest/instance-name.js';
+import type { InstanceName, InstancePolicy } from '../digest/instance-name.js';
 import { re, type IActionResult } from '../proto.js';
 import type { Logger } from '../util/logger.js';
 import { invalidArgument, notFound, StatusError, Code } from '../util/status-error.js';
-import { method, unary } from './grpc-adapters.js';
+import { method, unary, type CallContext } from './grpc-adapters.js';
 
 const SERVICE = 'build.bazel.remote.execution.v2.ActionCache';
 
@@ -74,13 +74,19 @@ export function actionCacheService(
   log: Logger,
   ac: ActionCache,
   cas: BlobStore,
-  opts: { instances: InstancePolicy; updateEnabled: boolean },
+  opts: {
+    instances: InstancePolicy;
+    updateEnabled: boolean;
+    /** Told of every GetActionResult answered: the result, or undefined for a miss (the action history). */
+    onLookup?: (instance: InstanceName, action: Digest, result: IActionResult | undefined, ctx: CallContext) => void;
+  },
 ): grpc.UntypedServiceImplementation {
   return {
-    GetActionResult: unary(log, 'GetActionResult', async (req: re.GetActionResultRequest) => {
+    GetActionResult: unary(log, 'GetActionResult', async (req: re.GetActionResultRequest, ctx) => {
       const instance = opts.instances.parse(req.instanceName);
       const action = Digest.fromRequest(req.actionDigest, req.digestFunction, 'action_digest');
       const result = await ac.get(instance, action);
+      opts.onLookup?.(instance, action, result, ctx);
       // A miss is a plain NOT_FOUND: BuildStream treats any other error on Get as fatal.
       if (!result) throw notFound(`no action result for action ${action}${instance.value ? ` in instance "${instance.value}"` : ''}`);
       if (!req.inlineStdout && !req.inlineStderr && req.inlineOutputFiles.length === 0) return result;

@@ -62,6 +62,8 @@ export interface ExecutionServiceOptions {
    * is that execution's nested work, with its submitter's rights.
    */
   nested?: { parent: string; rights: readonly string[] };
+  /** Told of every operation an Execute call made, with the call (the action history). */
+  onOperation?: (op: Operation, ctx: CallContext) => void;
 }
 
 /**
@@ -154,6 +156,7 @@ export function executionServices(
           const cached = await ac.get(instance, actionDigest);
           if (cached) {
             const op = scheduler.recordCompleted(job, { result: cached, cachedResult: true, status: { code: Code.OK, message: '' } }, { client: ctx.peer });
+            opts.onOperation?.(op, ctx);
             await out.write(toOperationMessage(op, await inline(op.response!)));
             return;
           }
@@ -163,6 +166,7 @@ export function executionServices(
           rights: opts.nested?.rights ?? opts.callerRights?.(ctx),
           ...(opts.nested ? { parent: opts.nested.parent } : {}),
         });
+        opts.onOperation?.(op, ctx);
         await follow(op, out, inline, ctx.cancelled);
       }),
 
