@@ -35,6 +35,11 @@ export interface RunRequest {
    * as root); undefined: as the daemon's own user.
    */
   runAs?: { uid: number; gid: number };
+  /**
+   * A person's terminal is attached (`reexec shell`): the sandbox stays in the terminal's
+   * session, so that its shell has job control; actions always get a session of their own.
+   */
+  interactive?: boolean;
 }
 
 export interface RunResult {
@@ -66,7 +71,7 @@ export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath'
   const { staged, platform } = req;
   const a: string[] = ['--unshare-user', '--uid', String(platform.uid), '--gid', String(platform.gid), '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
   if (!platform.network) a.push('--unshare-net');
-  a.push('--hostname', 'reexec', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
+  a.push('--hostname', 'reexec', '--die-with-parent', ...(req.interactive ? [] : ['--new-session']), '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
   let cwd: string;
   if (platform.sandbox === 'host-tools') {
     const root = (req.hostToolsRoot ?? '/').replace(/(.)\/+$/, '$1');

@@ -1,10 +1,10 @@
-import { lstat, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
-import { HOST_TOOLS_ROOT, runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
+import { runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
 import type { HostToolsView } from '../runner/host-tools-view.js';
 import type { Execution, ExecutionPhase } from '../scheduler/operation.js';
 import { REMOTE_APIS_SOCKET_PROPERTY } from '../scheduler/platform.js';
@@ -13,10 +13,11 @@ import { toRpcStatus } from '../util/rpc-status.js';
 import { asStatusError, Code, failedPrecondition, StatusError } from '../util/status-error.js';
 import { fetchInputTree } from './input-tree.js';
 import type { InputStager } from './input-stager.js';
-import { OutputCollector, resolveOutputPath } from './output-collector.js';
+import { OutputCollector } from './output-collector.js';
 import type { NestedApiProvider, NestedApiSocket } from './nested-api.js';
 import { resolveInRoot, type RootView } from './root-path.js';
 import { pausePoint } from '../util/test-hooks.js';
+import { prepareSandboxRoot } from './sandbox-root.js';
 
 export interface ExecutorContext {
   cas: BlobStore;
@@ -33,22 +34,6 @@ export interface ExecutorContext {
 }
 
 const ts = (d: Date): { seconds: number; nanos: number } => ({ seconds: Math.floor(d.getTime() / 1000), nanos: (d.getTime() % 1000) * 1e6 });
-
-/** The requested outputs, normalised inside the root and echoed verbatim. */
-export function requestedOutputs(command: re.ICommand): Array<{ rel: string; reported: string; kind: 'any' | 'file' | 'directory' }> {
-  const wd = command.workingDirectory ?? '';
-  const out: Array<{ rel: string; reported: string; kind: 'any' | 'file' | 'directory' }> = [];
-  const add = (p: string, kind: 'any' | 'file' | 'directory'): void => {
-    const rel = resolveOutputPath(wd, p);
-    if (rel !== undefined) out.push({ rel, reported: p, kind });
-  };
-  if ((command.outputPaths ?? []).length > 0) for (const p of command.outputPaths!) add(p, 'any');
-  else {
-    for (const p of command.outputFiles ?? []) add(p, 'file');
-    for (const p of command.outputDirectories ?? []) add(p, 'directory');
-  }
-  return out;
-}
 
 /**
  * Make the place where the REAPI socket is bound in: its parent directories (resolving
@@ -100,30 +85,7 @@ export async function executeAction(
     const tree = job.inputTree ?? (await fetchInputTree(ctx.cas, Digest.fromProto(job.action.inputRootDigest, fn, 'input_root_digest')));
     const rootDir = join(dir, 'root');
     await mkdir(dir, { recursive: true });
-    const staged = await ctx.stager.stage(tree, rootDir, { honourReadOnly: job.platform.sandbox === 'rootfs' });
-    // Mount points the runner needs that the input root lacks: created here, left out of outputs.
-    const ignore = new Set<string>();
-    if (job.platform.sandbox === 'rootfs') {
-      for (const m of ['proc', 'dev', 'tmp']) {
-        try {
-          await stat(join(rootDir, m));
-        } catch {
-          await mkdir(join(rootDir, m));
-          ignore.add(m);
-        }
-      }
-    }
-    const outputs = requestedOutputs(job.command);
-    // The spec: directories leading up to output paths exist before the command runs. Made one
-    // at a time, resolving input symlinks inside the root: `x -> /somewhere` with an output
-    // `x/y/z` must not create /somewhere/y on the host. Never inside the shared read-only cache.
-    const mountPoint = job.platform.sandbox === 'host-tools' ? HOST_TOOLS_ROOT : '/';
-    const cached = [...staged.cachedDirs.keys()];
-    const view = { hostPath: (rel: string) => join(rootDir, rel), mountPoint, readOnly: (rel: string) => cached.some((c) => rel === c || rel.startsWith(c + '/')) };
-    for (const o of outputs) {
-      const parent = o.rel.includes('/') ? o.rel.slice(0, o.rel.lastIndexOf('/')) : '';
-      if (parent) await resolveInRoot(view, parent, { followLast: true, create: true, created: (p) => ctx.stager.own(p) });
-    }
+    const { staged, mountPoint, view, ignore, outputs } = await prepareSandboxRoot(ctx.stager, tree, rootDir, job.command, job.platform);
     const binds: Array<{ source: string; dest: string }> = [];
     let socketMountPoint: string | undefined;
     if (job.platform.remoteApisSocket) {
