@@ -98,12 +98,12 @@ export function diffLists(a: readonly string[], b: readonly string[]): ListChang
     if (i < a.length && j < b.length && a[i] === b[j]) {
       i++;
       j++;
-    } else if (j < b.length && (i >= a.length || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) {
-      out.push({ op: '+', index: j, value: b[j]! });
-      j++;
-    } else {
+    } else if (i < a.length && (j >= b.length || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) {
       out.push({ op: '-', index: i, value: a[i]! });
       i++;
+    } else {
+      out.push({ op: '+', index: j, value: b[j]! });
+      j++;
     }
   }
   return out;
