@@ -9,6 +9,9 @@ import type { LmdbEnv } from '../store/lmdb-env.js';
 import { silentLogger } from '../util/logger.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
 import { resolveStorageBudget } from './storage-budget.js';
+import { InUseDigests } from './in-use-digests.js';
+import { FailedActionKeeper } from '../history/failed-actions.js';
+import { HistoryStore } from '../history/history-store.js';
 import { StorageGc, type GcRunSummary } from './storage-gc.js';
 
 export class NoStoreError extends Error {
@@ -24,9 +27,10 @@ export class NoStoreError extends Error {
  * Nothing runs, so nothing is in use but what the grace period protects. On a full file
  * system the disk reserve is released first, so that the deletions can commit, and re-created
  * after if there is room.
+ * The blobs of the newest failed actions of the history (history.keep-failed) are kept.
  */
 export async function collectGarbageOffline(
-  config: Pick<Config, 'dataDir' | 'storage'>,
+  config: Pick<Config, 'dataDir' | 'storage'> & Partial<Pick<Config, 'history'>>,
   request: GcRequest,
   progress?: (p: GcProgress) => void | Promise<void>,
 ): Promise<GcRunSummary> {
@@ -40,7 +44,11 @@ export async function collectGarbageOffline(
     env = await openDataDir(dataDir, silentLogger, undefined, { space });
     const store = new LmdbBlobStore(env, dataDir, { ...DEFAULT_BLOB_STORE_OPTIONS, inlineMaxBytes: config.storage.inlineMaxBytes, fsync: config.storage.fsync });
     await store.removeStaleUploads();
-    const gc = new StorageGc({ store, budget, cacheDir: join(dataDir, 'cache'), log: silentLogger, space });
+    // The newest failed actions of the history keep their blobs, as with a daemon (history.keep-failed).
+    const inUse = new InUseDigests();
+    const keep = config.history?.keepFailed ?? 0;
+    if (keep > 0) await new FailedActionKeeper(store, inUse, keep).start(new HistoryStore(env));
+    const gc = new StorageGc({ store, budget, cacheDir: join(dataDir, 'cache'), inUse, log: silentLogger, space });
     return await gc.collect(request, progress);
   } finally {
     await env?.close();
