@@ -2,6 +2,7 @@ import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { localAccess, type ClientSecurity } from '../client/client-security.js';
 import { loadConfig, validateListen } from '../config/config.js';
+import { HistoryClient } from '../history/history-client.js';
 import { renderPlain } from '../status/render-plain.js';
 import { AdminRefusedError, DaemonUnreachableError, NotReexecError, StatusClient } from '../status/status-client.js';
 import type { StatusSnapshot } from '../status/status-snapshot.js';
@@ -15,7 +16,7 @@ export default class Status extends BaseCommand {
   static override summary = 'Show what the reexec daemon is doing: a live dashboard, or a plain or JSON snapshot.';
   static override description =
     'On a terminal, a dashboard refreshed several times a second: worker slots and what they run, the queue, recent completions, ' +
-    'cache hit rate, store size and RPC traffic (keys: tab or 1-3 switch views, p pauses, q quits). ' +
+    'cache hit rate, store size and RPC traffic, and the action history (keys: tab or 1-4 switch views, p pauses, q quits; in History, ↑↓ select an action and f shows failures only). ' +
     'When stdout is not a terminal it prints one plain-text snapshot; --watch keeps printing them; --json prints the snapshot as JSON. ' +
     "The daemon is found through the config (a unix listener if it has one, else the first address, with the config's TLS files and a token with the admin right from its token file), " +
     `or --endpoint (grpcs:// for TLS; REEXEC_TOKEN gives a token). Exit status ${EXIT_NOT_RUNNING} when no daemon answers.`;
@@ -64,7 +65,12 @@ export default class Status extends BaseCommand {
       }
       // Loaded only here: plain and JSON output never pay for React and ink.
       const { runDashboard } = await import('../tui/run-dashboard.js');
-      await runDashboard({ fetch: () => client.fetch(), endpoint, intervalMs: (interval ?? 0.4) * 1000, first });
+      const history = new HistoryClient(endpoint, security);
+      try {
+        await runDashboard({ fetch: () => client.fetch(), endpoint, intervalMs: (interval ?? 0.4) * 1000, first, history });
+      } finally {
+        history.close();
+      }
     } finally {
       client.close();
     }

@@ -3,8 +3,10 @@ import { useEffect, useState, useSyncExternalStore, type ReactNode } from 'react
 import { CacheView } from './components/cache-view.js';
 import { Footer } from './components/footer.js';
 import { Header, VIEWS, type View } from './components/header.js';
+import { HistoryView, historyKeys } from './components/history-view.js';
 import { QueueView } from './components/queue-view.js';
 import { WorkersView } from './components/workers-view.js';
+import type { HistoryFeed } from './history-feed.js';
 import type { StatusFeed } from './status-feed.js';
 
 export interface TerminalSize {
@@ -28,6 +30,8 @@ export function useTerminalSize(fixed?: TerminalSize): TerminalSize {
 
 export interface DashboardProps {
   feed: StatusFeed;
+  /** The History view's feed (absent: the daemon's history is not available). */
+  history?: HistoryFeed;
   endpoint: string;
   initialView?: View;
   /** For tests: render at this size instead of the terminal's. */
@@ -42,24 +46,41 @@ const CHROME = 7;
  * it shows is drawn by presentational children. The frame is always exactly one line shorter
  * than the terminal, so ink rewrites it in place instead of scrolling (which would flicker).
  */
-export function Dashboard({ feed, endpoint, initialView = 'workers', size }: DashboardProps): ReactNode {
+const noHistory = (): (() => void) => () => undefined;
+const noState = (): undefined => undefined;
+
+export function Dashboard({ feed, history, endpoint, initialView = 'workers', size }: DashboardProps): ReactNode {
   const state = useSyncExternalStore(feed.subscribe, feed.getState);
+  const historyState = useSyncExternalStore(history?.subscribe ?? noHistory, history?.getState ?? noState);
   const [view, setView] = useState<View>(initialView);
   const { exit } = useApp();
   const { isRawModeSupported } = useStdin();
   const { columns, rows } = useTerminalSize(size);
+
+  // The history is polled only while its view is shown.
+  useEffect(() => {
+    history?.setActive(view === 'history');
+  }, [history, view]);
 
   useInput(
     (input, key) => {
       // From the current view, not the one this handler was made with: keys typed faster
       // than the dashboard re-renders (tab tab) each count.
       const step = (by: number) => setView((view) => VIEWS[(VIEWS.findIndex((v) => v.id === view) + by + VIEWS.length) % VIEWS.length]!.id);
+      if (view === 'history' && history) {
+        if (key.upArrow || input === 'k') return history.move(-1);
+        if (key.downArrow || input === 'j') return history.move(1);
+        if (key.pageUp) return history.move(-10);
+        if (key.pageDown) return history.move(10);
+        if (input === 'g' || key.home) return history.home();
+        if (input === 'f') return history.toggleFailed();
+      }
       if (input === 'q' || key.escape || (key.ctrl && input === 'c')) exit();
       else if (input === 'p' || input === ' ') feed.togglePause();
       else if (key.tab && key.shift) step(-1);
       else if (key.tab || key.rightArrow) step(1);
       else if (key.leftArrow) step(-1);
-      else if (['1', '2', '3'].includes(input)) setView(VIEWS[Number(input) - 1]!.id);
+      else if (/^[1-9]$/.test(input) && Number(input) <= VIEWS.length) setView(VIEWS[Number(input) - 1]!.id);
     },
     { isActive: isRawModeSupported !== false },
   );
@@ -76,6 +97,8 @@ export function Dashboard({ feed, endpoint, initialView = 'workers', size }: Das
     body = <WorkersView execution={s.execution} width={width} height={bodyHeight} />;
   } else if (view === 'queue') {
     body = <QueueView execution={s.execution} width={width} height={bodyHeight} />;
+  } else if (view === 'history') {
+    body = <HistoryView state={historyState} width={width} height={bodyHeight} />;
   } else {
     body = <CacheView snapshot={s} width={width} height={bodyHeight} />;
   }
@@ -86,7 +109,7 @@ export function Dashboard({ feed, endpoint, initialView = 'workers', size }: Das
       <Box flexDirection="column" height={bodyHeight} overflow="hidden">
         {body}
       </Box>
-      <Footer snapshot={s} width={width} />
+      <Footer snapshot={s} width={width} keys={view === 'history' ? historyKeys(historyState, width) : undefined} />
     </Box>
   );
 }

@@ -133,7 +133,7 @@ describe('Header', () => {
     const s = busySnapshot();
     const live = show(<Header snapshot={s} endpoint="127.0.0.1:50051" view="queue" paused={false} width={79} />);
     expect(live.split('\n')[0]).toMatch(/^reexec 0\.1\.0 · up 2h13m · 127\.0\.0\.1:50051 +● live \d\d:\d\d:\d\d$/);
-    expect(live.split('\n')[1]).toMatch(/^ 1 Workers {2}2 Queue {2}3 Cache +tab\/1-3 view · p pause · q quit$/);
+    expect(live.split('\n')[1]).toMatch(/^ 1 Workers {2}2 Queue {2}3 Cache {2}4 History +tab\/1-4 view · p pause · q quit$/);
     unmount?.();
     expect(show(<Header snapshot={s} endpoint="x:1" view="queue" paused width={79} />)).toContain('❚❚ paused');
     unmount?.();

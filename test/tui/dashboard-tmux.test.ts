@@ -73,7 +73,7 @@ describe.skipIf(missing)(`reexec status in a real terminal (tmux)${missing ? ` (
     keep('1-idle', idle);
     let lines = idle.split('\n');
     expect(lines[0]).toMatch(/^reexec \d+\.\d+\.\d+ · up \S+ · 127\.0\.0\.1:\d+ +● live \d\d:\d\d:\d\d$/);
-    expect(lines[1]).toMatch(/^ 1 Workers {2}2 Queue {2}3 Cache +tab\/1-3 view · p pause · q quit$/);
+    expect(lines[1]).toMatch(/^ 1 Workers {2}2 Queue {2}3 Cache {2}4 History +tab\/1-4 view · p pause · q quit$/);
     expect(lines[3]).toBe(`native (${hostIsa()}) 0/2 busy · 0 waiting`);
     expect(idle).toContain('nothing finished yet');
 

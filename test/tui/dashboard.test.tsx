@@ -44,7 +44,7 @@ describe('Dashboard', () => {
     expect(lines[22]).toMatch(/^AC hit rate +[ ▁-█]+ +75% in 1 min$/);
   });
 
-  it('switches views with 1-3, tab and shift-tab', async () => {
+  it('switches views with 1-4, tab and shift-tab', async () => {
     const d = mount(async () => busySnapshot());
     cleanup = () => (d.feed.stop(), d.unmount());
     await showing(d, '● live', 0);
@@ -54,7 +54,11 @@ describe('Dashboard', () => {
     d.stdin.write(TAB);
     await showing(d, 'Action cache');
     d.stdin.write(TAB);
+    await showing(d, 'The action history is not available from this daemon.');
+    d.stdin.write(TAB);
     await showing(d, 'Recently finished');
+    d.stdin.write(SHIFT_TAB);
+    await showing(d, 'The action history is not available from this daemon.');
     d.stdin.write(SHIFT_TAB);
     await showing(d, 'Action cache');
     d.stdin.write('1');

@@ -3,11 +3,12 @@ import type { ReactNode } from 'react';
 import { formatClock, formatDuration, truncate } from '../../status/format.js';
 import type { StatusSnapshot } from '../../status/status-snapshot.js';
 
-export type View = 'workers' | 'queue' | 'cache';
+export type View = 'workers' | 'queue' | 'cache' | 'history';
 export const VIEWS: ReadonlyArray<{ id: View; label: string }> = [
   { id: 'workers', label: 'Workers' },
   { id: 'queue', label: 'Queue' },
   { id: 'cache', label: 'Cache' },
+  { id: 'history', label: 'History' },
 ];
 
 export interface HeaderProps {
@@ -25,7 +26,7 @@ export function Header({ snapshot, endpoint, view, paused, error, width }: Heade
   const state = error ? `✗ ${error}` : paused ? '❚❚ paused' : snapshot ? `● live ${formatClock(snapshot.takenAt)}` : '… connecting';
   const stateColor = error ? 'red' : paused ? 'yellow' : 'green';
   const stateText = truncate(state, Math.max(12, width - left.length - 2));
-  const keys = width >= 78 ? 'tab/1-3 view · p pause · q quit' : 'tab · p · q';
+  const keys = width >= 78 ? `tab/1-${VIEWS.length} view · p pause · q quit` : 'tab · p · q';
   return (
     <Box flexDirection="column" width={width}>
       <Box justifyContent="space-between" width={width}>
