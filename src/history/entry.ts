@@ -122,7 +122,9 @@ export function requestInfoOf(header: Buffer | string | undefined): RequestInfo 
     return undefined;
   }
   const out: RequestInfo = {};
-  const set = (k: keyof RequestInfo, v: string | null | undefined): void => {
+  const set = (k: keyof RequestInfo, raw: string | null | undefined): void => {
+    // buildbox-casd forwards calls as "CLIENT (via buildbox-casd)", with an empty CLIENT for BuildStream.
+    const v = raw?.trim();
     if (v) out[k] = v.length > 1024 ? v.slice(0, 1024) : v;
   };
   set('tool', m.toolDetails?.toolName);
