@@ -119,7 +119,7 @@ export async function uploadBlobs(clients: ReapiClients, instance: string, blobs
   await flush();
 }
 
-interface ActionSpec {
+export interface ActionSpec {
   args: string[];
   outputPaths?: string[];
   platform?: Array<[string, string]>;
@@ -129,7 +129,7 @@ interface ActionSpec {
  * One Action per salt (the salt goes into the environment, so every action is distinct and
  * none joins another in flight), all not to be cached: every Execute runs.
  */
-async function uploadActions(o: ExecOptions, root: Digest, spec: ActionSpec, salts: string[]): Promise<Digest[]> {
+export async function uploadActions(o: Pick<ExecOptions, 'clients' | 'instance' | 'maxBatchBytes'>, root: Digest, spec: ActionSpec, salts: string[]): Promise<Digest[]> {
   const platform = { properties: (spec.platform ?? []).map(([name, value]) => ({ name, value })).sort(byName) };
   const blobs: Blob[] = [];
   const digests = salts.map((salt) => {
@@ -182,7 +182,7 @@ export function serverStagingMs(r: re.IExecuteResponse): number | undefined {
   return start !== undefined && end !== undefined ? end - start : undefined;
 }
 
-const succeeded = (r: re.IExecuteResponse | undefined): boolean => !!r && (r.status?.code ?? 0) === 0 && !!r.result && (r.result.exitCode ?? 0) === 0;
+export const succeeded = (r: re.IExecuteResponse | undefined): boolean => !!r && (r.status?.code ?? 0) === 0 && !!r.result && (r.result.exitCode ?? 0) === 0;
 
 /** Why a response is not a success, with the action's stderr when the server inlined it. */
 function failure(r: re.IExecuteResponse): string {
@@ -194,7 +194,7 @@ function failure(r: re.IExecuteResponse): string {
 // ---------------------------------------------------------------------------------------------
 
 /** The no-op program for the endpoint's sandbox: the tiny ELF, or a static busybox (as `true`). */
-function noopProgram(): { data: Buffer; what: string } | undefined {
+export function noopProgram(): { data: Buffer; what: string } | undefined {
   const elf = exitZeroElf();
   if (elf) return { data: elf, what: `a ${elf.byteLength}-byte static ELF that calls exit_group(0)` };
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p) && statSync(p).size < 8 * 1024 * 1024);

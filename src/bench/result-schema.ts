@@ -42,7 +42,7 @@ const suite: Schema = {
   required: ['name', 'status', 'unsupported', 'params', 'metrics', 'checks'],
   additionalProperties: false,
   properties: {
-    name: { enum: ['cas-small', 'cas-large', 'ac', 'exec'] },
+    name: { enum: ['cas-small', 'cas-large', 'ac', 'exec', 'history'] },
     status: { enum: ['ok', 'partial', 'unsupported'] },
     unsupported: {
       type: 'array',

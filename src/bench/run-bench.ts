@@ -12,6 +12,7 @@ import { acSteps, runAc } from './ac.js';
 import { casLargeSteps, runCasLarge } from './cas-large.js';
 import { casSmallSteps, runCasSmall } from './cas-small.js';
 import { execSteps, runExec } from './exec.js';
+import { historySteps, runHistoryBench } from './history.js';
 import { BenchProgress } from './progress.js';
 import { CLIENT_CHANNEL_OPTIONS, RawGrpcBaseline } from './raw-grpc.js';
 import { MiB } from './stats.js';
@@ -38,6 +39,8 @@ export interface BenchOptions {
   actions: number;
   stagingFiles: number;
   compiles: number;
+  /** history: rounds of no-op batches on the history-on and history-off daemons. */
+  historyRounds: number;
   /** Any REAPI server ("grpc[s]://host:port", "host:port", "unix:/path"); default: a temporary reexec daemon in this process. */
   endpoint?: string;
   /** TLS and token for `endpoint`. */
@@ -72,6 +75,7 @@ export const DEFAULT_BENCH_OPTIONS: Omit<BenchOptions, 'suites' | 'concurrency'>
   actions: 40,
   stagingFiles: 10_000,
   compiles: 12,
+  historyRounds: 12,
   instance: '',
 };
 
@@ -129,6 +133,8 @@ function stepsOf(name: SuiteName, o: BenchOptions): number {
       return acSteps(o);
     case 'exec':
       return execSteps(o);
+    case 'history':
+      return historySteps({ concurrency: o.concurrency, rounds: o.historyRounds });
   }
 }
 
@@ -227,6 +233,13 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
             );
             break;
           }
+          case 'history':
+            if (opts.endpoint) {
+              suites.push({ name, status: 'unsupported', unsupported: [{ what: 'history', reason: 'it compares two temporary daemons of its own (history on and off): run it without --endpoint or --local' }], params: {}, metrics: [], checks: {} });
+              break;
+            }
+            suites.push(await runHistoryBench({ config: opts.config, tmpRoot: scratchRoot, concurrency: opts.concurrency, rounds: opts.historyRounds, actions: opts.actions, progress: p, log: opts.log ?? silentLogger }));
+            break;
         }
       } catch (err) {
         // A call the endpoint does not offer, met outside the places a suite expects it.

@@ -1,7 +1,12 @@
 /** The machine-readable result of `reexec bench` (what `--json` prints; see result-schema.ts). */
 
-export const SUITE_NAMES = ['cas-small', 'cas-large', 'ac', 'exec'] as const;
+export const SUITE_NAMES = ['cas-small', 'cas-large', 'ac', 'exec', 'history'] as const;
 export type SuiteName = (typeof SUITE_NAMES)[number];
+/**
+ * What `--suite all` runs: every suite that measures the target. `history` compares two
+ * daemons of its own (the action history on and off) and runs only when asked for.
+ */
+export const ALL_SUITES: readonly SuiteName[] = ['cas-small', 'cas-large', 'ac', 'exec'];
 
 export interface BaselineFigure {
   /** What the baseline is, e.g. "raw-grpc-client-stream". */

@@ -7,7 +7,7 @@ import { compareResults, CompareFileError, loadEarlierResult } from '../bench/co
 import { BenchProgress } from '../bench/progress.js';
 import { formatReport } from '../bench/report.js';
 import { BenchTargetError, DEFAULT_BENCH_OPTIONS, defaultConcurrency, runBench } from '../bench/run-bench.js';
-import { SUITE_NAMES, type BenchResult, type SuiteName } from '../bench/types.js';
+import { ALL_SUITES, SUITE_NAMES, type BenchResult, type SuiteName } from '../bench/types.js';
 import { createLogger } from '../util/logger.js';
 
 const d = DEFAULT_BENCH_OPTIONS;
@@ -24,6 +24,7 @@ export default class Bench extends BaseCommand {
   static override description =
     'Suites: cas-small (BatchUpdateBlobs, FindMissingBlobs, BatchReadBlobs of 100 B–64 KiB blobs), cas-large (ByteStream.Write and Read of 1 MiB–1 GiB blobs, and a resumed write), ' +
     'ac (UpdateActionResult and GetActionResult), exec (a no-op action\'s latency and actions/s, staging a 10,000-file input root the first time and again, read-only and writable, and a gcc compile in the host-tools sandbox); ' +
+    'history (only when asked for: the no-op action on two temporary daemons, the action history on and off, in interleaved rounds); ' +
     'each at every concurrency of --concurrency. Every figure is a median over the repetitions, next to a baseline measured in the same run on this machine ' +
     '(a raw grpc-js stream or unary echo of the same bytes, SHA-256, plain file writes, `bwrap --unshare-all --ro-bind / / /bin/true`, the same gcc without a sandbox) and its ratio to it: ' +
     'compare ratios across runs, not absolute figures. Suites or calls the endpoint does not offer are reported as unsupported. ' +
@@ -31,6 +32,7 @@ export default class Bench extends BaseCommand {
   static override examples = [
     '<%= config.bin %> bench',
     '<%= config.bin %> bench --suite exec --json > exec.json',
+    '<%= config.bin %> bench --suite history --history-rounds 20',
     '<%= config.bin %> bench --suite cas-large --sizes 64MiB,1GiB --repeat 5',
     '<%= config.bin %> bench --local --suite cas-small,ac',
     '<%= config.bin %> bench --endpoint grpcs://buildhost:8980 --instance main --server-cert ca.pem --token "$TOKEN"',
@@ -38,7 +40,7 @@ export default class Bench extends BaseCommand {
   ];
 
   static override flags = {
-    suite: Flags.string({ default: 'all', description: `suites to run, comma-separated: ${SUITE_NAMES.join(', ')} or all` }),
+    suite: Flags.string({ default: 'all', description: `suites to run, comma-separated: ${SUITE_NAMES.join(', ')}, or all (${ALL_SUITES.join(', ')})` }),
     concurrency: Flags.string({ description: 'the concurrency sweep, comma-separated (default: 1 and twice the cores)' }),
     repeat: Flags.integer({ default: d.repeat, min: 1, description: 'repetitions of every measurement; figures are medians' }),
     sizes: Flags.string({ default: sizeList(d.sizes), description: 'cas-large: blob sizes, each at concurrency 1' }),
@@ -51,6 +53,7 @@ export default class Bench extends BaseCommand {
     actions: Flags.integer({ default: d.actions, min: 1, description: 'exec: no-op actions per repetition and concurrency' }),
     'staging-files': Flags.integer({ default: d.stagingFiles, min: 1, description: 'exec: files of the staging input root' }),
     compiles: Flags.integer({ default: d.compiles, min: 1, description: 'exec: compile actions per repetition and concurrency' }),
+    'history-rounds': Flags.integer({ default: d.historyRounds, min: 1, description: 'history: interleaved rounds of --actions no-op actions on the history-on and the history-off daemon' }),
     endpoint: Flags.string({ char: 'e', description: 'benchmark this REAPI server: grpc://HOST:PORT, grpcs://HOST:PORT (TLS), HOST:PORT or unix:PATH', exclusive: ['local'] }),
     local: Flags.boolean({ description: "benchmark the configured local daemon (found through the config's listen address, with its TLS files and a token from its token file)", exclusive: ['endpoint'] }),
     instance: Flags.string({ default: '', description: 'instance name to use on the target' }),
@@ -70,7 +73,7 @@ export default class Bench extends BaseCommand {
     };
     const suites: SuiteName[] = [];
     for (const s of parseList(flags.suite, '--suite', (x) => x)) {
-      if (s === 'all') suites.push(...SUITE_NAMES);
+      if (s === 'all') suites.push(...ALL_SUITES);
       else if ((SUITE_NAMES as readonly string[]).includes(s)) suites.push(s as SuiteName);
       else throw new UserError(`--suite ${s}: no such suite (suites: ${SUITE_NAMES.join(', ')}, all)`);
     }
@@ -140,6 +143,7 @@ export default class Bench extends BaseCommand {
         actions: flags.actions,
         stagingFiles: flags['staging-files'],
         compiles: flags.compiles,
+        historyRounds: flags['history-rounds'],
         endpoint,
         security,
         localConfig,
