@@ -212,6 +212,25 @@ describe('reexec bench', () => {
     expect(table).toMatch(/load average/);
   });
 
+  it.skipIf(noBwrap)('history: the no-op action with the action history on and off, interleaved, on two daemons of its own', { timeout: 180_000 }, async () => {
+    const lines: string[] = [];
+    const r = await runBench({ ...DEFAULT_BENCH_OPTIONS, ...TINY, suites: ['history'], historyRounds: 2, progress: new BenchProgress({ write: (t: string) => lines.push(t) }, { tty: false }) });
+    expect(validateBenchResult(r)).toEqual([]);
+    const h = suite(r, 'history');
+    expect(h.status).toBe('ok');
+    expect(metricIds(h)).toEqual(['history/noop/c1', 'history/noop-latency/c1', 'history/noop/c2', 'history/noop-latency/c2']);
+    for (const m of h.metrics) {
+      expect(m.samples).toHaveLength(2);
+      expect(m.baselineSamples).toHaveLength(2);
+      expect(m.baseline!.name).toBe('history-off');
+      expect(m.ratio).toBeGreaterThan(0);
+    }
+    // 2 rounds × (2 + 2 actions) on each daemon; the history-on one recorded each (and its warm-up).
+    expect(h.checks).toMatchObject({ noopActions: 16, noopSucceeded: 16, historyEntries: 9, historyOffDaemonRecords: 'nothing (history off)' });
+    expect(h.checks['pairedRatioC1']).toMatch(/^\d+\.\d{3}× \(\d+\.\d{3}–\d+\.\d{3}\)$/);
+    expect(lines.join('')).toMatch(/^history 1\/4: round 1\/2, 2 no-op actions at concurrency 1 on each: history on [\d.,]+\/s, off [\d.,]+\/s/m);
+  });
+
   describe('against a second reexec daemon through --endpoint', () => {
     let d: TestDaemon;
     let dir: string;
@@ -245,6 +264,11 @@ describe('reexec bench', () => {
       // And it ran the actions: the no-op ones, the staging ones and the compiles, each warm-up too.
       const ops = await call<unknown, { operations: unknown[] }>(d.clients.operations, 'ListOperations', { name: '', pageSize: 1000 });
       expect(ops.operations.length).toBe(8 + 8 + (hasGcc ? 8 + 1 : 0) + 1);
+    });
+
+    it('history is unsupported against an endpoint (it needs daemons of its own, history on and off)', async () => {
+      const r = await runBench({ ...DEFAULT_BENCH_OPTIONS, ...TINY, suites: ['history'], endpoint: d.address, progress: new BenchProgress({ write: () => undefined }, { tty: false }) });
+      expect(suite(r, 'history')).toMatchObject({ status: 'unsupported', unsupported: [{ what: 'history', reason: expect.stringContaining('without --endpoint or --local') }] });
     });
 
     it('--compare shows the change of every metric both runs measured', { timeout: 120_000 }, async () => {
