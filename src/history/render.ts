@@ -124,7 +124,7 @@ export function formatShow(d: reexec.admin.v1.IActionDetails, opts: { tailLines?
   out.push(`action      ${d.actionDigest} (${d.digestFunction})${e?.operation ? ` · ${e.operation}` : ''}`);
   if (e) {
     const how = e.kind === 'lookup' ? `GetActionResult ${e.outcome}` : `${outcomeText(e)}${e.status.message ? `: ${e.status.message}` : ''}`;
-    out.push(`result      ${how} · ${whenText(e.at, opts.now)}${e.worker ? ` · on ${e.worker}` : ''}${d.otherEntries ? ` · ${d.otherEntries} more time(s) in the history` : ''}`);
+    out.push(`result      ${how} · ${whenText(e.at, opts.now)}${e.worker ? ` · on ${e.worker}` : ''}${d.otherEntries ? ` · ${count(d.otherEntries, 'other entry', 'other entries')} of this action in the history` : ''}`);
     const client = [formatClient(e.client.peer), e.client.identity ? `token ${e.client.identity}` : ''].filter(Boolean).join(', ');
     const r = e.request;
     const said = r ? [r.tool && `${r.tool}${r.toolVersion ? ` ${r.toolVersion}` : ''}`, r.targetId && `target ${r.targetId}`, r.mnemonic && `mnemonic ${r.mnemonic}`, r.invocationId && `invocation ${r.invocationId}`, r.configurationId && `configuration ${r.configurationId}`].filter(Boolean).join(' · ') : '';

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { digestFunctionFromName } from '../digest/digest-function.js';
 import { detectIsaSupport } from '../execution/isa-support.js';
 import type { reexec } from '../gen/proto.js';
 import type { ICommand } from '../proto.js';
-import { bubblewrapArgs, findBubblewrap, needsLinux32 } from '../runner/bubblewrap-runner.js';
+import { findBubblewrap, runAttached, SandboxSetupError } from '../runner/bubblewrap-runner.js';
 import { hostIsa, parsePlatform, type PlatformRequirements } from '../scheduler/platform.js';
 import { formatBytes } from '../util/format-bytes.js';
 import { StatusError } from '../util/status-error.js';
@@ -131,44 +130,17 @@ export async function runShell(o: ShellOptions): Promise<number> {
       if (!has('TERM') && o.userEnv?.TERM) env.push(['TERM', o.userEnv.TERM]);
       if (!has('PS1')) env.push(['PS1', `[reexec shell ${(p.actionDigest ?? '').slice(0, 12)}] \\w \\$ `]);
     }
-    const args = bubblewrapArgs(
-      { staged: sandboxRoot.staged, argv, env, workingDirectory: p.workingDirectory ?? '', platform, hide: p.hide ?? [], hideFiles: p.hideFiles ?? [], interactive: o.tty },
-      3,
-    );
-    let file = bwrap;
-    if (needsLinux32(platform)) {
-      args.unshift('i686', bwrap);
-      file = 'setarch';
-    }
-    o.onArgs?.(file, args);
     const where = platform.sandbox === 'host-tools' ? 'the host-tools sandbox (the host read-only, the input root at /tmp/reexec-build)' : 'the rootfs sandbox (the input root as /)';
     progress(interactive ? `opening sh in ${where}; leave it with exit (the copy of the input root is removed then)` : `running ${argv.join(' ')} in ${where}`);
-    const child = spawn(file, args, { env: Object.fromEntries(env), stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
-    // The terminal's Ctrl-C and Ctrl-\ are for what runs in the sandbox, not for this process.
-    const ignore = (): void => undefined;
-    process.on('SIGINT', ignore);
-    process.on('SIGQUIT', ignore);
-    let status = '';
-    child.stdio[3]!.on('data', (b: Buffer) => (status += b.toString()));
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
-      child.once('error', (err) => {
-        progress(`could not start ${file}: ${err.message}`);
-        resolve([127, null]);
-      });
-      child.once('close', (c, s) => resolve([c, s]));
-    });
-    process.off('SIGINT', ignore);
-    process.off('SIGQUIT', ignore);
-    let exit: number | undefined;
-    for (const line of status.split('\n')) {
-      try {
-        const j = JSON.parse(line) as { 'exit-code'?: number };
-        if (j['exit-code'] !== undefined) exit = j['exit-code'];
-      } catch {
-        /* not a status line */
-      }
+    try {
+      return await runAttached(
+        { staged: sandboxRoot.staged, argv, env, workingDirectory: p.workingDirectory ?? '', platform, hide: p.hide ?? [], hideFiles: p.hideFiles ?? [], interactive: o.tty },
+        o.onArgs,
+      );
+    } catch (err) {
+      if (err instanceof SandboxSetupError) throw new ShellError(err.message);
+      throw err;
     }
-    return exit ?? code ?? (signal ? 128 : 1);
   } finally {
     await removeTree(dir);
   }

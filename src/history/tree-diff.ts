@@ -123,7 +123,7 @@ export async function diffTrees(cas: BlobStore, before: Digest, after: Digest, o
       } else if (x.kind === 'file' && y.kind === 'file') {
         const what = [!x.digest.equals(y.digest) && 'content', x.executable !== y.executable && 'executable', x.props !== y.props && 'properties'].filter(Boolean) as string[];
         if (what.length === 0) continue;
-        const describe = (n: typeof x): string => [text(n.digest), n.executable ? 'executable' : '', what.includes('properties') ? n.props : ''].filter(Boolean).join(' ');
+        const describe = (n: typeof x): string => [text(n.digest), what.includes('executable') ? (n.executable ? 'executable' : 'not executable') : '', what.includes('properties') ? n.props : ''].filter(Boolean).join(' ');
         emit({ path: p, change: 'changed', kind: 'file', before: describe(x), after: describe(y), what: what.join(',') });
       } else if (x.kind === 'symlink' && y.kind === 'symlink') {
         const what = [x.target !== y.target && 'target', x.props !== y.props && 'properties'].filter(Boolean) as string[];

@@ -136,26 +136,79 @@ async function waitUntilGone(pid: number | undefined, maxMs: number): Promise<vo
   }
 }
 
+/**
+ * The program and arguments that run a request's sandbox, with bwrap's JSON status on fd 3:
+ * bwrap, or `setarch i686 bwrap` for x86-32 on an x86-64 host (the linux32 personality, so
+ * that uname -m says i686, inherited by bwrap's children). Or what is missing on `where`.
+ */
+export function sandboxCommand(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, where: string): { file: string; args: string[] } | { error: string } {
+  const bwrap = findBubblewrap();
+  if (!bwrap) return { error: `bubblewrap (bwrap) is not installed on ${where}: install it with \`sudo apt-get install -y bubblewrap\`` };
+  // A socket file removed meanwhile cannot be covered (nor reached): leave it out.
+  const args = bubblewrapArgs({ ...req, hideFiles: req.hideFiles?.filter((f) => existsSync(f)) }, 3);
+  if (!needsLinux32(req.platform)) return { file: bwrap, args };
+  const setarch = findTool('setarch');
+  if (!setarch) return { error: `x86-32 actions need setarch (util-linux) on ${where}: install it with \`sudo apt-get install -y util-linux\`` };
+  return { file: setarch, args: ['i686', bwrap, ...args] };
+}
+
+/** What keeps a sandbox from being set up on this machine (a missing program), with the fix. */
+export class SandboxSetupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxSetupError';
+  }
+}
+
+/** The exit code bwrap reported on its JSON status stream, if it got that far. */
+function reportedExitCode(status: string): number | undefined {
+  let exitCode: number | undefined;
+  for (const line of status.split('\n')) {
+    try {
+      const j = JSON.parse(line) as { 'exit-code'?: number };
+      if (j['exit-code'] !== undefined) exitCode = j['exit-code'];
+    } catch {
+      /* a blank or partial line */
+    }
+  }
+  return exitCode;
+}
+
+/**
+ * A sandbox attached to this process's terminal (`reexec shell`): stdin, stdout and stderr
+ * inherited, the terminal's Ctrl-C and Ctrl-\ left to what runs inside. Resolves to its exit
+ * status. Spawned here, beside the actions, so that both run the same way.
+ */
+export async function runAttached(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, onCommand?: (file: string, args: string[]) => void): Promise<number> {
+  const cmd = sandboxCommand(req, 'this machine');
+  if ('error' in cmd) throw new SandboxSetupError(cmd.error);
+  onCommand?.(cmd.file, cmd.args);
+  const child = spawn(cmd.file, cmd.args, { env: Object.fromEntries(req.env), stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
+  const ignore = (): void => undefined;
+  process.on('SIGINT', ignore);
+  process.on('SIGQUIT', ignore);
+  let status = '';
+  child.stdio[3]!.on('data', (b: Buffer) => (status += b.toString()));
+  try {
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
+      child.once('error', () => resolve([127, null]));
+      child.once('close', (c, s) => resolve([c, s]));
+    });
+    return reportedExitCode(status) ?? code ?? (signal ? 128 : 1);
+  } finally {
+    process.off('SIGINT', ignore);
+    process.off('SIGQUIT', ignore);
+  }
+}
+
 /** Runs one action under bubblewrap and reports how it ended. The one place that spawns actions. */
 export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   const startedAt = new Date();
-  const bwrap = findBubblewrap();
-  if (!bwrap) {
-    return { exitCode: -1, timedOut: false, cancelled: false, setupError: 'bubblewrap (bwrap) is not installed on the server host: install it with `sudo apt-get install -y bubblewrap`', startedAt, completedAt: new Date() };
-  }
+  const cmd = sandboxCommand(req, 'the server host');
+  if ('error' in cmd) return { exitCode: -1, timedOut: false, cancelled: false, setupError: cmd.error, startedAt, completedAt: new Date() };
+  const { file, args } = cmd;
   const out = openSync(req.stdoutPath, 'w');
   const err = openSync(req.stderrPath, 'w');
-  const args = bubblewrapArgs(req, 3);
-  // x86-32 on an x86-64 host: the linux32 personality (uname -m says i686), inherited by bwrap's children.
-  let file = bwrap;
-  if (needsLinux32(req.platform)) {
-    const setarch = findTool('setarch');
-    if (!setarch) {
-      return { exitCode: -1, timedOut: false, cancelled: false, setupError: 'x86-32 actions need setarch (util-linux) on the server host: install it with `sudo apt-get install -y util-linux`', startedAt, completedAt: new Date() };
-    }
-    args.unshift('i686', bwrap);
-    file = setarch;
-  }
   if (process.env.REEXEC_DEBUG_BWRAP) process.stderr.write(JSON.stringify(args) + '\n');
   // With runAs, libuv drops supplementary groups, then sets the gid and the uid, before exec.
   const as = req.runAs ? { uid: req.runAs.uid, gid: req.runAs.gid, cwd: '/' } : {};
@@ -201,18 +254,8 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   clearTimeout(timer);
   req.signal?.removeEventListener('abort', onAbort);
   const completedAt = new Date();
-  let childStarted = false;
-  let exitCode: number | undefined;
-  for (const line of status.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const j = JSON.parse(line) as { 'child-pid'?: number; 'exit-code'?: number };
-      if (j['child-pid'] !== undefined) childStarted = true;
-      if (j['exit-code'] !== undefined) exitCode = j['exit-code'];
-    } catch {
-      /* partial line from a killed bwrap */
-    }
-  }
+  const childStarted = /"child-pid":\s*\d+/.test(status);
+  const exitCode = reportedExitCode(status);
   if (timedOut || cancelled) {
     // Report the end only once the action's processes are gone: the namespace's init is reaped
     // after the kernel has killed every other process in it.

@@ -36,6 +36,16 @@ describe('bubblewrapArgs', () => {
     expect(pairs(a, '--uid')[0]![0]).toBe('0');
   });
 
+  it('gives actions a session of their own; an interactive shell (reexec shell) keeps the terminal for job control', () => {
+    const platform = parsePlatform(undefined, 'x86-64');
+    const action = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh'], platform }, 3);
+    const shell = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh', '-i'], platform, interactive: true }, 3);
+    expect(action).toContain('--new-session');
+    expect(shell).not.toContain('--new-session');
+    // Otherwise the very same sandbox.
+    expect(shell.filter((x) => x !== '-i')).toEqual(action.filter((x) => x !== '--new-session'));
+  });
+
   it('keeps the network with network=on and maps unixUID/unixGID', () => {
     const p = parsePlatform({ properties: [{ name: 'network', value: 'on' }, { name: 'unixUID', value: '1000' }, { name: 'unixGID', value: '50' }] });
     const a = bubblewrapArgs({ ...base, staged: staged({ tmpWritable: true }), argv: ['true'], platform: p }, 3);
