@@ -19,9 +19,9 @@ export interface HistoryBenchOptions {
   /** Where their data dirs go (removed afterwards). */
   tmpRoot: string;
   concurrency: number[];
-  /** Rounds: each runs the no-op batch on both daemons, in alternating order. */
+  /** Rounds (each a sample of the figures). */
   rounds: number;
-  /** No-op actions per daemon, concurrency and round. */
+  /** Pairs of no-op actions (one on each daemon) per concurrency and round. */
   actions: number;
   progress: SuiteProgress;
   log: Logger;
@@ -37,14 +37,26 @@ interface Side {
   dir: string;
 }
 
-/** "0.98× (0.93–1.04)": the median of the per-round ratios and their range. */
-const spread = (ratios: number[]): string => `${median(ratios).toFixed(3)}× (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`;
+/**
+ * The median of the paired latency ratios (history on / off) and its 95 % confidence interval,
+ * distribution-free (order statistics of a binomial(n, ½)): "1.004× (95 % CI 0.991–1.017, 960 pairs)".
+ */
+export function pairedRatio(ratios: readonly number[]): string {
+  const r = [...ratios].filter(Number.isFinite).sort((a, b) => a - b);
+  const n = r.length;
+  if (n === 0) return 'no pairs';
+  const k = Math.max(0, Math.floor(n / 2 - 0.98 * Math.sqrt(n)));
+  const lo = r[k]!;
+  const hi = r[Math.min(n - 1, n - 1 - k)]!;
+  return `${median(r).toFixed(3)}× (95 % CI ${lo.toFixed(3)}–${hi.toFixed(3)}, ${n} pairs)`;
+}
 
 /**
- * The cost of the action history on the smallest action: the no-op action's rate and latency
+ * The cost of the action history on the smallest action: the no-op action's latency and rate
  * on a daemon recording every Execute against an identical daemon with history.enabled false,
- * both in this process, in interleaved rounds (the order alternates, so that drift of a loaded
- * machine falls on both alike). Each round gives one paired ratio; their range is the noise.
+ * both in this process. Interleaved action by action (pair i runs on both, back to back, the
+ * order alternating), so that a loaded machine's drift falls on both alike; the median of the
+ * pairs' latency ratios comes with its 95 % confidence interval, the noise of the claim.
  */
 export async function runHistoryBench(o: HistoryBenchOptions): Promise<SuiteResult> {
   const unsupported = (reason: string): SuiteResult => ({ name: 'history', status: 'unsupported', unsupported: [{ what: 'history', reason }], params: {}, metrics: [], checks: {} });
@@ -73,42 +85,50 @@ export async function runHistoryBench(o: HistoryBenchOptions): Promise<SuiteResu
     }
     const metrics: Metric[] = [];
     const checks: SuiteResult['checks'] = { noopActions: 0, noopSucceeded: 0, noopProgram: program.what };
-    const samples = new Map<number, { rate: Record<Side['name'], number[]>; lat: Record<Side['name'], number[]>; ratio: number[] }>();
-    for (const c of o.concurrency) samples.set(c, { rate: { on: [], off: [] }, lat: { on: [], off: [] }, ratio: [] });
-    for (let round = 1; round <= o.rounds; round++) {
-      const order = round % 2 === 1 ? sides : [...sides].reverse();
-      for (const c of o.concurrency) {
-        const cell = samples.get(c)!;
-        const n = Math.max(o.actions, c);
-        const rates: Partial<Record<Side['name'], number>> = {};
-        for (const s of order) {
-          const actions = await uploadActions({ clients: s.clients, instance: '', maxBatchBytes: 4 * 1024 * 1024 }, s.root, spec, Array.from({ length: n }, (_, i) => `${runId}/${s.name}/c${c}/r${round}/${i}`));
-          const responses: re.ExecuteResponse[] = new Array(n);
-          const t = await runConcurrent(n, c, async (i) => void (responses[i] = await execute(s.clients, '', actions[i]!)));
-          rates[s.name] = n / t.seconds;
-          cell.rate[s.name].push(n / t.seconds);
-          cell.lat[s.name].push(median(t.latenciesMs));
-          checks['noopActions'] = Number(checks['noopActions']) + n;
-          checks['noopSucceeded'] = Number(checks['noopSucceeded']) + responses.filter(succeeded).length;
-        }
-        cell.ratio.push(rates.on! / rates.off!);
-        o.progress.step(`round ${round}/${o.rounds}, ${n} no-op actions at concurrency ${c} on each: history on ${formatNumber(rates.on!)}/s, off ${formatNumber(rates.off!)}/s (${(rates.on! / rates.off!).toFixed(3)}×)`);
-      }
-    }
+    const [on, off] = sides as [Side, Side];
+    const upload = (s: Side, salts: string[]) => uploadActions({ clients: s.clients, instance: '', maxBatchBytes: 4 * 1024 * 1024 }, s.root, spec, salts);
     for (const c of o.concurrency) {
-      const cell = samples.get(c)!;
-      const base = { name: 'history-off', label: 'the same no-op actions on an identical daemon with history.enabled false, in the same rounds' };
+      const lat = { on: [] as number[], off: [] as number[] };
+      const rate = { on: [] as number[], off: [] as number[] };
+      const ratios: number[] = [];
+      for (let round = 1; round <= o.rounds; round++) {
+        const n = Math.max(o.actions, c);
+        const salts = (s: Side) => Array.from({ length: n }, (_, i) => `${runId}/${s.name}/c${c}/r${round}/${i}`);
+        const actions = { on: await upload(on, salts(on)), off: await upload(off, salts(off)) };
+        const ms = { on: new Array<number>(n).fill(0), off: new Array<number>(n).fill(0) };
+        let ok = 0;
+        // Pair i runs action i on both daemons back to back, the order alternating: what the
+        // machine's load does to one, it does to the other.
+        await runConcurrent(n, c, async (i) => {
+          for (const s of i % 2 === 0 ? [on, off] : [off, on]) {
+            const t0 = process.hrtime.bigint();
+            const r = await execute(s.clients, '', actions[s.name][i]!);
+            ms[s.name][i] = Number(process.hrtime.bigint() - t0) / 1e6;
+            if (succeeded(r)) ok++;
+          }
+        });
+        for (let i = 0; i < n; i++) ratios.push(ms.on[i]! / ms.off[i]!);
+        for (const k of ['on', 'off'] as const) {
+          lat[k].push(median(ms[k]));
+          // Little's law: c actions in flight, half of them on each daemon.
+          rate[k].push((c === 1 ? 1 : c / 2) / (ms[k].reduce((a, b) => a + b, 0) / n / 1000));
+        }
+        checks['noopActions'] = Number(checks['noopActions']) + 2 * n;
+        checks['noopSucceeded'] = Number(checks['noopSucceeded']) + ok;
+        o.progress.step(`round ${round}/${o.rounds}, ${n} pairs of no-op actions at concurrency ${c}: p50 history on ${formatNumber(lat.on.at(-1)!)} ms, off ${formatNumber(lat.off.at(-1)!)} ms`);
+      }
+      const base = { name: 'history-off', label: 'the same no-op actions on an identical daemon with history.enabled false, each paired with one on the history-on daemon, back to back' };
       metrics.push(
-        makeMetric({ suite: 'history', name: 'noop', label: 'no-op action, Execute to result, history on', unit: 'actions/s', better: 'higher', concurrency: c, samples: cell.rate.on, baseline: { ...base, samples: cell.rate.off } }),
-        makeMetric({ suite: 'history', name: 'noop-latency', label: 'no-op action latency p50, history on', unit: 'ms', better: 'lower', concurrency: c, samples: cell.lat.on, baseline: { ...base, samples: cell.lat.off } }),
+        makeMetric({ suite: 'history', name: 'noop', label: 'no-op action, Execute to result, history on', unit: 'actions/s', better: 'higher', concurrency: c, samples: rate.on, baseline: { ...base, samples: rate.off } }),
+        makeMetric({ suite: 'history', name: 'noop-latency', label: 'no-op action latency p50, history on', unit: 'ms', better: 'lower', concurrency: c, samples: lat.on, baseline: { ...base, samples: lat.off } }),
       );
-      checks[`pairedRatioC${c}`] = spread(cell.ratio);
+      checks[`pairedLatencyRatioC${c}`] = pairedRatio(ratios);
     }
     // The history really recorded every Execute of its daemon, and the other recorded none.
-    const on = sides.find((s) => s.name === 'on')!.daemon.history!;
-    await on.recorder.flush();
-    checks['historyEntries'] = on.store.size;
-    checks['historyOffDaemonRecords'] = sides.find((s) => s.name === 'off')!.daemon.history === undefined ? 'nothing (history off)' : 'entries';
+    const recorded = on.daemon.history!;
+    await recorded.recorder.flush();
+    checks['historyEntries'] = recorded.store.size;
+    checks['historyOffDaemonRecords'] = off.daemon.history === undefined ? 'nothing (history off)' : 'entries';
     return { name: 'history', status: 'ok', unsupported: [], params: { concurrency: o.concurrency, rounds: o.rounds, actions: o.actions }, metrics, checks };
   } finally {
     for (const s of sides) {

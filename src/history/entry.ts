@@ -233,25 +233,35 @@ export interface ExecuteFacts {
   request?: RequestInfo;
 }
 
+/** What a result says: exit code, outputs, where and when it ran, the logs' digests. */
+function addResult(entry: HistoryEntry, r: re.IActionResult): void {
+  entry.exitCode = r.exitCode ?? 0;
+  entry.outputs = outputSummary(r);
+  const worker = r.executionMetadata?.worker;
+  if (worker) entry.worker = worker;
+  const timings = timingsOf(r.executionMetadata);
+  if (timings) entry.timings = timings;
+  const so = digestText(r.stdoutDigest);
+  const se = digestText(r.stderrDigest);
+  if (so) entry.stdout = so;
+  if (se) entry.stderr = se;
+}
+
+/** What every entry has: when, which action, who asked and what they said about it. */
+function baseEntry(f: { at: number; instance: string; actionDigest: Digest; client: ClientInfo; request?: RequestInfo }, kind: EntryKind, outcome: Outcome, status: HistoryEntry['status'], failed: boolean): HistoryEntry {
+  const entry: HistoryEntry = { id: entryId(f.at), at: f.at, kind, outcome, instance: f.instance, digestFunction: f.actionDigest.fn.name, action: f.actionDigest.toString(), client: f.client, status, failed };
+  if (f.request) entry.request = f.request;
+  return entry;
+}
+
 export function executeEntry(f: ExecuteFacts): HistoryEntry {
   const r = f.response;
   const status = { code: r.status?.code ?? Code.OK, ...(r.status?.message ? { message: r.status.message } : {}) };
   const result = r.result ?? undefined;
   const exitCode = result ? (result.exitCode ?? 0) : undefined;
-  const entry: HistoryEntry = {
-    id: entryId(f.at),
-    at: f.at,
-    kind: 'execute',
-    outcome: r.cachedResult ? 'cached' : 'ran',
-    instance: f.instance,
-    digestFunction: f.actionDigest.fn.name,
-    action: f.actionDigest.toString(),
-    operation: f.operation,
-    client: f.client,
-    status,
-    failed: (status.code !== Code.OK && status.code !== Code.CANCELLED) || (exitCode !== undefined && exitCode !== 0),
-  };
-  if (f.request) entry.request = f.request;
+  const failed = (status.code !== Code.OK && status.code !== Code.CANCELLED) || (exitCode !== undefined && exitCode !== 0);
+  const entry = baseEntry(f, 'execute', r.cachedResult ? 'cached' : 'ran', status, failed);
+  entry.operation = f.operation;
   const c = f.command;
   if (c && (c.arguments ?? []).length > 0) {
     const { argv, truncated } = shortenArgv(c.arguments ?? []);
@@ -263,20 +273,10 @@ export function executeEntry(f: ExecuteFacts): HistoryEntry {
   if (outs.length > 0) entry.outputPaths = outs.slice(0, MAX_OUTPUT_PATHS);
   const props = (f.action?.platform?.properties?.length ? f.action.platform.properties : c?.platform?.properties) ?? [];
   if (props.length > 0) entry.platform = props.map((p) => [p.name ?? '', p.value ?? '']);
-  const worker = result?.executionMetadata?.worker || f.worker;
-  if (worker) entry.worker = worker;
-  const timings = timingsOf(result?.executionMetadata);
-  if (timings) entry.timings = timings;
-  if (exitCode !== undefined) entry.exitCode = exitCode;
-  if (result) {
-    entry.outputs = outputSummary(result);
-    const so = digestText(result.stdoutDigest);
-    const se = digestText(result.stderrDigest);
-    if (so) entry.stdout = so;
-    if (se) entry.stderr = se;
-    const kept = keptResult(result);
-    if (kept) entry.result = kept;
-  }
+  if (result) addResult(entry, result);
+  if (!entry.worker && f.worker) entry.worker = f.worker;
+  const kept = result ? keptResult(result) : undefined;
+  if (kept) entry.result = kept;
   return entry;
 }
 
@@ -292,32 +292,8 @@ export interface LookupFacts {
 }
 
 export function lookupEntry(f: LookupFacts): HistoryEntry {
-  const entry: HistoryEntry = {
-    id: entryId(f.at),
-    at: f.at,
-    kind: 'lookup',
-    outcome: f.result ? 'hit' : 'miss',
-    instance: f.instance,
-    digestFunction: f.actionDigest.fn.name,
-    action: f.actionDigest.toString(),
-    client: f.client,
-    status: f.result ? { code: Code.OK } : { code: Code.NOT_FOUND },
-    failed: false,
-  };
-  if (f.request) entry.request = f.request;
-  const r = f.result;
-  if (r) {
-    entry.exitCode = r.exitCode ?? 0;
-    entry.outputs = outputSummary(r);
-    const worker = r.executionMetadata?.worker;
-    if (worker) entry.worker = worker;
-    const timings = timingsOf(r.executionMetadata);
-    if (timings) entry.timings = timings;
-    const so = digestText(r.stdoutDigest);
-    const se = digestText(r.stderrDigest);
-    if (so) entry.stdout = so;
-    if (se) entry.stderr = se;
-  }
+  const entry = baseEntry(f, 'lookup', f.result ? 'hit' : 'miss', f.result ? { code: Code.OK } : { code: Code.NOT_FOUND }, false);
+  if (f.result) addResult(entry, f.result);
   return entry;
 }
 

@@ -190,18 +190,12 @@ function ago(ms: number): string {
 const hex = (b: Uint8Array | null | undefined): string => (b && b.length ? Buffer.from(b).toString('hex') : '');
 const timeoutText = (t: protobuf.IDuration | null | undefined): string => (t && (Number(t.seconds) || Number(t.nanos)) ? `${Number(t.seconds ?? 0) + Number(t.nanos ?? 0) / 1e9}s` : '');
 
+type Differences = Omit<Explanation, 'subject' | 'other' | 'chosenBy' | 'reason'>;
+const noDifferences = (identical: boolean): Differences => ({ identical, unavailable: [], arguments: [], environment: [], platform: [], fields: [], inputs: [], inputsNotListed: 0 });
+
 /** Compare two actions: `before` (the earlier) and `after` (the one explained). */
-export async function compareActions(cas: BlobStore, before: ActionSide, after: ActionSide): Promise<Omit<Explanation, 'subject' | 'other' | 'chosenBy' | 'reason'>> {
-  const out: Omit<Explanation, 'subject' | 'other' | 'chosenBy' | 'reason'> = {
-    identical: before.digest.equals(after.digest),
-    unavailable: [],
-    arguments: [],
-    environment: [],
-    platform: [],
-    fields: [],
-    inputs: [],
-    inputsNotListed: 0,
-  };
+export async function compareActions(cas: BlobStore, before: ActionSide, after: ActionSide): Promise<Differences> {
+  const out = noDifferences(before.digest.equals(after.digest));
   if (out.identical) return out;
   const gone = (side: ActionSide, what: string): string => `the ${what} of action ${side.digest} is no longer in the CAS`;
   for (const side of [before, after]) {
@@ -255,14 +249,7 @@ export async function explainAction(store: HistoryStore, cas: BlobStore, subject
       subject,
       chosenBy: '',
       reason: `no earlier action ${how} with the same program and outputs is in the history: nothing to compare with (compare with a given action: --against DIGEST)`.replace(/\s+/g, ' '),
-      identical: false,
-      unavailable: [],
-      arguments: [],
-      environment: [],
-      platform: [],
-      fields: [],
-      inputs: [],
-      inputsNotListed: 0,
+      ...noDifferences(false),
     };
   }
   return { subject, other, chosenBy, reason, ...(await compareActions(cas, other, subject)) };

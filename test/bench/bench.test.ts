@@ -225,10 +225,10 @@ describe('reexec bench', () => {
       expect(m.baseline!.name).toBe('history-off');
       expect(m.ratio).toBeGreaterThan(0);
     }
-    // 2 rounds × (2 + 2 actions) on each daemon; the history-on one recorded each (and its warm-up).
+    // 2 rounds × 2 pairs at each of 2 concurrencies; the history-on daemon recorded its 8 (and its warm-up).
     expect(h.checks).toMatchObject({ noopActions: 16, noopSucceeded: 16, historyEntries: 9, historyOffDaemonRecords: 'nothing (history off)' });
-    expect(h.checks['pairedRatioC1']).toMatch(/^\d+\.\d{3}× \(\d+\.\d{3}–\d+\.\d{3}\)$/);
-    expect(lines.join('')).toMatch(/^history 1\/4: round 1\/2, 2 no-op actions at concurrency 1 on each: history on [\d.,]+\/s, off [\d.,]+\/s/m);
+    expect(h.checks['pairedLatencyRatioC1']).toMatch(/^\d+\.\d{3}× \(95 % CI \d+\.\d{3}–\d+\.\d{3}, 4 pairs\)$/);
+    expect(lines.join('')).toMatch(/^history 1\/4: round 1\/2, 2 pairs of no-op actions at concurrency 1: p50 history on [\d.,]+ ms, off [\d.,]+ ms/m);
   });
 
   describe('against a second reexec daemon through --endpoint', () => {

@@ -101,8 +101,8 @@ describe.skipIf(missing)(`the action history over the Admin API${missing ? ` (sk
       expect(s.command?.arguments).toEqual(['sh', '-c', 'echo partial; echo "it broke" >&2; exit 7']);
       expect(s.command?.environment).toEqual([expect.objectContaining({ name: 'PATH', value: '/usr/bin:/bin' })]);
       expect(s.result?.exitCode).toBe(7);
-      expect(Buffer.from(s.stderr!.tail).toString()).toBe('it broke\n');
-      expect(Buffer.from(s.stdout!.tail).toString()).toBe('partial\n');
+      expect(Buffer.from(s.stderr!.tail!).toString()).toBe('it broke\n');
+      expect(Buffer.from(s.stdout!.tail!).toString()).toBe('partial\n');
       expect(Number(s.inputRoot?.files)).toBeGreaterThan(0);
       expect(s.inputRoot?.largest?.[0]?.path).toBe('usr/bin/busybox');
       expect(s.missing).toEqual([]);

@@ -73,6 +73,39 @@ describe.skipIf(missing)(`reexec history, show, explain and shell${missing ? ` (
     expect(badSince.stderr).toContain('--since "yesterday-ish" is neither a duration');
   });
 
+  it('history --watch --json prints the last entries, then each new one as it is recorded', async () => {
+    const watch = execa(process.execPath, [REEXEC_BIN, 'history', '--watch', '--json', '--limit', '1', '--endpoint', d.address], { reject: false, env: { CI: '' } });
+    const lines: HistoryEntry[] = [];
+    let buf = '';
+    const seen = (n: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const check = (): void => void (lines.length >= n && resolve());
+        watch.stdout!.on('data', (c: Buffer) => {
+          buf += c.toString();
+          let nl: number;
+          while ((nl = buf.indexOf('\n')) >= 0) {
+            lines.push(JSON.parse(buf.slice(0, nl)) as HistoryEntry);
+            buf = buf.slice(nl + 1);
+          }
+          check();
+        });
+        void watch.then((r) => reject(new Error(`history --watch ended: ${r.exitCode} ${r.stderr}`)));
+        check();
+      });
+    try {
+      await seen(1);
+      expect(lines[0]!.action).toBe(bad.toString()); // the newest so far
+      const next = await uploadAction(clients, tree.root, { args: ['sh', '-c', 'echo watched'], workingDirectory: 'work' });
+      await execute(clients, next);
+      await seen(2);
+      expect(lines[1]).toMatchObject({ action: next.toString(), kind: 'execute', outcome: 'ran', exitCode: 0 });
+    } finally {
+      watch.kill('SIGINT');
+      const r = await watch;
+      expect(r.exitCode).toBe(0); // interrupted: ends the watch cleanly
+    }
+  });
+
   it('show prints the command, the input root, and the end of stderr; --stderr the whole stream', async () => {
     const r = await reexec(['show', bad.hash.slice(0, 10), '--endpoint', d.address]);
     expect(r.exitCode, r.stderr).toBe(0);

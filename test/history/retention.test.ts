@@ -173,7 +173,7 @@ describe.skipIf(!BUSYBOX || !findBubblewrap())('history across a crash, and fail
 
       const kept = await history.show(newest.toString());
       expect(kept.missing).toEqual([]);
-      expect(Buffer.from(kept.stderr!.tail).toString()).toBe('newest failure\n');
+      expect(Buffer.from(kept.stderr!.tail!).toString()).toBe('newest failure\n');
       expect(kept.command?.arguments).toEqual(['sh', '-c', 'echo newest failure >&2; exit 1']);
 
       const gone = await history.show(older.toString());

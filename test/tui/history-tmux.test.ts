@@ -21,11 +21,11 @@ const tmux = (...args: string[]): string => execFileSync('tmux', ['-S', socket, 
 const screen = (colours = false): string => tmux('capture-pane', '-p', ...(colours ? ['-e'] : []), '-t', 'hist').replace(/\n$/, '');
 const keys = (...k: string[]): void => void tmux('send-keys', '-t', 'hist', ...k);
 
-async function waitForScreen(what: string, ok: (text: string) => boolean, timeoutMs = 30_000): Promise<string> {
+async function waitForScreen(what: string, ok: (text: string) => boolean, timeoutMs = 30_000, target = 'hist'): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let text = '';
   while (Date.now() < deadline) {
-    text = screen();
+    text = tmux('capture-pane', '-p', '-t', target).replace(/\n$/, '');
     if (ok(text)) return text;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -37,6 +37,7 @@ describe.skipIf(missing)(`the History view of reexec status in a real terminal (
   let clients: ReturnType<typeof connect>;
   let dir: string;
   let hostRoot: string;
+  const actions: string[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-history-tmux-'));
@@ -47,7 +48,9 @@ describe.skipIf(missing)(`the History view of reexec status in a real terminal (
     const up = await uploadBusyboxRoot(clients);
     hostRoot = up.hostRoot;
     for (const script of ['echo first-ok', 'echo "tmux-history-boom on stderr" >&2; exit 4', 'echo last-ok']) {
-      await execute(clients, await shAction(clients, up.tree.root, script));
+      const a = await shAction(clients, up.tree.root, script);
+      actions.push(a.toString());
+      await execute(clients, a);
     }
     const command = `env -u CI -u CONTINUOUS_INTEGRATION TERM=xterm-256color ${process.execPath} ${join(REPO_ROOT, 'bin', 'run.js')} status --endpoint ${d.address}; echo "EXITED $?"; sleep 600`;
     tmux('new-session', '-d', '-s', 'hist', '-x', '100', '-y', '30', command);
@@ -91,5 +94,22 @@ describe.skipIf(missing)(`the History view of reexec status in a real terminal (
     keys('q');
     const after = await waitForScreen('the command to exit', (t) => t.includes('EXITED'));
     expect(after).toContain('EXITED 0');
+  });
+
+  it('reexec shell opens an interactive sh in the sandbox: job control, Ctrl-C for what runs inside, its exit status', async () => {
+    const command = `env -u CI -u CONTINUOUS_INTEGRATION TERM=xterm-256color ${process.execPath} ${join(REPO_ROOT, 'bin', 'run.js')} shell ${actions[0]} --endpoint ${d.address}; echo "EXITED $?"; sleep 600`;
+    tmux('new-session', '-d', '-s', 'shell', '-x', '100', '-y', '30', command);
+    const sh = (...k: string[]): void => void tmux('send-keys', '-t', 'shell', ...k);
+    await waitForScreen('the prompt', (t) => /\[reexec shell [0-9a-f]{12}\] \/ # $/m.test(t), 30_000, 'shell');
+    sh('echo $((6*7)) in $(pwd) as $(id -u); ls /proc/1/exe >/dev/null && echo own-pid-namespace', 'Enter');
+    await waitForScreen('the answer', (t) => t.includes('42 in / as 0') && t.includes('own-pid-namespace'), 30_000, 'shell');
+    sh('sleep 300', 'Enter');
+    await waitForScreen('sleep running', (t) => /# sleep 300\n?$/.test(t.trimEnd()), 30_000, 'shell');
+    sh('C-c');
+    sh('echo still-here', 'Enter');
+    await waitForScreen('the shell back after Ctrl-C', (t) => /^still-here$/m.test(t), 30_000, 'shell');
+    sh('exit 3', 'Enter');
+    const after = await waitForScreen('the exit status', (t) => t.includes('EXITED'), 30_000, 'shell');
+    expect(after).toContain('EXITED 3');
   });
 });
