@@ -148,3 +148,49 @@ describe.skipIf(missing)(`the action history over the Admin API${missing ? ` (sk
     expect(given.chosenBy).toBe('given');
   });
 });
+
+describe('the action history: identity and switching it off', () => {
+  it('records the name of the token a call presents', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'reexec-history-token-'));
+    const token = 'ci-token-0123456789abcdef';
+    writeFileSync(join(dir, 'tokens.yaml'), `${token}: {rights: all, name: ci-runner}\n`);
+    const d = await startTestDaemon((c) => {
+      c.auth = { tokenFile: join(dir, 'tokens.yaml'), anonymous: [] };
+      c.execution.enabled = false;
+    });
+    const { connect } = await import('../../src/client/reapi-client.js');
+    const clients = connect(d.address, {}, { token });
+    const history = new HistoryClient(d.address, { token });
+    try {
+      const digest = (await import('../../src/digest/digest.js')).Digest.compute(Buffer.from('never run'));
+      await call(clients.actionCache, 'GetActionResult', { actionDigest: digest.toProto() }).catch((e: grpc.ServiceError) => expect(e.code).toBe(grpc.status.NOT_FOUND));
+      const [e] = await history.list({});
+      expect(e).toMatchObject({ kind: 'lookup', outcome: 'miss', action: digest.toString(), client: { identity: 'ci-runner' } });
+    } finally {
+      history.close();
+      clients.close();
+      await d.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('history.enabled false: nothing recorded, and the History service says how to turn it on', async () => {
+    const d = await startTestDaemon((c) => {
+      c.history.enabled = false;
+      c.execution.enabled = false;
+    });
+    const history = new HistoryClient(d.address);
+    try {
+      expect(d.daemon.history).toBeUndefined();
+      const err = await history.list({}).then(() => undefined, (e: HistoryRequestError) => e);
+      expect(err).toBeInstanceOf(HistoryRequestError);
+      expect(err!.message).toMatch(/the action history is off in this daemon \(history.enabled: false in its config\): set it to true and restart/);
+    } finally {
+      history.close();
+      await d.stop();
+    }
+  });
+});
