@@ -132,9 +132,20 @@ export async function runShell(o: ShellOptions): Promise<number> {
     }
     const where = platform.sandbox === 'host-tools' ? 'the host-tools sandbox (the host read-only, the input root at /tmp/reexec-build)' : 'the rootfs sandbox (the input root as /)';
     progress(interactive ? `opening sh in ${where}; leave it with exit (the copy of the input root is removed then)` : `running ${argv.join(' ')} in ${where}`);
+    if (platform.remoteApisSocket) progress(`the action asked for a REAPI socket at /${platform.remoteApisSocket} (remoteApisSocketPath): the shell has none`);
     try {
       return await runAttached(
-        { staged: sandboxRoot.staged, argv, env, workingDirectory: p.workingDirectory ?? '', platform, hide: p.hide ?? [], hideFiles: p.hideFiles ?? [], interactive: o.tty },
+        {
+          staged: sandboxRoot.staged,
+          argv,
+          env,
+          workingDirectory: p.workingDirectory ?? '',
+          platform,
+          hide: p.hide ?? [],
+          hideFiles: p.hideFiles ?? [],
+          ...(p.hostToolsRoot ? { hostToolsRoot: p.hostToolsRoot } : {}),
+          interactive: o.tty,
+        },
         o.onArgs,
       );
     } catch (err) {
