@@ -10,7 +10,7 @@ import { resultOf, type HistoryEntry } from './entry.js';
 import type { HistoryStore } from './history-store.js';
 
 /** Most blobs held for one failed action (an input root of a whole sysroot has tens of thousands). */
-const MAX_KEYS_PER_ACTION = 500_000;
+const MAX_KEYS_PER_ACTION = 200_000;
 
 /** "HASH/SIZE" of an entry → a Digest of its digest function. */
 export function entryDigest(entry: Pick<HistoryEntry, 'digestFunction'>, text: string, field = 'digest'): Digest {

@@ -112,7 +112,11 @@ export async function runShell(o: ShellOptions): Promise<number> {
   }
   const dir = await mkdtemp(join(o.tmpRoot ?? tmpdir(), 'reexec-shell-'));
   try {
-    progress(`staging the input root of ${p.actionDigest} (${tree.fileCount} files, ${tree.directories.size} directories, ${formatBytes([...tree.files.values()].reduce((n, d) => n + d.sizeBytes, 0))} distinct) into ${dir}`);
+    const count = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
+    progress(
+      `staging the input root of ${p.actionDigest} (${count(tree.fileCount, 'file', 'files')}, ${count(tree.directories.size, 'directory', 'directories')}, ` +
+        `${formatBytes([...tree.files.values()].reduce((n, d) => n + d.sizeBytes, 0))} distinct) into ${dir}`,
+    );
     const stager = new InputStager(o.cas, { localFile: () => undefined }, join(dir, 'cache'));
     const command: ICommand = {
       arguments: p.arguments ?? [],

@@ -35,7 +35,9 @@ describe('reexec completion', () => {
 
   it('bash: completes commands, flags, fixed values, paths and arguments', () => {
     expect(complete('reexec', 'st')).toEqual(['start', 'status', 'stop']);
-    expect(complete('reexec', '')).toEqual(['--help', '--version', 'bench', 'completion', 'gc', 'init', 'start', 'status', 'stop']);
+    expect(complete('reexec', '')).toEqual(['--help', '--version', 'bench', 'completion', 'explain', 'gc', 'history', 'init', 'shell', 'show', 'start', 'status', 'stop']);
+    expect(complete('reexec', 'history', '--kind', '')).toEqual(['execute', 'lookup']);
+    expect(complete('reexec', 'shell', '--tmp-dir', `${dir}/`)).toEqual([`${dir}/data`]);
     expect(complete('reexec', 'stop', '--ti')).toEqual(['--timeout']);
     expect(complete('reexec', 'stop', '--')).toEqual(['--config', '--data-dir', '--help', '--json', '--no-kill', '--pid-file', '--timeout']);
     expect(complete('reexec', 'init', '--sys')).toEqual(['--system', '--systemd']);
@@ -51,7 +53,7 @@ describe('reexec completion', () => {
   });
 
   it('bash: every flag of every command, from the commands themselves', () => {
-    expect(model.commands.map((c) => c.id)).toEqual(['bench', 'completion', 'gc', 'init', 'start', 'status', 'stop']);
+    expect(model.commands.map((c) => c.id)).toEqual(['bench', 'completion', 'explain', 'gc', 'history', 'init', 'shell', 'show', 'start', 'status', 'stop']);
     for (const c of model.commands) {
       const offered = complete('reexec', c.id, '--');
       expect(offered, c.id).toEqual(c.flags.map((f) => `--${f.name}`).sort());

@@ -85,6 +85,7 @@ describe('templates/config.yaml', () => {
       'listen',
       'max-calls-per-client', 'idle-timeout', 'max-tree-depth', 'max-tree-entries',
       'max-connections', 'max-connections-per-client', 'handshake-timeout', 'connection-idle-timeout', 'keepalive-time', 'keepalive-timeout',
+      'enabled', 'max-entries', 'max-age', 'keep-failed',
       'local-users',
     ]);
     for (const { l, i } of settings) expect(lines[i - 1], `comment above "${l.trim()}"`).toMatch(/^\s*#/);
