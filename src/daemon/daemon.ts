@@ -245,7 +245,7 @@ export class Daemon {
           });
         execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)], onOperation: history?.recorder.onOperation });
-        history?.attachExecution(execution.scheduler, execution.inUse, { hide: [config.dataDir], hideFiles: daemonSecrets(config), hostToolsRoot: config.execution.hostTools.root });
+        history?.attachExecution(execution.scheduler, execution.inUse, { hide: [...config.execution.hostTools.hide], hideFiles: [config.dataDir, ...daemonSecrets(config)], hostToolsRoot: config.execution.hostTools.root });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);
       }

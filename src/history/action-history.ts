@@ -17,9 +17,9 @@ import { entryToWire, propsToWire, timingsToWire } from './wire.js';
 
 /** The daemon's sandbox settings `reexec shell` must repeat. */
 export interface SandboxSettings {
-  /** Host paths actions never see (the data dir). */
+  /** Paths hidden from host-tools actions besides the built-in ones (execution.host-tools.hide). */
   hide: string[];
-  /** Host files actions never reach (the daemon's unix sockets). */
+  /** Host paths actions never reach, whatever expose says: the data dir, unix sockets, token file, TLS keys. */
   hideFiles: string[];
   /** What host-tools actions see as "/" (undefined: the host's own). */
   hostToolsRoot?: string;

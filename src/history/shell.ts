@@ -1,5 +1,5 @@
 import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
@@ -8,6 +8,7 @@ import { detectIsaSupport } from '../execution/isa-support.js';
 import type { reexec } from '../gen/proto.js';
 import type { ICommand } from '../proto.js';
 import { findBubblewrap, runAttached, SandboxSetupError } from '../runner/bubblewrap-runner.js';
+import { HostToolsView } from '../runner/host-tools-view.js';
 import { hostIsa, parsePlatform, type PlatformRequirements } from '../scheduler/platform.js';
 import { formatBytes } from '../util/format-bytes.js';
 import { StatusError } from '../util/status-error.js';
@@ -145,8 +146,9 @@ export async function runShell(o: ShellOptions): Promise<number> {
           env,
           workingDirectory: p.workingDirectory ?? '',
           platform,
-          hide: p.hide ?? [],
-          hideFiles: p.hideFiles ?? [],
+          // What host-tools actions see of this host: the daemon's secrets and hidden paths, and
+          // the built-in private paths (the user's own home among them).
+          hostMounts: platform.sandbox === 'host-tools' ? await new HostToolsView({ root: p.hostToolsRoot || '/', hide: p.hide ?? [], expose: [], secrets: () => p.hideFiles ?? [], home: homedir() }).mounts() : undefined,
           ...(p.hostToolsRoot ? { hostToolsRoot: p.hostToolsRoot } : {}),
           interactive: o.tty,
         },

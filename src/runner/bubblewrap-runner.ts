@@ -144,8 +144,7 @@ async function waitUntilGone(pid: number | undefined, maxMs: number): Promise<vo
 export function sandboxCommand(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, where: string): { file: string; args: string[] } | { error: string } {
   const bwrap = findBubblewrap();
   if (!bwrap) return { error: `bubblewrap (bwrap) is not installed on ${where}: install it with \`sudo apt-get install -y bubblewrap\`` };
-  // A socket file removed meanwhile cannot be covered (nor reached): leave it out.
-  const args = bubblewrapArgs({ ...req, hideFiles: req.hideFiles?.filter((f) => existsSync(f)) }, 3);
+  const args = bubblewrapArgs(req, 3);
   if (!needsLinux32(req.platform)) return { file: bwrap, args };
   const setarch = findTool('setarch');
   if (!setarch) return { error: `x86-32 actions need setarch (util-linux) on ${where}: install it with \`sudo apt-get install -y util-linux\`` };

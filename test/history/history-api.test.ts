@@ -158,7 +158,7 @@ describe('the action history: identity and switching it off', () => {
     const token = 'ci-token-0123456789abcdef';
     writeFileSync(join(dir, 'tokens.yaml'), `${token}: {rights: all, name: ci-runner}\n`);
     const d = await startTestDaemon((c) => {
-      c.auth = { tokenFile: join(dir, 'tokens.yaml'), anonymous: [] };
+      c.auth = { tokenFile: join(dir, 'tokens.yaml'), anonymous: [], localUsers: [] };
       c.execution.enabled = false;
     });
     const { connect } = await import('../../src/client/reapi-client.js');
