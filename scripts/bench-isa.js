@@ -78,6 +78,8 @@ function makeRoot(busybox) {
 const tsMs = (t) => (t ? Number(t.seconds ?? 0) * 1000 + Number(t.nanos ?? 0) / 1e6 : NaN);
 
 const dataDir = mkdtempSync(join(tmpdir(), 'reexec-bench-isa-'));
+// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+chmodSync(dataDir, 0o711);
 const roots = [];
 const onSignal = () => {
   rmSync(dataDir, { recursive: true, force: true });

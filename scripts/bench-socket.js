@@ -7,7 +7,7 @@
 // their ratio, measured in the same run.
 //
 //   npm run build && node scripts/bench-socket.js [--runs 40] [--json]
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -34,6 +34,8 @@ const { silentLogger } = await import(new URL('util/logger.js', dist).href);
 const { hostIsa } = await import(new URL('scheduler/platform.js', dist).href);
 
 const dataDir = mkdtempSync(join(tmpdir(), 'reexec-bench-socket-'));
+// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+chmodSync(dataDir, 0o711);
 const config = scratchDaemonConfig(dataDir);
 config.execution.pools = [{ name: 'native', isa: [hostIsa()], slots: 1 }];
 const daemon = await Daemon.start(config, silentLogger);

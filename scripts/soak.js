@@ -16,7 +16,7 @@
 //
 // Exit code 0: passed; 1: failed (the reasons are printed); 2: could not run.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -50,6 +50,8 @@ if (EXECUTE && (!BUSYBOX || !hasBubblewrap())) {
 const dist = await loadDist();
 const { connect, call, treeFromDirectory, re } = dist;
 const tmp = mkdtempSync(join(tmpdir(), 'reexec-soak-'));
+// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+chmodSync(tmp, 0o711);
 const daemon = await startDaemon({
   dataDir: join(tmp, 'data'),
   // Finished operations are kept for execution.operation-retention (1 h by default): over an

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '../client/reapi-client.js';
 import { scratchDaemonConfig, type Config } from '../config/config.js';
@@ -66,6 +66,8 @@ export async function runHistoryBench(o: HistoryBenchOptions): Promise<SuiteResu
   try {
     for (const name of ['on', 'off'] as const) {
       const dir = mkdtempSync(join(o.tmpRoot, `reexec-bench-history-${name}-`));
+      // As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+      chmodSync(dir, 0o711);
       const config = scratchDaemonConfig(dir, o.config);
       config.execution.enabled = true;
       config.history.enabled = name === 'on';

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, platform, arch, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -169,6 +169,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       disk = { dir: scratchRoot, fsync: true, where: `in ${scratchRoot} on this machine` };
     } else {
       const dataDir = mkdtempSync(join(scratchRoot, 'reexec-bench-'));
+      // As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+      chmodSync(dataDir, 0o711);
       cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
       opts.onTempDir?.(dataDir);
       // The bench's own loopback listener: no TLS, no tokens, no metrics port.

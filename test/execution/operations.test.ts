@@ -95,8 +95,10 @@ describe.skipIf(missing)(`Operations${missing ? ` (skipped: apt-get install ${mi
   });
 
   it('CancelOperation kills the whole process tree of a running action', async () => {
-    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', '(sleep 60; echo child) & sleep 60'], doNotCache: true });
-    const sleeping = (): string[] => execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() === 'sleep 60');
+    // A duration of its own, so that other test runs on the machine cannot be mistaken for it.
+    const secs = 3600 + Math.floor(Math.random() * 100_000);
+    const action = await uploadAction(d.clients, tree.root, { args: ['sh', '-c', `(sleep ${secs}; echo child) & sleep ${secs}`], doNotCache: true });
+    const sleeping = (): string[] => execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() === `sleep ${secs}`);
     const { name, stream } = await firstOperation(d, action);
     const done = new Promise<longrunning.Operation[]>((resolve) => {
       const got: longrunning.Operation[] = [];
