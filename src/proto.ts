@@ -12,6 +12,7 @@ export import longrunning = google.longrunning;
 export import rpc = google.rpc;
 export import protobuf = google.protobuf;
 export import semver = build.bazel.semver;
+export import rw = google.devtools.remoteworkers.v1test2;
 
 export type IDigest = build.bazel.remote.execution.v2.IDigest;
 export type IDirectory = build.bazel.remote.execution.v2.IDirectory;

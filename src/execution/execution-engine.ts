@@ -9,10 +9,11 @@ import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { homedir } from 'node:os';
-import { findBubblewrap } from '../runner/bubblewrap-runner.js';
+import { BubblewrapRunner, findBubblewrap } from '../runner/bubblewrap-runner.js';
 import { HostToolsView } from '../runner/host-tools-view.js';
 import { checkRunAs, CREATE_RUN_AS_USER, FALLBACK_RUN_AS, resolveRunAs, RUN_AS_USER } from '../host/run-as.js';
 import { openStagingTo } from '../worker/staging-dirs.js';
+import { BuildExecutor, CachingExecutor, type Executor } from './build-executor.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Logger } from '../util/logger.js';
 import { errorToRpcStatus } from '../util/rpc-status.js';
@@ -107,7 +108,9 @@ export class ExecutionEngine {
     // Hidden whatever expose says: the data dir, the daemon's sockets, token file and TLS keys, and the actions' REAPI sockets.
     const secrets = (): string[] => [dataDir, ...(opts.secrets ?? []), ...(nestedApi?.socketDir ? [nestedApi.socketDir] : [])];
     const hostTools = new HostToolsView({ root, hide, expose, secrets, home: homedir() }, owner);
-    const workers = new WorkerPool(scheduler, { cas: opts.cas, ac: opts.ac, stager, workDir, hostTools, runAs: owner, nestedApi, log }, log);
+    const build = new BuildExecutor({ cas: opts.cas, stager, runner: new BubblewrapRunner(), workDir, hostTools, runAs: owner, nestedApi, log });
+    const executor: Executor = new CachingExecutor(build, opts.ac, log);
+    const workers = new WorkerPool(scheduler, executor, log);
     if (root !== '/') log.info(`host-tools actions see ${root} as their root file system (read-only)`);
     const inUse = new InUseDigests();
     holdInputsOfQueuedActions(scheduler, inUse);

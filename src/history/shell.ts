@@ -8,6 +8,7 @@ import { detectIsaSupport } from '../execution/isa-support.js';
 import type { reexec } from '../gen/proto.js';
 import type { ICommand } from '../proto.js';
 import { findBubblewrap, runAttached, SandboxSetupError } from '../runner/bubblewrap-runner.js';
+import { sandboxPolicy, sandboxRootOf } from '../execution/build-executor.js';
 import { HostToolsView } from '../runner/host-tools-view.js';
 import { hostIsa, parsePlatform, type PlatformRequirements } from '../scheduler/platform.js';
 import { formatBytes } from '../util/format-bytes.js';
@@ -141,11 +142,11 @@ export async function runShell(o: ShellOptions): Promise<number> {
     try {
       return await runAttached(
         {
-          staged: sandboxRoot.staged,
+          root: sandboxRootOf(sandboxRoot.staged),
           argv,
           env,
           workingDirectory: p.workingDirectory ?? '',
-          platform,
+          policy: sandboxPolicy(platform),
           // What host-tools actions see of this host: the daemon's secrets and hidden paths, and
           // the built-in private paths (the user's own home among them).
           hostMounts: platform.sandbox === 'host-tools' ? await new HostToolsView({ root: p.hostToolsRoot || '/', hide: p.hide ?? [], expose: [], secrets: () => p.hideFiles ?? [], home: homedir() }).mounts() : undefined,

@@ -1,55 +1,18 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { hostIsa, type PlatformRequirements } from '../scheduler/platform.js';
-import type { StagedInput } from '../worker/input-stager.js';
-import type { HostMount } from './host-tools-view.js';
+import type { RunRequest, RunResult, Runner, SandboxPolicy } from './runner.js';
 
-export interface RunRequest {
-  staged: StagedInput;
-  argv: string[];
-  /** Exactly the Command's environment, in its order; nothing of the server's leaks in. */
-  env: Array<[string, string]>;
-  /** Relative to the input root. */
-  workingDirectory: string;
-  platform: PlatformRequirements;
-  stdoutPath: string;
-  stderrPath: string;
-  timeoutMs: number;
-  signal?: AbortSignal;
-  /**
-   * Host-tools sandbox: what covers the read-only root besides the /tmp that holds the input
-   * root (see HostToolsView), as paths inside the sandbox.
-   */
-  hostMounts?: HostMount[];
-  /**
-   * The host directory the host-tools sandbox shows read-only as "/" (a toolchain root whose
-   * compilers match the clients'); default the host's own "/". hostMounts' ro-bind paths are
-   * bound from inside it.
-   */
-  hostToolsRoot?: string;
-  /** Host files bound in last, each at an absolute path inside the sandbox (an action's REAPI socket). */
-  binds?: Array<{ source: string; dest: string }>;
-  /**
-   * Run bubblewrap, and so the action, as this user (a daemon run as root never runs actions
-   * as root); undefined: as the daemon's own user.
-   */
-  runAs?: { uid: number; gid: number };
-  /**
-   * A person's terminal is attached (`reexec shell`): the sandbox stays in the terminal's
-   * session, so that its shell has job control; actions always get a session of their own.
-   */
-  interactive?: boolean;
-}
+export type { RunRequest, RunResult };
 
-export interface RunResult {
-  exitCode: number;
-  timedOut: boolean;
-  cancelled: boolean;
-  /** The sandbox could not be set up: what failed, and how to fix it. */
-  setupError?: string;
-  startedAt: Date;
-  completedAt: Date;
+/** The ISA this host runs natively, canonical (the linux32 personality is for x86-32 on x86-64). */
+const HOST_ARCH = process.arch === 'x64' ? 'x86-64' : process.arch;
+
+/** Runs actions under bubblewrap: the one place that spawns them (BuildExecutor's Runner). */
+export class BubblewrapRunner implements Runner {
+  run(req: RunRequest): Promise<RunResult> {
+    return runInBubblewrap(req);
+  }
 }
 
 /** Where host-tools actions see their input root (the host filesystem is read-only around it). */
@@ -68,12 +31,12 @@ export const MAX_SOCKET_PATH_BYTES = 107;
  * HOST_TOOLS_ROOT, the same isolation otherwise.
  */
 export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath' | 'timeoutMs' | 'signal'>, statusFd: number): string[] {
-  const { staged, platform } = req;
+  const { root: staged, policy: platform } = req;
   const a: string[] = ['--unshare-user', '--uid', String(platform.uid), '--gid', String(platform.gid), '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
   if (!platform.network) a.push('--unshare-net');
   a.push('--hostname', 'reexec', '--die-with-parent', ...(req.interactive ? [] : ['--new-session']), '--cap-drop', 'ALL', '--disable-userns', '--json-status-fd', String(statusFd));
   let cwd: string;
-  if (platform.sandbox === 'host-tools') {
+  if (platform.kind === 'host-tools') {
     const root = (req.hostToolsRoot ?? '/').replace(/(.)\/+$/, '$1');
     // /tmp holds the input root (HOST_TOOLS_ROOT): always an empty tmpfs. /run, /var/tmp and
     // the hidden paths come with hostMounts: /run holds the host's sockets (D-Bus, container
@@ -84,11 +47,11 @@ export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath'
       else if (m.kind === 'null') a.push('--ro-bind', '/dev/null', m.path);
       else a.push('--ro-bind', join(root, m.path), m.path);
     }
-    a.push('--bind', staged.rootDir, HOST_TOOLS_ROOT);
+    a.push('--bind', staged.dir, HOST_TOOLS_ROOT);
     for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, HOST_TOOLS_ROOT + m.dest);
     cwd = join(HOST_TOOLS_ROOT, req.workingDirectory);
   } else {
-    a.push(staged.rootReadOnly ? '--ro-bind' : '--bind', staged.rootDir, '/');
+    a.push(staged.readOnly ? '--ro-bind' : '--bind', staged.dir, '/');
     for (const m of staged.mounts) a.push(m.kind === 'ro-bind' ? '--ro-bind' : '--bind', m.source, m.dest);
     a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm');
     if (!staged.tmpWritable) a.push('--tmpfs', '/tmp');
@@ -113,8 +76,8 @@ export function findBubblewrap(): string | undefined {
 }
 
 /** An action that asks for x86-32 alone, on an x86-64 host, runs under the linux32 personality. */
-export function needsLinux32(platform: PlatformRequirements): boolean {
-  return platform.isas.length === 1 && platform.isas[0] === 'x86-32' && hostIsa() === 'x86-64';
+export function needsLinux32(platform: Pick<SandboxPolicy, 'isas'>): boolean {
+  return platform.isas.length === 1 && platform.isas[0] === 'x86-32' && HOST_ARCH === 'x86-64';
 }
 
 /**
@@ -145,7 +108,7 @@ export function sandboxCommand(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath'
   const bwrap = findBubblewrap();
   if (!bwrap) return { error: `bubblewrap (bwrap) is not installed on ${where}: install it with \`sudo apt-get install -y bubblewrap\`` };
   const args = bubblewrapArgs(req, 3);
-  if (!needsLinux32(req.platform)) return { file: bwrap, args };
+  if (!needsLinux32(req.policy)) return { file: bwrap, args };
   const setarch = findTool('setarch');
   if (!setarch) return { error: `x86-32 actions need setarch (util-linux) on ${where}: install it with \`sudo apt-get install -y util-linux\`` };
   return { file: setarch, args: ['i686', bwrap, ...args] };

@@ -51,6 +51,8 @@ export class Execution {
   /** What the worker is doing while EXECUTING, for the status view. */
   phase?: ExecutionPhase;
   attempts = 0;
+  /** The lease of the worker running it (scheduler-owned). */
+  lease?: { readonly id: string; readonly worker: string; deadline: number; readonly signal: AbortSignal };
   /** Stops the running action (last waiting operation cancelled, daemon shutdown). */
   readonly abort = new AbortController();
   /** The operations that still wait on this execution (neither cancelled nor deleted). */

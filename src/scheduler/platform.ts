@@ -68,8 +68,41 @@ export interface PlatformRequirements {
   sandbox: SandboxKind;
   /** remoteApisSocketPath, normalised: where the REAPI socket goes, relative to the input root. */
   remoteApisSocket?: string;
-  /** The properties as the client sent them, for messages and the status view. */
+  /** The properties as the client sent them, for messages, the status view and matching bots. */
   raw: Array<{ name: string; value: string }>;
+  /**
+   * Properties reexec's own sandbox does not know that some bot offers (e.g. pool=gpu): only
+   * a worker offering them can run the action.
+   */
+  extra: Array<{ name: string; value: string }>;
+}
+
+/** What a worker offers: every value of each property it can serve (buildbox-worker's --platform flags). */
+export type OfferedProperties = ReadonlyMap<string, ReadonlySet<string>>;
+
+export function offeredProperties(props: Iterable<{ name: string; value: string }>): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const p of props) {
+    const v = normalValue(p.name, p.value);
+    if (!out.has(p.name)) out.set(p.name, new Set());
+    out.get(p.name)!.add(v);
+  }
+  return out;
+}
+
+/** Values compared as the REAPI lexicon means them: ISA names canonical, OSFamily case-insensitive. */
+function normalValue(name: string, value: string): string {
+  if (name === 'ISA') return canonicalIsa(value) ?? value;
+  if (name === 'OSFamily') return value.toLowerCase();
+  return value;
+}
+
+/**
+ * Whether a worker offering `offer` can run an action asking for `requested`: every property
+ * the action asks for is among the worker's (several values of one key are all required).
+ */
+export function offersAll(offer: OfferedProperties, requested: ReadonlyArray<{ name: string; value: string }>): boolean {
+  return requested.every((p) => offer.get(p.name)?.has(normalValue(p.name, p.value)) ?? false);
 }
 
 const KNOWN = ['OSFamily', 'ISA', 'unixUID', 'unixGID', 'network', SANDBOX_PROPERTY, REMOTE_APIS_SOCKET_PROPERTY];
@@ -104,12 +137,22 @@ function idProperty(props: Array<{ name: string; value: string }>, name: string)
  * BuildStream 2.5 a property the server cannot honour must fail the build loudly, never be
  * ignored. Refusals are FAILED_PRECONDITION naming the property and what would work.
  */
-export function parsePlatform(platform: IPlatform | null | undefined, defaultIsa = hostIsa()): PlatformRequirements {
+export function parsePlatform(
+  platform: IPlatform | null | undefined,
+  defaultIsa = hostIsa(),
+  /** Whether some worker (a bot) offers a property reexec's sandbox does not know: it is kept in `extra`. */
+  offeredElsewhere: (name: string, value: string) => boolean = () => false,
+): PlatformRequirements {
   const raw = (platform?.properties ?? []).map((p) => ({ name: p.name ?? '', value: p.value ?? '' }));
+  const extra: Array<{ name: string; value: string }> = [];
   for (const p of raw) {
     if (!KNOWN.includes(p.name)) {
+      if (offeredElsewhere(p.name, p.value)) {
+        extra.push(p);
+        continue;
+      }
       throw failedPrecondition(
-        `platform property ${p.name}="${p.value}" is not supported by this server (it honours ${KNOWN.join(', ')})`,
+        `platform property ${p.name}="${p.value}" is not supported by this server (it honours ${KNOWN.join(', ')}, and what a connected bot offers)`,
         [{ type: 'UNSUPPORTED_PLATFORM_PROPERTY', subject: p.name, description: `value "${p.value}"` }],
       );
     }
@@ -148,5 +191,6 @@ export function parsePlatform(platform: IPlatform | null | undefined, defaultIsa
     sandbox,
     ...(remoteApisSocket ? { remoteApisSocket } : {}),
     raw,
+    extra,
   };
 }

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { re } from '../proto.js';
+import { systemClock, type Clock } from '../util/clock.js';
 import { Code, failedPrecondition, notFound, StatusError } from '../util/status-error.js';
 import { Execution, Operation, type Job, type Stage, type Submitter } from './operation.js';
-import { canonicalIsa, type PlatformRequirements } from './platform.js';
+import { canonicalIsa, offersAll, type OfferedProperties, type PlatformRequirements } from './platform.js';
 
 /** A set of worker slots for one ISA (or several ISAs one machine provides natively). */
 export interface PoolSpec {
@@ -28,16 +29,70 @@ export interface OperationJournal {
   remove(name: string): void;
 }
 
-type Waiter = (ex: Execution) => void;
+/**
+ * A worker as the scheduler sees it: a name, and which jobs it can run. Local slots and bots
+ * (Remote Workers API) are both workers; they take work as leases.
+ */
+export interface Worker {
+  readonly name: string;
+  accepts(job: Job): boolean;
+}
+
+/**
+ * Work handed to one worker: the execution it runs, until `deadline` (ms since the epoch)
+ * unless renewed. The holder reports back with complete(), renew() or fail(); `signal` tells
+ * it to stop (the client cancelled, the daemon stops, or the lease was lost and runs elsewhere).
+ */
+export interface Lease {
+  readonly id: string;
+  readonly execution: Execution;
+  readonly worker: string;
+  deadline: number;
+  readonly signal: AbortSignal;
+}
+
+/** A lease as plain data, for status and logs. */
+export function describeLease(l: Lease): { leaseId: string; execution: string; actionDigest: string; worker: string; deadline: number } {
+  return { leaseId: l.id, execution: l.execution.id, actionDigest: l.execution.job.actionDigest.toString(), worker: l.worker, deadline: l.deadline };
+}
+
+interface LeaseRecord extends Lease {
+  readonly revoke: AbortController;
+}
+
+type Waiter = { worker: Worker; give: (lease: LeaseRecord) => void };
+
+/** A bot (or any remote worker) the scheduler knows: what it offers and when it was last heard of. */
+interface RemoteWorker {
+  offer: OfferedProperties;
+  connected: boolean;
+  lastSeen: number;
+}
+
+export interface SchedulerOptions {
+  journal?: OperationJournal;
+  retentionMs?: number;
+  /** Why the host cannot run an ISA (and the fix), for refusals that name it. */
+  isaHint?: (isa: string) => string | undefined;
+  clock?: Clock;
+  /** How many times an execution is leased before a lost lease ends it (UNAVAILABLE). */
+  maxAttempts?: number;
+  /** How long a bot that went away still makes its properties valid for new actions. */
+  remoteGraceMs?: number;
+}
+
+/** The label of executions only remote workers (bots) can run: their "pool" in status and metrics. */
+export const BOTS_POOL = 'bots';
 
 /** Executions nested inside each other at most this deep (an action that Executes itself forever stops here). */
 export const MAX_NESTING = 16;
 
 /**
- * Queues, executions and operations, nothing about processes. Workers pull executions with
- * next(); each Execute call gets an Operation of its own, and identical cacheable actions in
- * flight share one Execution; priorities order each pool's queue (lower value first, as REAPI
- * says), ties in arrival order.
+ * Queues, executions, operations and leases, nothing about processes. Workers (local slots,
+ * bots) take executions as leases with lease(); each Execute call gets an Operation of its
+ * own, and identical cacheable actions in flight share one Execution; priorities order the
+ * queue (lower value first, as REAPI says), ties in arrival order; a worker takes the first
+ * queued execution it can run.
  *
  * Nested work: an action with a REAPI socket inside its sandbox (remoteApisSocketPath) may
  * Execute more actions through it and wait for them while it holds a worker slot. With every
@@ -49,48 +104,115 @@ export class Scheduler extends EventEmitter {
   /** Queued and running executions, by id. */
   private readonly active = new Map<string, Execution>();
   private readonly inflight = new Map<string, Execution>();
-  private readonly queues = new Map<string, Execution[]>();
-  private readonly waiting = new Map<string, Waiter[]>();
+  private readonly queue: Execution[] = [];
+  private readonly waiting: Waiter[] = [];
+  private readonly leases = new Map<string, LeaseRecord>();
+  private readonly remotes = new Map<string, RemoteWorker>();
   /** Slots lent by running executions, by the lender's id: they take only the lender's nested work. */
   private readonly lenders = new Map<string, Waiter[]>();
   private seq = 0;
   private readonly order = new WeakMap<Execution, number>();
   private closed = false;
+  private readonly journal?: OperationJournal;
+  private readonly retentionMs: number;
+  private readonly isaHint: (isa: string) => string | undefined;
+  readonly clock: Clock;
+  readonly maxAttempts: number;
+  private readonly remoteGraceMs: number;
   get isClosed(): boolean {
     return this.closed;
   }
 
   constructor(
     readonly pools: readonly PoolSpec[],
-    private readonly journal?: OperationJournal,
-    private readonly retentionMs = 60 * 60 * 1000,
-    /** Why the host cannot run an ISA (and the fix), for refusals that name it. */
-    private readonly isaHint: (isa: string) => string | undefined = () => undefined,
+    opts: SchedulerOptions | OperationJournal = {},
+    retentionMs?: number,
+    isaHint?: (isa: string) => string | undefined,
   ) {
     super();
-    for (const p of pools) {
-      this.queues.set(p.name, []);
-      this.waiting.set(p.name, []);
-    }
-    const sweep = setInterval(() => this.sweep(), Math.min(retentionMs, 60_000));
+    const o: SchedulerOptions = 'save' in opts ? { journal: opts, retentionMs, isaHint } : { ...opts, ...(retentionMs ? { retentionMs } : {}), ...(isaHint ? { isaHint } : {}) };
+    this.journal = o.journal;
+    this.retentionMs = o.retentionMs ?? 60 * 60 * 1000;
+    this.isaHint = o.isaHint ?? (() => undefined);
+    this.clock = o.clock ?? systemClock;
+    this.maxAttempts = o.maxAttempts ?? 3;
+    this.remoteGraceMs = o.remoteGraceMs ?? 10 * 60 * 1000;
+    const sweep = setInterval(() => this.sweep(), Math.min(this.retentionMs, 60_000));
     sweep.unref();
-    this.once('closed', () => clearInterval(sweep));
+    const expiry = setInterval(() => this.expireLeases(), 500);
+    expiry.unref();
+    this.once('closed', () => {
+      clearInterval(sweep);
+      clearInterval(expiry);
+    });
+  }
+
+  /** A worker for the slots of local pool `pool`. */
+  localWorker(pool: PoolSpec): Worker {
+    return { name: pool.name, accepts: (job) => this.poolFits(pool, job.platform) };
+  }
+
+  private poolFits(pool: PoolSpec, platform: PlatformRequirements): boolean {
+    return !pool.unavailable && platform.extra.length === 0 && platform.isas.every((isa) => pool.isas.includes(isa));
+  }
+
+  /** A bot said what it offers: it takes work matching it, and makes its properties valid for new actions. */
+  remoteConnected(id: string, offer: OfferedProperties): void {
+    this.remotes.set(id, { offer, connected: true, lastSeen: this.clock.now() });
+  }
+
+  /** A bot was heard from. */
+  remoteSeen(id: string): void {
+    const r = this.remotes.get(id);
+    if (r) r.lastSeen = this.clock.now();
+  }
+
+  /** A bot's session ended: its properties stay valid for remoteGraceMs. */
+  remoteGone(id: string): void {
+    const r = this.remotes.get(id);
+    if (r) {
+      r.connected = false;
+      r.lastSeen = this.clock.now();
+    }
+  }
+
+  private liveRemotes(): OfferedProperties[] {
+    const now = this.clock.now();
+    return [...this.remotes.values()].filter((r) => r.connected || now - r.lastSeen <= this.remoteGraceMs).map((r) => r.offer);
+  }
+
+  /** Whether a bot connected (or seen within the grace time) offers property name=value: it is then valid in actions. */
+  offeredByRemote(name: string, value: string): boolean {
+    return this.liveRemotes().some((o) => offersAll(o, [{ name, value }]));
   }
 
   /**
-   * The pool that can run an action: every ISA it asks for must be provided. A request no
-   * pool can honour is refused at once (FAILED_PRECONDITION naming it), never left waiting.
+   * The kind of worker that can run an action: a local pool whose ISAs it asks for, or else
+   * the bots (one connected, or seen within the grace time, offers every property it asks
+   * for). A request nothing can honour is refused at once (FAILED_PRECONDITION naming it),
+   * never left waiting.
    */
-  poolFor(platform: PlatformRequirements): PoolSpec {
-    const fits = this.pools.filter((p) => platform.isas.every((isa) => p.isas.includes(isa)));
-    const up = fits.find((p) => !p.unavailable);
+  poolFor(platform: PlatformRequirements): { name: string } {
+    const up = this.pools.find((p) => this.poolFits(p, platform));
     if (up) return up;
+    if (this.liveRemotes().some((o) => offersAll(o, platform.raw))) return { name: BOTS_POOL };
+    if (platform.extra.length > 0) {
+      const p = platform.extra[0]!;
+      throw failedPrecondition(
+        `platform property ${p.name}="${p.value}" together with ${platform.raw.filter((r) => r !== p).map((r) => `${r.name}=${r.value}`).join(', ') || 'nothing else'}: no connected bot offers all of these`,
+        platform.extra.map((e) => ({ type: 'UNSUPPORTED_PLATFORM_PROPERTY', subject: e.name, description: `value "${e.value}"` })),
+      );
+    }
+    const fits = this.pools.filter((p) => platform.isas.every((isa) => p.isas.includes(isa)));
     const isa = platform.isas.join(' + ');
-    const offered = this.pools.filter((p) => !p.unavailable).flatMap((p) => p.isas);
+    const offered = [...this.pools.filter((p) => !p.unavailable).flatMap((p) => p.isas), ...this.liveRemotes().flatMap((o) => [...(o.get('ISA') ?? [])])];
     const reason = fits[0]?.unavailable ?? platform.isas.map((i) => this.isaHint(i)).find(Boolean);
+    const noWorkers = this.pools.length === 0 && this.liveRemotes().length === 0;
     throw failedPrecondition(
-      `no worker can run ISA=${isa}: ${reason ?? `this server offers ${offered.join(', ') || 'no ISA'}`}` +
-        (reason ? '' : '. Add a worker pool for it in the config (execution.pools), or run `reexec init` to see which ISAs the host can emulate'),
+      noWorkers
+        ? `no worker can run this action: this server has no local worker pools (execution.pools is empty) and no bot is connected; start a buildbox-worker against it (README: "More machines")`
+        : `no worker can run ISA=${isa}${platform.raw.length ? ` with ${platform.raw.map((r) => `${r.name}=${r.value}`).join(', ')}` : ''}: ${reason ?? `this server offers ${[...new Set(offered)].join(', ') || 'no ISA'}`}` +
+            (reason ? '' : '. Add a worker pool for it in the config (execution.pools), connect a bot offering it, or run `reexec init` to see which ISAs the host can emulate'),
       platform.isas.map((i) => ({ type: 'UNSUPPORTED_PLATFORM_PROPERTY', subject: 'ISA', description: i })),
     );
   }
@@ -205,7 +327,8 @@ export class Scheduler extends EventEmitter {
     return ap < bp || (ap === bp && as < bs);
   }
 
-  private insert(q: Execution[], ex: Execution): void {
+  private insert(ex: Execution): void {
+    const q = this.queue;
     let i = q.length;
     while (i > 0 && !this.before(q[i - 1]!, ex)) i--;
     q.splice(i, 0, ex);
@@ -215,52 +338,64 @@ export class Scheduler extends EventEmitter {
   private lenderFor(ex: Execution): Waiter | undefined {
     for (const op of ex.operations) {
       const parent = op.submitter.parent;
-      const w = parent ? this.lenders.get(parent)?.shift() : undefined;
-      if (w) return w;
+      const list = parent ? this.lenders.get(parent) : undefined;
+      const i = list?.findIndex((w) => w.worker.accepts(ex.job)) ?? -1;
+      if (list && i >= 0) return list.splice(i, 1)[0];
     }
     return undefined;
   }
 
   private enqueue(ex: Execution): void {
-    this.order.set(ex, this.seq++);
+    // A requeued execution keeps its place among equals.
+    if (!this.order.has(ex)) this.order.set(ex, this.seq++);
     this.saveAll(ex);
-    const waiter = this.waiting.get(ex.pool)!.shift() ?? this.lenderFor(ex);
+    const i = this.waiting.findIndex((w) => w.worker.accepts(ex.job));
+    const waiter = i >= 0 ? this.waiting.splice(i, 1)[0] : this.lenderFor(ex);
     if (waiter) {
-      this.start(ex);
-      waiter(ex);
+      waiter.give(this.start(ex, waiter.worker.name));
       return;
     }
-    this.insert(this.queues.get(ex.pool)!, ex);
+    this.insert(ex);
     this.emitAll(ex);
   }
 
   /** Another operation waits on a queued execution: it may raise its priority, or bring a lender. */
   private joinedQueued(ex: Execution, op: Operation, priority: number): void {
-    const q = this.queues.get(ex.pool)!;
+    const q = this.queue;
     if (priority < ex.job.priority) {
       ex.job.priority = priority;
       const i = q.indexOf(ex);
       if (i >= 0) {
         q.splice(i, 1);
-        this.insert(q, ex);
+        this.insert(ex);
       }
     }
     const parent = op.submitter.parent;
-    const lender = parent ? this.lenders.get(parent)?.shift() : undefined;
-    if (lender) {
+    const list = parent ? this.lenders.get(parent) : undefined;
+    const li = list?.findIndex((w) => w.worker.accepts(ex.job)) ?? -1;
+    if (list && li >= 0) {
+      const lender = list.splice(li, 1)[0]!;
       const i = q.indexOf(ex);
       if (i >= 0) q.splice(i, 1);
-      this.start(ex);
-      lender(ex);
+      lender.give(this.start(ex, lender.worker.name));
     }
   }
 
-  private start(ex: Execution): void {
+  /** Lease an execution to a worker: it is EXECUTING from now on. */
+  private start(ex: Execution, worker: string, deadline = Number.POSITIVE_INFINITY): LeaseRecord {
     ex.stage = 'EXECUTING';
-    ex.startedAt = new Date();
+    ex.startedAt = new Date(this.clock.now());
     ex.attempts++;
+    ex.worker = worker;
+    ex.phase = undefined;
+    const revoke = new AbortController();
+    const lease: LeaseRecord = { id: randomUUID(), execution: ex, worker, deadline, revoke, signal: AbortSignal.any([ex.abort.signal, revoke.signal]) };
+    ex.lease = lease;
+    this.leases.set(lease.id, lease);
     this.saveAll(ex);
     this.emitAll(ex);
+    this.emit('lease', lease);
+    return lease;
   }
 
   private saveAll(ex: Execution): void {
@@ -272,12 +407,15 @@ export class Scheduler extends EventEmitter {
     for (const op of ex.operations) this.emit('change', op);
   }
 
-  private wait(list: Waiter[], signal?: AbortSignal): Promise<Execution> {
+  private wait(list: Waiter[], worker: Worker, signal?: AbortSignal): Promise<LeaseRecord> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(new Error('worker stopped'));
-      const waiter: Waiter = (ex) => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve(ex);
+      const waiter: Waiter = {
+        worker,
+        give: (lease) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(lease);
+        },
       };
       const onAbort = (): void => {
         const i = list.indexOf(waiter);
@@ -289,40 +427,51 @@ export class Scheduler extends EventEmitter {
     });
   }
 
-  /** A worker of `pool` takes the next execution, waiting until there is one. */
-  next(pool: string, signal?: AbortSignal): Promise<Execution> {
-    const q = this.queues.get(pool);
-    if (!q) throw new Error(`unknown pool ${pool}`);
-    const ex = q.shift();
-    if (ex) {
-      this.start(ex);
-      return Promise.resolve(ex);
-    }
-    return this.wait(this.waiting.get(pool)!, signal);
+  /** The first queued execution `worker` can run, taken off the queue. */
+  private takeFor(worker: Worker, eligible: (ex: Execution) => boolean = () => true): Execution | undefined {
+    const i = this.queue.findIndex((ex) => eligible(ex) && worker.accepts(ex.job));
+    return i >= 0 ? this.queue.splice(i, 1)[0] : undefined;
+  }
+
+  /**
+   * `worker` takes the next execution it can run as a lease, waiting until there is one
+   * (`signal` stops waiting). `deadline` (ms since the epoch): when the lease is lost unless
+   * renewed; local slots hold theirs until they report.
+   */
+  lease(worker: Worker, signal?: AbortSignal, deadline?: number): Promise<Lease> {
+    if (this.closed) return Promise.reject(new Error('the scheduler is closed'));
+    const ex = this.takeFor(worker);
+    if (ex) return Promise.resolve(this.start(ex, worker.name, deadline));
+    return this.wait(this.waiting, worker, signal).then((l) => {
+      if (deadline !== undefined) l.deadline = deadline;
+      return l;
+    });
+  }
+
+  /** A queued execution `worker` can run, leased at once, or undefined (a bot's poll that found nothing). */
+  tryLease(worker: Worker, deadline?: number): Lease | undefined {
+    if (this.closed) return undefined;
+    const ex = this.takeFor(worker);
+    return ex ? this.start(ex, worker.name, deadline) : undefined;
+  }
+
+  /** A worker of local pool `pool` takes the next execution, waiting until there is one. */
+  async next(pool: string, signal?: AbortSignal): Promise<Execution> {
+    const spec = this.pools.find((p) => p.name === pool);
+    if (!spec) throw new Error(`unknown pool ${pool}`);
+    return (await this.lease(this.localWorker(spec), signal)).execution;
   }
 
   /**
    * The slot lent by running execution `lender` takes the next execution one of its nested
-   * operations waits on (from any pool: the platform, not the pool, decides how it runs),
-   * waiting until there is one. `signal` ends the loan.
+   * operations waits on (that `worker` can run), waiting until there is one. `signal` ends the loan.
    */
-  nextNested(lender: string, signal: AbortSignal): Promise<Execution> {
-    let best: { q: Execution[]; ex: Execution } | undefined;
-    for (const q of this.queues.values()) {
-      for (const ex of q) {
-        if (![...ex.operations].some((op) => op.submitter.parent === lender)) continue;
-        if (!best || this.before(ex, best.ex)) best = { q, ex };
-        break; // queues are sorted: the first eligible one of each is its best
-      }
-    }
-    if (best) {
-      best.q.splice(best.q.indexOf(best.ex), 1);
-      this.start(best.ex);
-      return Promise.resolve(best.ex);
-    }
+  nestedLease(lender: string, worker: Worker, signal: AbortSignal): Promise<Lease> {
+    const ex = this.takeFor(worker, (e) => [...e.operations].some((op) => op.submitter.parent === lender));
+    if (ex) return Promise.resolve(this.start(ex, worker.name));
     let list = this.lenders.get(lender);
     if (!list) this.lenders.set(lender, (list = []));
-    const waiting = this.wait(list, signal);
+    const waiting = this.wait(list, worker, signal);
     const forget = (): void => {
       if (list.length === 0 && this.lenders.get(lender) === list) this.lenders.delete(lender);
     };
@@ -330,11 +479,86 @@ export class Scheduler extends EventEmitter {
     return waiting;
   }
 
+  /** nestedLease() for a slot that can run anything a local pool can. */
+  async nextNested(lender: string, signal: AbortSignal): Promise<Execution> {
+    const worker: Worker = { name: 'nested', accepts: (job) => this.pools.some((p) => this.poolFits(p, job.platform)) };
+    return (await this.nestedLease(lender, worker, signal)).execution;
+  }
+
+  /** The lease `id` while it is current (not completed, failed or expired). */
+  leaseById(id: string): Lease | undefined {
+    return this.leases.get(id);
+  }
+
+  /** Leases held now. */
+  heldLeases(): Lease[] {
+    return [...this.leases.values()];
+  }
+
+  /**
+   * The holder of lease `id` reports its result. Returns false for a lease that is no longer
+   * current (it expired and runs elsewhere, or the execution ended): the report is ignored.
+   */
+  completeLease(id: string, response: re.IExecuteResponse): boolean {
+    const lease = this.leases.get(id);
+    if (!lease) return false;
+    this.leases.delete(id);
+    this.complete(lease.execution, response);
+    return true;
+  }
+
+  /** The holder of lease `id` is still at it: the lease lasts until `deadline`. */
+  renew(id: string, deadline: number): boolean {
+    const lease = this.leases.get(id);
+    if (!lease) return false;
+    lease.deadline = deadline;
+    return true;
+  }
+
+  /**
+   * Lease `id` is lost (its worker went away, or gave it back): the execution runs again on
+   * another worker, unless it was cancelled (it ends CANCELLED) or has been leased maxAttempts
+   * times (it ends UNAVAILABLE, saying why).
+   */
+  fail(id: string, reason: string): void {
+    const lease = this.leases.get(id);
+    if (!lease) return;
+    this.leases.delete(id);
+    lease.revoke.abort();
+    const ex = lease.execution;
+    ex.lease = undefined;
+    if (ex.stage === 'COMPLETED') return;
+    if (ex.abort.signal.aborted) {
+      this.complete(ex, { status: { code: Code.CANCELLED, message: `the operation was cancelled while running (${reason})` } });
+      return;
+    }
+    if (this.closed) return;
+    if (ex.attempts >= this.maxAttempts) {
+      const message = `the action was given to a worker ${ex.attempts} times and none finished it: ${reason}; not retried again`;
+      this.complete(ex, { status: { code: Code.UNAVAILABLE, message }, message });
+      return;
+    }
+    ex.stage = 'QUEUED';
+    ex.worker = undefined;
+    ex.phase = undefined;
+    this.emit('requeued', ex, reason);
+    this.enqueue(ex);
+  }
+
+  /** Leases past their deadline are lost (see fail()). */
+  expireLeases(now = this.clock.now()): void {
+    for (const lease of [...this.leases.values()]) {
+      if (lease.deadline < now) this.fail(lease.id, `worker ${lease.worker} stopped reporting on it`);
+    }
+  }
+
   /** Finish an execution with its ExecuteResponse: every operation still waiting on it is done. */
   complete(ex: Execution, response: re.IExecuteResponse): void {
     if (ex.stage === 'COMPLETED') return;
+    if (ex.lease) this.leases.delete(ex.lease.id);
+    ex.lease = undefined;
     ex.stage = 'COMPLETED';
-    ex.completedAt = new Date();
+    ex.completedAt = new Date(this.clock.now());
     ex.response = response;
     this.active.delete(ex.id);
     this.forgetInflight(ex);
@@ -360,9 +584,9 @@ export class Scheduler extends EventEmitter {
     return [...this.operations.values()];
   }
 
-  /** Queued executions, in the order they will run within each pool. */
+  /** Queued executions, in the order they will run. */
   queued(): Execution[] {
-    return [...this.queues.values()].flat();
+    return [...this.queue];
   }
 
   /**
@@ -383,9 +607,8 @@ export class Scheduler extends EventEmitter {
       return;
     }
     if (ex.stage === 'QUEUED') {
-      const q = this.queues.get(ex.pool)!;
-      const i = q.indexOf(ex);
-      if (i >= 0) q.splice(i, 1);
+      const i = this.queue.indexOf(ex);
+      if (i >= 0) this.queue.splice(i, 1);
       this.complete(ex, { status: { code: Code.CANCELLED, message: `operation ${name} was cancelled before it ran` } });
       return;
     }
@@ -417,11 +640,13 @@ export class Scheduler extends EventEmitter {
 
   /** Queue depth per pool, for status. */
   queueDepths(): Record<string, number> {
-    return Object.fromEntries([...this.queues].map(([k, v]) => [k, v.length]));
+    const out: Record<string, number> = Object.fromEntries(this.pools.map((p) => [p.name, 0]));
+    for (const ex of this.queue) out[ex.pool] = (out[ex.pool] ?? 0) + 1;
+    return out;
   }
 
   private sweep(): void {
-    const cutoff = Date.now() - this.retentionMs;
+    const cutoff = this.clock.now() - this.retentionMs;
     for (const [name, op] of this.operations) {
       if (op.stage === 'COMPLETED' && (op.completedAt?.getTime() ?? 0) < cutoff) {
         this.operations.delete(name);

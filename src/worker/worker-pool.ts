@@ -1,14 +1,14 @@
-import type { Logger } from '../util/logger.js';
+import type { Executor } from '../execution/build-executor.js';
 import type { Execution } from '../scheduler/operation.js';
-import type { PoolSpec, Scheduler } from '../scheduler/scheduler.js';
-import { executeAction, type ExecutorContext } from './action-executor.js';
+import type { Lease, PoolSpec, Scheduler, Worker } from '../scheduler/scheduler.js';
+import type { Logger } from '../util/logger.js';
 
 /**
- * The worker slots of every pool. Each slot pulls executions from the scheduler, the way an
- * out-of-process worker would, runs them and reports the response. A slot running an action
- * with a REAPI socket (remoteApisSocketPath) lends itself to that action's nested work while
- * it runs: the action waits on that work, so it would never finish if every other slot were
- * busy too (see Scheduler.nextNested).
+ * The local worker slots of every pool: workers of the scheduler like bots are. Each slot
+ * takes leases, runs them through the executor and reports the response. A slot running an
+ * action with a REAPI socket (remoteApisSocketPath) lends itself to that action's nested work
+ * while it runs: the action waits on that work, so it would never finish if every other slot
+ * were busy too (see Scheduler.nestedLease).
  */
 export class WorkerPool {
   private readonly stop = new AbortController();
@@ -18,42 +18,44 @@ export class WorkerPool {
 
   constructor(
     private readonly scheduler: Scheduler,
-    private readonly ctx: ExecutorContext,
+    private readonly executor: Executor,
     private readonly log: Logger,
   ) {}
 
   start(pools: readonly PoolSpec[]): void {
     for (const pool of pools) {
       if (pool.unavailable) continue;
-      for (let i = 0; i < pool.slots; i++) this.loops.push(this.loop(pool, `${pool.name}-${i}`));
+      const worker = this.scheduler.localWorker(pool);
+      for (let i = 0; i < pool.slots; i++) this.loops.push(this.loop(worker, `${pool.name}-${i}`));
     }
   }
 
-  private async loop(pool: PoolSpec, slot: string): Promise<void> {
+  private async loop(worker: Worker, slot: string): Promise<void> {
     while (!this.stop.signal.aborted) {
-      let ex: Execution;
+      let lease: Lease;
       try {
-        ex = await this.scheduler.next(pool.name, this.stop.signal);
+        lease = await this.scheduler.lease(worker, this.stop.signal);
       } catch {
         return;
       }
-      await this.run(ex, slot);
+      await this.run(lease, slot, worker);
     }
   }
 
-  /** Run one execution in `slot` (lending the slot to its nested work while it runs), and report it. */
-  private async run(ex: Execution, slot: string): Promise<void> {
+  /** Run one lease in `slot` (lending the slot to its nested work while it runs), and report it. */
+  private async run(lease: Lease, slot: string, worker: Worker): Promise<void> {
+    const ex = lease.execution;
     ex.worker = slot;
     this.running.set(slot, ex);
     const loan = new AbortController();
-    const lending = ex.job.platform.remoteApisSocket ? this.lend(ex, `${slot}/nested`, loan.signal) : Promise.resolve();
+    const lending = ex.job.platform.remoteApisSocket ? this.lend(ex, `${slot}/nested`, worker, loan.signal) : Promise.resolve();
     try {
-      const response = await executeAction(this.ctx, ex, `reexec/${slot}`, ex.abort.signal, (phase) => (ex.phase = phase));
+      const response = await this.executor.execute(ex, `reexec/${slot}`, lease.signal, (phase) => (ex.phase = phase));
       // A daemon shutting down leaves the operation as it was in the journal: it runs again after restart.
-      if (!this.scheduler.isClosed) this.scheduler.complete(ex, response);
+      if (!this.scheduler.isClosed) this.scheduler.completeLease(lease.id, response);
     } catch (err) {
       this.log.error('worker slot failed (a bug)', { slot, execution: ex.id, operations: ex.operationNames, error: (err as Error).stack });
-      if (!this.scheduler.isClosed) this.scheduler.complete(ex, { status: { code: 13, message: `internal error running the action: ${(err as Error).message}` } });
+      if (!this.scheduler.isClosed) this.scheduler.completeLease(lease.id, { status: { code: 13, message: `internal error running the action: ${(err as Error).message}` } });
     } finally {
       this.running.delete(slot);
       // What it Executed through its socket and still waits for has lost its client: cancelled
@@ -65,16 +67,17 @@ export class WorkerPool {
   }
 
   /** The lent slot: runs `lender`'s nested work, one at a time, until the loan ends. */
-  private async lend(lender: Execution, slot: string, loan: AbortSignal): Promise<void> {
+  private async lend(lender: Execution, slot: string, worker: Worker, loan: AbortSignal): Promise<void> {
     const signal = AbortSignal.any([loan, this.stop.signal]);
+    const nested: Worker = { name: slot, accepts: (job) => worker.accepts(job) || this.scheduler.pools.some((p) => this.scheduler.localWorker(p).accepts(job)) };
     while (!signal.aborted) {
-      let ex: Execution;
+      let lease: Lease;
       try {
-        ex = await this.scheduler.nextNested(lender.id, signal);
+        lease = await this.scheduler.nestedLease(lender.id, nested, signal);
       } catch {
         return;
       }
-      await this.run(ex, slot);
+      await this.run(lease, slot, worker);
     }
   }
 

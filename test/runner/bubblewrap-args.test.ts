@@ -1,17 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { bubblewrapArgs, HOST_TOOLS_ROOT } from '../../src/runner/bubblewrap-runner.js';
+import type { SandboxRoot } from '../../src/runner/runner.js';
 import { parsePlatform } from '../../src/scheduler/platform.js';
-import type { StagedInput } from '../../src/worker/input-stager.js';
+import { sandboxPolicy } from '../../src/execution/build-executor.js';
 
-const staged = (over: Partial<StagedInput> = {}): StagedInput => ({
-  rootDir: '/w/root',
-  rootReadOnly: true,
+const staged = (over: Partial<SandboxRoot> = {}): SandboxRoot => ({
+  dir: '/w/root',
+  readOnly: true,
   mounts: [
     { kind: 'ro-bind', source: '/cache/usr', dest: '/usr' },
     { kind: 'bind', source: '/w/root/build', dest: '/build' },
   ],
-  cachedDirs: new Map(),
-  knownInodes: new Map(),
   tmpWritable: false,
   ...over,
 });
@@ -22,7 +21,7 @@ describe('bubblewrapArgs', () => {
   const base = { env: [], workingDirectory: 'build/x' };
 
   it('makes the input root "/" with the BuildStream sandbox contract', () => {
-    const a = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh', '-c', 'true'], platform: parsePlatform(undefined, 'x86-64') }, 3);
+    const a = bubblewrapArgs({ ...base, root: staged(), argv: ['sh', '-c', 'true'], policy: sandboxPolicy(parsePlatform(undefined, 'x86-64')) }, 3);
     for (const f of ['--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent', '--disable-userns']) expect(a).toContain(f);
     expect(a.slice(a.indexOf('--cap-drop'), a.indexOf('--cap-drop') + 2)).toEqual(['--cap-drop', 'ALL']);
     expect(pairs(a, '--ro-bind')[0]).toEqual(['/w/root', '/']);
@@ -38,8 +37,8 @@ describe('bubblewrapArgs', () => {
 
   it('gives actions a session of their own; an interactive shell (reexec shell) keeps the terminal for job control', () => {
     const platform = parsePlatform(undefined, 'x86-64');
-    const action = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh'], platform }, 3);
-    const shell = bubblewrapArgs({ ...base, staged: staged(), argv: ['sh', '-i'], platform, interactive: true }, 3);
+    const action = bubblewrapArgs({ ...base, root: staged(), argv: ['sh'], policy: sandboxPolicy(platform) }, 3);
+    const shell = bubblewrapArgs({ ...base, root: staged(), argv: ['sh', '-i'], policy: sandboxPolicy(platform), interactive: true }, 3);
     expect(action).toContain('--new-session');
     expect(shell).not.toContain('--new-session');
     // Otherwise the very same sandbox.
@@ -48,7 +47,7 @@ describe('bubblewrapArgs', () => {
 
   it('keeps the network with network=on and maps unixUID/unixGID', () => {
     const p = parsePlatform({ properties: [{ name: 'network', value: 'on' }, { name: 'unixUID', value: '1000' }, { name: 'unixGID', value: '50' }] });
-    const a = bubblewrapArgs({ ...base, staged: staged({ tmpWritable: true }), argv: ['true'], platform: p }, 3);
+    const a = bubblewrapArgs({ ...base, root: staged({ tmpWritable: true }), argv: ['true'], policy: sandboxPolicy(p) }, 3);
     expect(a).not.toContain('--unshare-net');
     expect(a.slice(a.indexOf('--uid'), a.indexOf('--uid') + 4)).toEqual(['--uid', '1000', '--gid', '50']);
     expect(pairs(a, '--tmpfs').map((x) => x[0])).not.toContain('/tmp');
@@ -62,7 +61,7 @@ describe('bubblewrapArgs', () => {
       { kind: 'ro-bind', path: '/var/lib/dpkg' },
       { kind: 'tmpfs', path: '/data' },
     ] as const;
-    const a = bubblewrapArgs({ ...base, staged: staged({ mounts: [] }), argv: ['/usr/bin/gcc'], platform: p, hostMounts: [...hostMounts] }, 3);
+    const a = bubblewrapArgs({ ...base, root: staged({ mounts: [] }), argv: ['/usr/bin/gcc'], policy: sandboxPolicy(p), hostMounts: [...hostMounts] }, 3);
     expect(pairs(a, '--ro-bind')).toEqual([['/', '/'], ['/dev/null', '/etc/shadow'], ['/var/lib/dpkg', '/var/lib/dpkg']]);
     expect(pairs(a, '--tmpfs').map((x) => x[0])).toEqual(['/dev/shm', '/tmp', '/var/lib', '/data']);
     // In order: the tmpfs over /var/lib before what is bound back into it.
@@ -78,13 +77,13 @@ describe('bubblewrapArgs', () => {
       { kind: 'null', path: '/srv/reexec.sock' },
       { kind: 'ro-bind', path: '/var/lib/dpkg' },
     ] as const;
-    const a = bubblewrapArgs({ ...base, hostToolsRoot: '/srv/root/', hostMounts: [...hostMounts], staged: staged({ mounts: [] }), argv: ['gcc'], platform: p }, 3);
+    const a = bubblewrapArgs({ ...base, hostToolsRoot: '/srv/root/', hostMounts: [...hostMounts], root: staged({ mounts: [] }), argv: ['gcc'], policy: sandboxPolicy(p) }, 3);
     expect(pairs(a, '--ro-bind')).toEqual([['/srv/root', '/'], ['/dev/null', '/srv/reexec.sock'], ['/srv/root/var/lib/dpkg', '/var/lib/dpkg']]);
     expect(pairs(a, '--tmpfs').map((x) => x[0])).toEqual(['/dev/shm', '/tmp', '/var/data']);
   });
 
   it("binds an action's REAPI socket last, over everything else", () => {
-    const a = bubblewrapArgs({ ...base, staged: staged(), argv: ['true'], platform: parsePlatform(undefined, 'x86-64'), binds: [{ source: '/tmp/reexec-api-x/1.sock', dest: '/tmp/reapi.sock' }] }, 3);
+    const a = bubblewrapArgs({ ...base, root: staged(), argv: ['true'], policy: sandboxPolicy(parsePlatform(undefined, 'x86-64')), binds: [{ source: '/tmp/reexec-api-x/1.sock', dest: '/tmp/reapi.sock' }] }, 3);
     const i = a.indexOf('/tmp/reexec-api-x/1.sock');
     expect(a.slice(i - 1, i + 2)).toEqual(['--bind', '/tmp/reexec-api-x/1.sock', '/tmp/reapi.sock']);
     expect(a.lastIndexOf('--tmpfs')).toBeLessThan(i);

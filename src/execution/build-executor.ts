@@ -4,25 +4,73 @@ import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import type { re } from '../proto.js';
-import { runInBubblewrap, type RunResult } from '../runner/bubblewrap-runner.js';
 import type { HostToolsView } from '../runner/host-tools-view.js';
-import type { Execution, ExecutionPhase } from '../scheduler/operation.js';
-import { REMOTE_APIS_SOCKET_PROPERTY } from '../scheduler/platform.js';
+import type { Runner, RunResult, SandboxPolicy, SandboxRoot } from '../runner/runner.js';
+import type { Execution, ExecutionPhase, Job } from '../scheduler/operation.js';
+import { REMOTE_APIS_SOCKET_PROPERTY, type PlatformRequirements } from '../scheduler/platform.js';
 import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
 import { asStatusError, Code, failedPrecondition, StatusError } from '../util/status-error.js';
-import { fetchInputTree } from './input-tree.js';
-import type { InputStager } from './input-stager.js';
-import { OutputCollector } from './output-collector.js';
-import type { NestedApiProvider, NestedApiSocket } from './nested-api.js';
-import { resolveInRoot, type RootView } from './root-path.js';
+import { fetchInputTree } from '../worker/input-tree.js';
+import type { InputStager, StagedInput } from '../worker/input-stager.js';
+import { OutputCollector } from '../worker/output-collector.js';
+import type { NestedApiProvider, NestedApiSocket } from '../worker/nested-api.js';
+import { resolveInRoot, type RootView } from '../worker/root-path.js';
 import { pausePoint } from '../util/test-hooks.js';
-import { prepareSandboxRoot } from './sandbox-root.js';
+import { prepareSandboxRoot } from '../worker/sandbox-root.js';
 
-export interface ExecutorContext {
+/**
+ * Runs one leased execution to its ExecuteResponse. Action failures go into the response;
+ * only a bug throws. `signal` stops it (cancel, shutdown, lease lost).
+ */
+export interface Executor {
+  execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase?: (phase: ExecutionPhase) => void): Promise<re.IExecuteResponse>;
+}
+
+/** A staged input root as the runner is told (plain data). */
+export function sandboxRootOf(staged: StagedInput): SandboxRoot {
+  return { dir: staged.rootDir, readOnly: staged.rootReadOnly, mounts: staged.mounts, tmpWritable: staged.tmpWritable };
+}
+
+/** How an action's platform is sandboxed, as the runner is told. */
+export function sandboxPolicy(platform: PlatformRequirements): SandboxPolicy {
+  return { kind: platform.sandbox, uid: platform.uid, gid: platform.gid, network: platform.network, isas: platform.isas };
+}
+
+/**
+ * Store a response's result in the action cache when REAPI says it may be: the action ran,
+ * exited 0, and is cacheable. Local slots and bots both finish through this.
+ */
+export async function cacheSuccessful(ac: ActionCache, job: Job, response: re.IExecuteResponse): Promise<void> {
+  if ((response.status?.code ?? 0) !== Code.OK || !response.result || (response.result.exitCode ?? 0) !== 0 || job.doNotCache) return;
+  await ac.put(job.instance, job.actionDigest, response.result);
+}
+
+/** The action-cache write around an executor: successes are cached (failures still come back with outputs and logs). */
+export class CachingExecutor implements Executor {
+  constructor(
+    private readonly inner: Executor,
+    private readonly ac: ActionCache,
+    private readonly log: Logger,
+  ) {}
+
+  async execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase?: (phase: ExecutionPhase) => void): Promise<re.IExecuteResponse> {
+    const response = await this.inner.execute(execution, workerName, signal, onPhase);
+    try {
+      await cacheSuccessful(this.ac, execution.job, response);
+      return response;
+    } catch (err) {
+      const se = asStatusError(err);
+      this.log.warn(`could not cache the result of execution ${execution.id}: ${se.message}`);
+      return { status: toRpcStatus(se), message: se.message };
+    }
+  }
+}
+
+export interface BuildContext {
   cas: BlobStore;
-  ac: ActionCache;
   stager: InputStager;
+  runner: Runner;
   workDir: string;
   /** What host-tools actions see of the host (private files hidden). */
   hostTools: HostToolsView;
@@ -63,16 +111,23 @@ async function socketMountPointFor(view: RootView, rel: string, created: (hostPa
 }
 
 /**
- * Runs one action end to end: fetch and stage its inputs, run it in the sandbox, store its
- * outputs and logs, cache a successful result. Action failures go into the ExecuteResponse;
- * only a bug throws.
+ * Runs one action end to end on this host: fetch and stage its inputs, run it through the
+ * Runner, store its outputs and logs. The action cache is CachingExecutor's business.
  */
-export async function executeAction(
-  ctx: ExecutorContext,
+export class BuildExecutor implements Executor {
+  constructor(private readonly ctx: BuildContext) {}
+
+  execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void = () => undefined): Promise<re.IExecuteResponse> {
+    return executeAction(this.ctx, execution, workerName, signal, onPhase);
+  }
+}
+
+async function executeAction(
+  ctx: BuildContext,
   execution: Execution,
   workerName: string,
   signal: AbortSignal,
-  onPhase: (phase: ExecutionPhase) => void = () => undefined,
+  onPhase: (phase: ExecutionPhase) => void,
 ): Promise<re.IExecuteResponse> {
   const job = execution.job;
   const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(execution.queuedAt), workerStartTimestamp: ts(new Date()) };
@@ -104,12 +159,12 @@ export async function executeAction(
     const stdoutPath = join(dir, 'stdout');
     const stderrPath = join(dir, 'stderr');
     onPhase('running');
-    const run: RunResult = await runInBubblewrap({
-      staged,
+    const run: RunResult = await ctx.runner.run({
+      root: sandboxRootOf(staged),
       argv: job.command.arguments ?? [],
       env: (job.command.environmentVariables ?? []).map((e) => [e.name ?? '', e.value ?? '']),
       workingDirectory: job.command.workingDirectory ?? '',
-      platform: job.platform,
+      policy: sandboxPolicy(job.platform),
       stdoutPath,
       stderrPath,
       timeoutMs: job.timeoutMs,
@@ -166,8 +221,6 @@ export async function executeAction(
       const message = `the action's outputs do not have the types the Command declares: ${collected.wrongTypes.join('; ')}`;
       return { result, status: { code: Code.FAILED_PRECONDITION, message }, message };
     }
-    // Only successes are cached; failures still return outputs and logs (BuildStream caches failed artifacts).
-    if (run.exitCode === 0 && !job.doNotCache) await ctx.ac.put(job.instance, job.actionDigest, result);
     return { result, status: { code: Code.OK, message: '' }, cachedResult: false };
   } catch (err) {
     const se = asStatusError(err);
