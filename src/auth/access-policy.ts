@@ -33,6 +33,8 @@ const METHOD_RIGHTS: Record<string, Requirement> = {
   [`/${ASSET}.Push/PushDirectory`]: 'write',
   [`/${RE}.Execution/Execute`]: 'execute',
   [`/${RE}.Execution/WaitExecution`]: 'execute',
+  ['/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession']: 'worker',
+  ['/google.devtools.remoteworkers.v1test2.Bots/UpdateBotSession']: 'worker',
 };
 
 /** What calling `path` ("/package.Service/Method") needs. Unknown methods need admin: deny by default. */
@@ -88,7 +90,8 @@ export function isLocalPeer(peer: Peer): boolean {
   return !peer.remoteAddress || isLoopbackAddress(peer.remoteAddress);
 }
 
-const READ_WRITE_EXECUTE: ReadonlySet<Right> = new Set(['read', 'write', 'execute']);
+/** Other machines with a client certificate: everything but admin (a bot's results are no more trusted than UpdateActionResult's). */
+const READ_WRITE_EXECUTE: ReadonlySet<Right> = new Set(['read', 'write', 'execute', 'worker']);
 
 /** The bearer token of a call, if it sent one ("authorization: Bearer TOKEN"). */
 export function bearerToken(metadata: grpc.Metadata): string | undefined {
@@ -107,7 +110,8 @@ export function bearerToken(metadata: grpc.Metadata): string | undefined {
  * user and root (LocalUsers): over TCP the peer's socket owner decides (a peer that cannot be
  * identified is refused); over a unix socket the kernel does, through the socket file's
  * permissions (mode 0600, an ACL entry per admitted user, 0666 for any). They get every right.
- * Other machines need a client certificate (mutual TLS), which gives read, write and execute.
+ * Other machines need a client certificate (mutual TLS), which gives read, write, execute and
+ * worker (bots).
  */
 export class AccessPolicy {
   constructor(

@@ -3,9 +3,11 @@
  * read: fetch from the CAS, the action cache and Remote Asset;
  * write: upload blobs, action results and assets;
  * execute: run actions (Execute, WaitExecution, Operations);
- * admin: the reexec.admin.v1.Admin service (status, garbage collection).
+ * admin: the reexec.admin.v1.Admin service (status, garbage collection);
+ * worker: take work as a bot (Remote Workers API: CreateBotSession, UpdateBotSession). A bot
+ * host's buildbox-casd also needs read and write.
  */
-export const RIGHTS = ['read', 'write', 'execute', 'admin'] as const;
+export const RIGHTS = ['read', 'write', 'execute', 'admin', 'worker'] as const;
 export type Right = (typeof RIGHTS)[number];
 
 /** Every right: what "all" stands for in a token file. */

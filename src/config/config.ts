@@ -92,6 +92,19 @@ export interface ExecutionConfig {
   runAs: string;
   /** The host-tools sandbox (Bazel, recc): what its actions see of the host. */
   hostTools: HostToolsConfig;
+  /** Bots (Remote Workers API, buildbox-worker) taking work from this server. */
+  bots: BotsConfig;
+}
+
+export interface BotsConfig {
+  /** A bot that does not call UpdateBotSession for this long loses its session; its lease runs elsewhere. */
+  sessionTimeoutSeconds: number;
+  /** How long UpdateBotSession is held waiting for work (less when the bot's deadline is nearer). */
+  pollSeconds: number;
+  /** How long the properties of a bot that went away stay valid for new actions (which then wait for it). */
+  propertyGraceSeconds: number;
+  /** Times an action is leased (to bots or slots that go away) before it fails UNAVAILABLE. */
+  maxAttempts: number;
 }
 
 export interface HostToolsConfig {
@@ -237,6 +250,7 @@ export function defaultConfig(): Config {
       operationRetentionSeconds: 3600,
       runAs: 'auto',
       hostTools: { root: '/', hide: [], expose: [] },
+      bots: { sessionTimeoutSeconds: 60, pollSeconds: 30, propertyGraceSeconds: 600, maxAttempts: 3 },
     },
     history: { enabled: true, maxEntries: 100_000, maxAgeSeconds: 14 * 86400, keepFailed: 20 },
   };
@@ -272,7 +286,7 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
   const poolsRaw = raw['pools'];
   if (poolsRaw === 'auto') pools = 'auto';
   else if (poolsRaw !== undefined && poolsRaw !== null) {
-    if (!Array.isArray(poolsRaw) || poolsRaw.length === 0) throw new ConfigError(`${where}: "pools" must be a non-empty list`);
+    if (!Array.isArray(poolsRaw)) throw new ConfigError(`${where}: "pools" must be a list (empty: no local workers, only bots), or auto`);
     pools = poolsRaw.map((p, i) => {
       if (typeof p !== 'object' || p === null) throw new ConfigError(`${where}: pools[${i}] must be a mapping with name, isa, slots`);
       const r = p as Raw;
@@ -294,6 +308,20 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
     operationRetentionSeconds: duration('operation-retention', base.operationRetentionSeconds),
     runAs: runAs(raw['run-as'], where, base.runAs),
     hostTools: compileHostTools(section(raw, 'host-tools', where), `${where}: host-tools`, base.hostTools),
+    bots: compileBots(section(raw, 'bots', where), `${where}: bots`, base.bots),
+  };
+}
+
+/** execution.bots: session-timeout, poll, property-grace, max-attempts. */
+function compileBots(raw: Raw, where: string, base: BotsConfig): BotsConfig {
+  const keys = ['session-timeout', 'poll', 'property-grace', 'max-attempts'];
+  for (const k of Object.keys(raw)) if (!keys.includes(k)) throw new ConfigError(`${where}: no setting "${k}" (${keys.join(', ')})`);
+  const duration = (key: string, dflt: number): number => (raw[key] === undefined || raw[key] === null ? dflt : parseDuration(raw[key], `${where}: ${key}`));
+  return {
+    sessionTimeoutSeconds: duration('session-timeout', base.sessionTimeoutSeconds),
+    pollSeconds: duration('poll', base.pollSeconds),
+    propertyGraceSeconds: duration('property-grace', base.propertyGraceSeconds),
+    maxAttempts: num(raw, 'max-attempts', where, base.maxAttempts, 1),
   };
 }
 

@@ -36,6 +36,7 @@ import { capabilitiesDefinition, capabilitiesService } from '../services/capabil
 import { BATCH_FRAMING_ROOM, CLIENT_RECEIVE_LIMIT, casDefinition, casService } from '../services/cas-service.js';
 import type { CallContext } from '../services/grpc-adapters.js';
 import { NestedApiServers } from '../services/nested-api-server.js';
+import { botsDefinition, botsService } from '../services/bots-service.js';
 import type { Right } from '../auth/rights.js';
 import type { JobOptions } from '../execution/job-builder.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
@@ -75,6 +76,7 @@ export const SERVICE_NAMES = [
   'build.bazel.remote.asset.v1.Push',
   'build.bazel.remote.execution.v2.Execution',
   'google.longrunning.Operations',
+  'google.devtools.remoteworkers.v1test2.Bots',
   'reexec.admin.v1.Admin',
   'reexec.admin.v1.History',
 ];
@@ -248,6 +250,7 @@ export class Daemon {
         history?.attachExecution(execution.scheduler, execution.inUse, { hide: [...config.execution.hostTools.hide], hideFiles: [config.dataDir, ...daemonSecrets(config)], hostToolsRoot: config.execution.hostTools.root });
         server.addService(executionDefinition, impl.execution);
         server.addService(operationsDefinition, impl.operations);
+        server.addService(botsDefinition, botsService(log, execution.bots));
       }
       engineForCleanup = execution;
       if (execution) telemetry.watchExecution(execution.scheduler, execution.workers);

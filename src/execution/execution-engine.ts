@@ -7,7 +7,8 @@ import type { ExecutionConfig } from '../config/config.js';
 import { Execution, Operation, type Job } from '../scheduler/operation.js';
 import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-journal.js';
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
-import { Scheduler } from '../scheduler/scheduler.js';
+import { BOTS_POOL, Scheduler } from '../scheduler/scheduler.js';
+import { BotSessions } from '../bots/bot-sessions.js';
 import { homedir } from 'node:os';
 import { BubblewrapRunner, findBubblewrap } from '../runner/bubblewrap-runner.js';
 import { HostToolsView } from '../runner/host-tools-view.js';
@@ -39,6 +40,8 @@ export class ExecutionEngine {
     readonly support: IsaSupport[],
     readonly scheduler: Scheduler,
     readonly workers: WorkerPool,
+    /** Bot sessions of the Remote Workers API (buildbox-worker). */
+    readonly bots: BotSessions,
     readonly jobOptions: JobOptions,
     /** Inputs of queued and running actions: the garbage collector leaves them alone. */
     readonly inUse: InUseDigests,
@@ -94,13 +97,22 @@ export class ExecutionEngine {
       else log.info(`worker pool "${p.name}": ${p.slots} slot(s) for ${p.isas.join(', ')}`);
     }
     const journal = new LmdbOperationJournal(opts.env);
-    const scheduler = new Scheduler(pools, journal, config.operationRetentionSeconds * 1000, (isa) => whyUnavailable(support, isa));
+    const scheduler = new Scheduler(pools, {
+      journal,
+      retentionMs: config.operationRetentionSeconds * 1000,
+      isaHint: (isa) => whyUnavailable(support, isa),
+      maxAttempts: config.bots.maxAttempts,
+      remoteGraceMs: config.bots.propertyGraceSeconds * 1000,
+    });
+    if (pools.length === 0) log.info('no local worker pools (execution.pools is empty): actions run on bots only (Remote Workers API)');
     const jobOptions: JobOptions = {
       defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: config.maxTimeoutSeconds * 1000,
       hostIsa: hostIsa(),
       treeLimits: opts.treeLimits,
+      offeredElsewhere: (name, value) => scheduler.offeredByRemote(name, value),
     };
+    const bots = new BotSessions(scheduler, opts.ac, log, { sessionTimeoutMs: config.bots.sessionTimeoutSeconds * 1000, maxPollMs: config.bots.pollSeconds * 1000 });
     const owner = runAs.user ? { uid: runAs.user.uid, gid: runAs.user.gid } : undefined;
     const stager = new InputStager(opts.cas, opts.casBase, cacheDir, owner);
     const nestedApi = opts.nestedApi?.(scheduler, jobOptions, owner);
@@ -116,7 +128,7 @@ export class ExecutionEngine {
     holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
-    return new ExecutionEngine(support, scheduler, workers, jobOptions, inUse, nestedApi);
+    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi);
   }
 
   /**
@@ -149,8 +161,9 @@ export class ExecutionEngine {
         continue;
       }
       try {
-        ex.job = await buildJob(cas, first.instance, first.actionDigest, jobOptions, priority);
-        ex.pool = scheduler.poolFor(ex.job.platform).name;
+        // No bot is connected yet: what only bots offered waits for them to come back.
+        ex.job = await buildJob(cas, first.instance, first.actionDigest, { ...jobOptions, offeredElsewhere: () => true }, priority);
+        ex.pool = scheduler.pools.find((p) => scheduler.localWorker(p).accepts(ex.job))?.name ?? BOTS_POOL;
         scheduler.restoreExecution(ex, ops);
         requeued++;
       } catch (err) {
@@ -162,6 +175,7 @@ export class ExecutionEngine {
 
   async stop(): Promise<void> {
     this.scheduler.close();
+    this.bots.stop();
     await this.workers.close();
     await this.nestedApi?.close?.();
   }

@@ -16,6 +16,8 @@ export interface JobOptions {
   hostIsa: string;
   /** Largest input root accepted: deeper or bigger ones are refused with INVALID_ARGUMENT. */
   treeLimits?: TreeLimits;
+  /** Whether a bot offers a platform property reexec's own sandbox does not know (it is then valid). */
+  offeredElsewhere?: (name: string, value: string) => boolean;
 }
 
 async function loadMessage<T>(cas: BlobStore, digest: Digest, what: string, decode: (b: Uint8Array) => T): Promise<T> {
@@ -117,7 +119,7 @@ export async function buildJob(
   const action = await loadMessage(cas, actionDigest, 'Action', (b) => re.Action.decode(b));
   // REAPI 2.2+ clients put the platform in the Action: refuse an impossible one before
   // looking at any input, so a client learns it without uploading anything more.
-  if ((action.platform?.properties?.length ?? 0) > 0) checkPlatform(parsePlatform(action.platform, opts.hostIsa));
+  if ((action.platform?.properties?.length ?? 0) > 0) checkPlatform(parsePlatform(action.platform, opts.hostIsa, opts.offeredElsewhere));
   const fn = actionDigest.fn;
   const commandDigest = Digest.fromProto(action.commandDigest, fn, 'Action.command_digest');
   const rootDigest = Digest.fromProto(action.inputRootDigest, fn, 'Action.input_root_digest');
@@ -140,7 +142,7 @@ export async function buildJob(
   validateOutputNodeProperties(command);
   checkWorkingDirectory(inputTree, command.workingDirectory);
   // REAPI 2.2+: the platform lives in the Action; older clients put it in the Command.
-  const platform = parsePlatform((action.platform?.properties?.length ?? 0) > 0 ? action.platform : command.platform, opts.hostIsa);
+  const platform = parsePlatform((action.platform?.properties?.length ?? 0) > 0 ? action.platform : command.platform, opts.hostIsa, opts.offeredElsewhere);
   checkPlatform(platform);
   checkSocketPath(platform);
   let timeoutMs = opts.defaultTimeoutMs;

@@ -545,6 +545,14 @@ export class Scheduler extends EventEmitter {
     this.enqueue(ex);
   }
 
+  /** Lease `id` goes back to the queue unrun (its worker never got it): the attempt does not count. */
+  release(id: string): void {
+    const lease = this.leases.get(id);
+    if (!lease) return;
+    lease.execution.attempts = Math.max(0, lease.execution.attempts - 1);
+    this.fail(id, `worker ${lease.worker} did not take the lease`);
+  }
+
   /** Leases past their deadline are lost (see fail()). */
   expireLeases(now = this.clock.now()): void {
     for (const lease of [...this.leases.values()]) {

@@ -60,6 +60,15 @@ export interface CallContext {
   metadata: grpc.Metadata;
   /** Resolves when the client goes away. */
   cancelled: () => boolean;
+  /** The call's deadline (ms since the epoch), Infinity without one. */
+  deadline?: number;
+  /** Aborted when the client cancels the call or goes away. */
+  signal?: AbortSignal;
+}
+
+function deadlineMs(d: grpc.Deadline): number {
+  if (d instanceof Date) return d.getTime();
+  return typeof d === 'number' && Number.isFinite(d) ? d : Number.POSITIVE_INFINITY;
 }
 
 function contextOf(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, log: Logger, name: string): CallContext {
@@ -68,6 +77,13 @@ function contextOf(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerRea
     peer: call.getPeer(),
     metadata: call.metadata,
     cancelled: () => call.cancelled,
+    deadline: deadlineMs(call.getDeadline()),
+    get signal(): AbortSignal {
+      const ac = new AbortController();
+      if (call.cancelled) ac.abort();
+      else (call as unknown as NodeJS.EventEmitter).once('cancelled', () => ac.abort());
+      return ac.signal;
+    },
   };
 }
 
