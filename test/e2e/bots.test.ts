@@ -1,14 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from '../../src/client/reapi-client.js';
+import { createTlsSetup, type TlsSetup } from '../../src/host/tls-setup.js';
+import { bst2UserConfig, makeBst2Project, runBst2 } from '../helpers/bst2-project.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '../../src/digest/digest.js';
-import { type BotHost, processesWithArgs, startBotHost, waitFor } from '../helpers/bots.js';
+import { type BotHost, createNetNs, type NetNs, processesWithArgs, startBotHost, waitFor } from '../helpers/bots.js';
 import { makeClientsWork, prepareClientsRoot } from '../helpers/clients-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { uploadBusyboxRoot } from '../helpers/action-batch.js';
 import { execute, readBlob, uploadAction } from '../helpers/exec-client.js';
-import { isExecutable, removeTree } from '../helpers/run-client.js';
+import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
 import { call } from '../helpers/storage.js';
 
 /**
@@ -26,18 +29,15 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
   let work: string;
   let inside: string;
   const bots: BotHost[] = [];
-  const bot = async (d: TestDaemon, id: string, platform = X86, extra: { token?: string; url?: string } = {}): Promise<BotHost> => {
-    const b = await startBotHost(root, work, inside, { url: extra.url ?? `http://${d.address}`, id, platform, token: extra.token });
+  const bot = async (d: TestDaemon, id: string, platform = X86, extra: { token?: string; casToken?: string; url?: string; serverCert?: string } = {}): Promise<BotHost> => {
+    const b = await startBotHost(root, work, inside, { url: extra.url ?? `http://${d.address}`, id, platform, ...extra });
     bots.push(b);
     return b;
   };
   const connected = (d: TestDaemon, id: string) => waitFor(`bot ${id} to connect`, () => d.daemon.execution!.bots.list().find((b) => b.botId === id));
 
-  let tokenFile: string;
   beforeAll(() => {
     ({ work, inside } = makeClientsWork(root, 'reexec-bots-'));
-    tokenFile = join(work, 'tokens.yaml');
-    writeFileSync(tokenFile, ['bot-token-0123456789abcdef: read, write, worker', 'read-only-token-0123456789: read'].join('\n') + '\n', { mode: 0o600 });
   });
   afterAll(async () => {
     await Promise.all(bots.map((b) => b.stop()));
@@ -110,8 +110,8 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       expect(result.executionMetadata?.worker).toContain('bot-b');
       const out = result.outputFiles!.find((f) => f.path === 'out');
       expect((await readBlob(d.clients, out?.digest)).toString()).toBe('ran on the second try\n');
-      expect(d.daemon.execution!.bots.list().find((b) => b.botId === 'bot-a')).toBeUndefined();
       expect(d.daemon.execution!.bots.list().find((b) => b.botId === 'bot-b')?.leasesCompleted).toBe(1);
+      await waitFor("bot-a's session to expire", () => !d.daemon.execution!.bots.list().some((b) => b.botId === 'bot-a'));
     });
 
     it('cancel of a leased action reaches the bot: its process tree goes, and the operation ends CANCELLED', async () => {
@@ -132,33 +132,47 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
     });
   });
 
-  describe('bots next to local slots', () => {
+  describe('bots next to local slots, over TLS with tokens', () => {
     let d: TestDaemon;
+    let tc: ReturnType<typeof connect>;
     let rootDigest: Digest;
+    let tls: TlsSetup;
+    let url: string;
+    const botToken = `bot-${randomBytes(12).toString('hex')}`;
+    const readOnlyToken = `ro-${randomBytes(12).toString('hex')}`;
+    const tlsBot = (id: string, platform: Array<[string, string]>, token: string) =>
+      bot(d, id, platform, { token, casToken: botToken, url, serverCert: tls.serverCert.slice(root.length) });
     beforeAll(async () => {
+      tls = await createTlsSetup(join(work, 'tls'), { listen: ['127.0.0.1:0'] });
+      const clientToken = `client-${randomBytes(12).toString('hex')}`;
+      const tokens = join(work, 'tls-tokens.yaml');
+      writeFileSync(tokens, [`${clientToken}: read, write, execute`, `${botToken}: read, write, worker`, `${readOnlyToken}: read`, ''].join('\n'), { mode: 0o600 });
       d = await startTestDaemon((c) => {
         c.execution.bots.sessionTimeoutSeconds = 5;
-        c.auth.tokenFile = tokenFile;
-        c.auth.anonymous = ['read', 'write', 'execute'];
+        c.tls = { cert: tls.serverCert, key: tls.serverKey, clientCa: null };
+        c.auth.tokenFile = tokens;
       });
-      rootDigest = (await uploadBusyboxRoot(d.clients)).tree.root;
+      url = `https://${d.address}`;
+      tc = connect(url, {}, { serverCa: readFileSync(tls.caCert), token: clientToken });
+      rootDigest = (await uploadBusyboxRoot(tc)).tree.root;
     });
     afterAll(async () => {
       await Promise.all(bots.splice(0).map((b) => b.stop()));
-      await d.stop();
+      tc?.close();
+      await d?.stop();
     });
 
     it('a property only a bot offers is refused until such a bot connects, then routed to it alone', async () => {
       const gpu: Array<[string, string]> = [['OSFamily', 'linux'], ['pool', 'gpu']];
-      const gpuAction = (i: number) => uploadAction(d.clients, rootDigest, { args: ['sh', '-c', `echo gpu ${i}`], platform: gpu, doNotCache: true });
-      const plainAction = (i: number) => uploadAction(d.clients, rootDigest, { args: ['sh', '-c', `echo plain ${i}`], platform: X86, doNotCache: true });
-      const refused = await execute(d.clients, await gpuAction(0));
+      const gpuAction = (i: number) => uploadAction(tc, rootDigest, { args: ['sh', '-c', `echo gpu ${i}`], platform: gpu, doNotCache: true });
+      const plainAction = (i: number) => uploadAction(tc, rootDigest, { args: ['sh', '-c', `echo plain ${i}`], platform: X86, doNotCache: true });
+      const refused = await execute(tc, await gpuAction(0));
       expect(refused.error?.code).toBe(9);
       expect(refused.error?.details).toContain('pool="gpu"');
 
-      await bot(d, 'bot-gpu', gpu, { token: 'bot-token-0123456789abcdef' });
+      await tlsBot('bot-gpu', gpu, botToken);
       await connected(d, 'bot-gpu');
-      const runs = await Promise.all([...[1, 2, 3].map(async (i) => execute(d.clients, await gpuAction(i))), ...[1, 2, 3].map(async (i) => execute(d.clients, await plainAction(i)))]);
+      const runs = await Promise.all([...[1, 2, 3].map(async (i) => execute(tc, await gpuAction(i))), ...[1, 2, 3].map(async (i) => execute(tc, await plainAction(i)))]);
       for (const r of runs) expect(r.response?.result?.exitCode, JSON.stringify(r.error ?? r.response?.status)).toBe(0);
       expect(runs.slice(0, 3).map((r) => r.response!.result!.executionMetadata!.worker)).toEqual(['bot-gpu', 'bot-gpu', 'bot-gpu']);
       for (const r of runs.slice(3)) expect(r.response!.result!.executionMetadata!.worker).toMatch(/^reexec\/native-/);
@@ -166,14 +180,61 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
 
     it('refuses a bot with a wrong token or a token without the worker right', async () => {
       for (const [id, token, why] of [
-        ['bot-bad', 'not-a-token', /UNAUTHENTICATED|16/],
-        ['bot-readonly', 'read-only-token-0123456789', /PERMISSION_DENIED|7/],
+        ['bot-bad', `bad-${randomBytes(12).toString('hex')}`, /access token is not valid on this server/],
+        ['bot-readonly', readOnlyToken, /CreateBotSession needs the "worker" right/],
       ] as const) {
-        const b = await bot(d, id, X86, { token });
-        await b.exited;
-        expect(b.output()).toMatch(why);
+        const b = await tlsBot(id, X86, token);
+        await waitFor(`bot ${id} to be refused`, () => why.test(b.output()));
         expect(d.daemon.execution!.bots.list().find((x) => x.botId === id)).toBeUndefined();
+        await b.kill();
       }
+    });
+  });
+
+  describe('a bot on another host (its own network namespace) serving a BuildStream 2.8 build alone', () => {
+    let d: TestDaemon;
+    let ns: NetNs;
+    beforeAll(async () => {
+      ns = createNetNs();
+      d = await startTestDaemon((c) => {
+        c.execution.pools = [];
+        c.listen = [`${ns.hostAddress}:0`];
+      });
+    });
+    afterAll(async () => {
+      await Promise.all(bots.splice(0).map((b) => b.stop()));
+      await d?.stop();
+      ns?.remove();
+    });
+
+    it('builds remotely with every action run by the bot behind its own casd', async () => {
+      const url = `http://${d.address}`;
+      const b = await startBotHost(root, work, inside, { url, id: 'bot-netns', platform: X86, netns: ns.name });
+      bots.push(b);
+      const info = await connected(d, 'bot-netns');
+      expect(info.host).toContain(ns.nsAddress);
+
+      const token = randomBytes(8).toString('hex');
+      const bst = { work: join(work, 'bst'), inside: `${inside}/bst` };
+      mkdirSync(join(bst.work, 'home'), { recursive: true });
+      mkdirSync(join(bst.work, 'tmp'), { recursive: true });
+      const project = join(bst.work, 'project');
+      makeBst2Project(root, project, 'reexec-bots');
+      writeFileSync(
+        join(project, 'elements', 'hello.bst'),
+        ['kind: manual', 'build-depends:', '- base.bst', 'config:', '  install-commands:', '  - mkdir -p %{install-root}/out', `  - echo "built by a bot ${token} on $(uname -m)" > %{install-root}/out/hello.txt`, ''].join('\n'),
+      );
+      const server = `{url: "${url}", push: true}`;
+      writeFileSync(join(bst.work, 'buildstream.conf'), bst2UserConfig(bst.inside, { artifacts: server, sourceCaches: server, remoteExecution: { service: `{url: "${url}"}`, actionCache: server } }));
+      const build = await runBst2(root, bst.inside, 'buildstream.conf', ['build', 'hello.bst'], 240_000);
+      expect(build.code, describeRun('bst build', build)).toBe(0);
+      const checkout = await runBst2(root, bst.inside, 'buildstream.conf', ['artifact', 'checkout', 'hello.bst', '--directory', `${bst.inside}/checkout`], 120_000);
+      expect(checkout.code, describeRun('bst artifact checkout', checkout)).toBe(0);
+      expect(readFileSync(join(bst.work, 'checkout', 'out', 'hello.txt'), 'utf8')).toBe(`built by a bot ${token} on x86_64\n`);
+      const ran = d.daemon.execution!.scheduler.list().filter((o) => o.execution.worker !== undefined);
+      expect(ran.length).toBeGreaterThan(0);
+      for (const o of ran) expect(o.execution.worker).toBe('bot bot-netns');
+      expect(d.daemon.execution!.bots.list().find((x) => x.botId === 'bot-netns')!.leasesCompleted).toBeGreaterThan(0);
     });
   });
 });

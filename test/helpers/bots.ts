@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLIENTS_ROOT_SCRIPT } from './clients-root.js';
@@ -32,6 +32,10 @@ export interface BotHostOptions {
   platform: Array<[string, string]>;
   /** An access token for the Bots service and casd (written to a file the bot reads). */
   token?: string;
+  /** casd's token, when it differs from the worker's. */
+  casToken?: string;
+  /** The server's certificate (a path inside the clients root), for https:// servers. */
+  serverCert?: string;
   /** Run inside this network namespace (ip netns exec). */
   netns?: string;
   /** Extra buildbox-worker flags. */
@@ -60,12 +64,15 @@ export async function startBotHost(root: string, work: string, inside: string, o
   const dirInside = `${inside}/bot-${opts.id}`;
   mkdirSync(join(dir, 'cache'), { recursive: true });
   const tokenArgs: string[] = [];
-  if (opts.token !== undefined) {
-    writeFileSync(join(dir, 'token'), opts.token, { mode: 0o600 });
-    tokenArgs.push(`--access-token=${dirInside}/token`);
+  if (opts.token !== undefined) writeFileSync(join(dir, 'token'), opts.token, { mode: 0o600 });
+  const casToken = opts.casToken ?? opts.token;
+  if (casToken !== undefined) {
+    writeFileSync(join(dir, 'cas-token'), casToken, { mode: 0o600 });
+    tokenArgs.push(`--access-token=${dirInside}/cas-token`);
   }
+  const certArgs = opts.serverCert ? [`--server-cert=${opts.serverCert}`] : [];
   let casdOut = '';
-  const casd = spawnInRoot(root, ['buildbox-casd', `--cas-remote=${opts.url}`, ...tokenArgs, '--log-level=debug', `--bind=unix:${dirInside}/casd.sock`, `${dirInside}/cache`], opts.netns);
+  const casd = spawnInRoot(root, ['buildbox-casd', `--cas-remote=${opts.url}`, ...tokenArgs, ...certArgs, `--bind=unix:${dirInside}/casd.sock`, `${dirInside}/cache`], opts.netns);
   casd.stdout!.on('data', (b: Buffer) => (casdOut += b.toString()));
   casd.stderr!.on('data', (b: Buffer) => (casdOut += b.toString()));
   // casd is ready when its socket exists.
@@ -82,11 +89,13 @@ export async function startBotHost(root: string, work: string, inside: string, o
       'buildbox-worker',
       `--bots-remote=${opts.url}`,
       ...(opts.token !== undefined ? [`--bots-access-token=${dirInside}/token`] : []),
+      ...(opts.serverCert ? [`--bots-server-cert=${opts.serverCert}`] : []),
       `--cas-remote=unix:${dirInside}/casd.sock`,
       '--buildbox-run=buildbox-run-bubblewrap',
       // FUSE staging needs /dev/fuse, which the clients root's namespace lacks: hard links from casd's cache.
+      // buildbox-run-bubblewrap fetches the input root itself: staging through casd's
+      // LocalCAS StageTree fails in the clients root ("Unexpected error in RPC handling").
       '--runner-arg=--disable-localcas',
-      '--runner-arg=--verbose',
       ...opts.platform.map(([k, v]) => `--platform=${k}=${v}`),
       ...(opts.workerArgs ?? []),
       opts.id,
@@ -143,4 +152,62 @@ export async function waitFor<T>(what: string, probe: () => T | undefined | Prom
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** A network namespace with a veth pair to the host: the bot in it is another host to the server. */
+export interface NetNs {
+  name: string;
+  /** The host's end, the address the server listens on. */
+  hostAddress: string;
+  /** The namespace's end. */
+  nsAddress: string;
+  remove(): void;
+}
+
+export function createNetNs(): NetNs {
+  const n = 1 + Math.floor(Math.random() * 250);
+  const tag = `${process.pid % 10000}${n}`;
+  const name = `reexec-bot-${tag}`;
+  const host = `rxh${tag}`;
+  const peer = `rxb${tag}`;
+  const hostAddress = `10.77.${n}.1`;
+  const nsAddress = `10.77.${n}.2`;
+  const ip = (...args: string[]): void => {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  };
+  ip('netns', 'add', name);
+  try {
+    ip('link', 'add', host, 'type', 'veth', 'peer', 'name', peer);
+    ip('link', 'set', peer, 'netns', name);
+    ip('addr', 'add', `${hostAddress}/30`, 'dev', host);
+    ip('link', 'set', host, 'up');
+    ip('netns', 'exec', name, 'ip', 'addr', 'add', `${nsAddress}/30`, 'dev', peer);
+    ip('netns', 'exec', name, 'ip', 'link', 'set', peer, 'up');
+    ip('netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up');
+  } catch (err) {
+    try {
+      ip('netns', 'del', name);
+    } catch {
+      /* best effort */
+    }
+    throw err;
+  }
+  return {
+    name,
+    hostAddress,
+    nsAddress,
+    remove: () => {
+      // Deleting the namespace deletes its end of the pair, and with it the host's end.
+      try {
+        ip('netns', 'del', name);
+      } catch {
+        /* already gone */
+      }
+      try {
+        ip('link', 'del', host);
+      } catch {
+        /* went with the namespace */
+      }
+    },
+  };
 }
