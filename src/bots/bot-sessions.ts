@@ -3,7 +3,8 @@ import type { ActionCache } from '../ac/action-cache.js';
 import { cacheSuccessful } from '../execution/build-executor.js';
 import { packAny, re, rw, type protobuf } from '../proto.js';
 import { offeredProperties, offersAll, type OfferedProperties } from '../scheduler/platform.js';
-import type { Lease, Scheduler, Worker } from '../scheduler/scheduler.js';
+import { BOTS_POOL, type Lease, type Scheduler, type Worker } from '../scheduler/scheduler.js';
+import type { Execution } from '../scheduler/operation.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import { Code, invalidArgument, notFound } from '../util/status-error.js';
@@ -110,7 +111,7 @@ export class BotSessions {
       host: peer,
       offer,
       properties,
-      worker: { name: `bot ${botId}`, accepts: (job) => offersAll(offer, job.platform.raw) },
+      worker: { name: `bot ${botId}`, pool: BOTS_POOL, accepts: (job) => offersAll(offer, job.platform.raw) },
       status: bot?.status ?? BotStatus.OK,
       cancelled: new Map(),
       lastContact: this.clock.now(),
@@ -323,13 +324,18 @@ export class BotSessions {
     }
   }
 
+  /** Bot id → the execution it runs, for the status view (the bots' "slots"). */
+  running(): Map<string, Execution> {
+    return new Map([...this.sessions.values()].filter((s) => s.current).map((s) => [s.botId, s.current!.lease.execution]));
+  }
+
   list(): BotInfo[] {
     return [...this.sessions.values()].map((s) => ({
       botId: s.botId,
       session: s.name,
       host: s.host,
       properties: s.properties,
-      status: BotStatus[s.status] ?? String(s.status),
+      status: s.status === BotStatus.BOT_STATUS_UNSPECIFIED ? 'OK' : (BotStatus[s.status] ?? String(s.status)),
       ...(s.current
         ? {
             lease: {

@@ -253,7 +253,7 @@ export class Daemon {
         server.addService(botsDefinition, botsService(log, execution.bots));
       }
       engineForCleanup = execution;
-      if (execution) telemetry.watchExecution(execution.scheduler, execution.workers);
+      if (execution) telemetry.watchExecution(execution.scheduler, execution.workers, execution.bots);
       const gc = new StorageGc({
         store: base,
         budget,
@@ -279,7 +279,7 @@ export class Daemon {
               listeners: addresses,
               dataDir: config.dataDir,
               metrics: () => ({ url: metricsServer?.url ?? null, ...(metricsError ? { error: metricsError } : {}) }),
-              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running } : undefined,
+              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running, bots: execution.bots } : undefined,
               telemetry,
               usage: () => storeUsage.usage(),
               budgetBytes: () => budget.maxBytes,

@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { re } from '../proto.js';
 import type { Execution } from '../scheduler/operation.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
+import type { BotInfo } from '../bots/bot-sessions.js';
 import { codeName } from './rpc-metrics.js';
 
 /** Seconds: from a few milliseconds (a cached input tree) to hours (a whole BuildStream element). */
@@ -27,14 +28,67 @@ export interface RunningSource {
   readonly running: ReadonlyMap<string, Execution>;
 }
 
+/** The bots connected through the Remote Workers API. */
+export interface BotsSource {
+  list(): BotInfo[];
+}
+
+/** One series per connected bot: its properties, whether it holds a lease, its last contact; and lost leases. */
+function botMetrics(registers: Registry[], scheduler: Scheduler, bots: BotsSource): void {
+  new Gauge({
+    name: 'reexec_bot_info',
+    help: 'Bots connected through the Remote Workers API (1 each), with their host and the properties they offer.',
+    labelNames: ['bot', 'host', 'properties'],
+    registers,
+    collect() {
+      this.reset();
+      for (const b of bots.list()) this.set({ bot: b.botId, host: b.host, properties: b.properties.map((p) => `${p.name}=${p.value}`).join(',') }, 1);
+    },
+  });
+  new Gauge({
+    name: 'reexec_bot_busy',
+    help: 'Whether a bot holds a lease (1) or waits for work (0).',
+    labelNames: ['bot'],
+    registers,
+    collect() {
+      this.reset();
+      for (const b of bots.list()) this.set({ bot: b.botId }, b.lease ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'reexec_bot_last_contact_seconds',
+    help: 'Seconds since a bot last called UpdateBotSession.',
+    labelNames: ['bot'],
+    registers,
+    collect() {
+      this.reset();
+      const now = scheduler.clock.now();
+      for (const b of bots.list()) this.set({ bot: b.botId }, Math.max(0, (now - b.lastContact.getTime()) / 1000));
+    },
+  });
+  new Gauge({
+    name: 'reexec_bot_leases_completed',
+    help: 'Leases a bot completed in its current session.',
+    labelNames: ['bot'],
+    registers,
+    collect() {
+      this.reset();
+      for (const b of bots.list()) this.set({ bot: b.botId }, b.leasesCompleted);
+    },
+  });
+  const lost = new Counter({ name: 'reexec_leases_requeued_total', help: 'Leases lost (a worker went away, stopped reporting, or a bot restarted) whose action was queued again.', registers });
+  scheduler.on('requeued', () => lost.inc());
+}
+
 /**
  * Execution metrics, fed by the scheduler's change events and read from its queues: executed
  * actions by outcome, time queued, staging inputs, running and uploading outputs (from the
  * ExecutedActionMetadata the worker fills in), queue depth and running actions per pool.
  */
 export class ExecutionMetrics {
-  constructor(registry: Registry, scheduler: Scheduler, workers: RunningSource) {
+  constructor(registry: Registry, scheduler: Scheduler, workers: RunningSource, bots?: BotsSource) {
     const registers = [registry];
+    if (bots) botMetrics(registers, scheduler, bots);
     const executed = new Counter({ name: 'reexec_actions_executed_total', help: 'Actions run by a worker, by pool and outcome (success, exit_nonzero, or the status code).', labelNames: ['pool', 'outcome'], registers });
     const histogram = (name: string, help: string): Histogram<'pool'> => new Histogram({ name, help, labelNames: ['pool'], buckets: ACTION_BUCKETS, registers });
     const queued = histogram('reexec_action_queued_seconds', 'Time actions waited in the queue before a worker took them.');

@@ -3,7 +3,7 @@ import { ConnectionMetrics } from './connection-metrics.js';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { CompressionMetrics } from './compression-metrics.js';
-import { ExecutionMetrics, type RunningSource } from './execution-metrics.js';
+import { ExecutionMetrics, type RunningSource, type BotsSource } from './execution-metrics.js';
 import { GcMetrics } from './gc-metrics.js';
 import { RpcMetrics } from './rpc-metrics.js';
 import { StoreMetrics } from './store-metrics.js';
@@ -37,7 +37,7 @@ export class Telemetry {
   }
 
   /** Start measuring remote execution (when it is enabled). */
-  watchExecution(scheduler: Scheduler, workers: RunningSource): void {
-    new ExecutionMetrics(this.registry, scheduler, workers);
+  watchExecution(scheduler: Scheduler, workers: RunningSource, bots?: BotsSource): void {
+    new ExecutionMetrics(this.registry, scheduler, workers, bots);
   }
 }

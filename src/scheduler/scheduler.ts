@@ -35,6 +35,8 @@ export interface OperationJournal {
  */
 export interface Worker {
   readonly name: string;
+  /** The pool its executions are counted under (status, metrics): a local pool's name, or BOTS_POOL. */
+  readonly pool?: string;
   accepts(job: Job): boolean;
 }
 
@@ -149,7 +151,7 @@ export class Scheduler extends EventEmitter {
 
   /** A worker for the slots of local pool `pool`. */
   localWorker(pool: PoolSpec): Worker {
-    return { name: pool.name, accepts: (job) => this.poolFits(pool, job.platform) };
+    return { name: pool.name, pool: pool.name, accepts: (job) => this.poolFits(pool, job.platform) };
   }
 
   private poolFits(pool: PoolSpec, platform: PlatformRequirements): boolean {
@@ -352,7 +354,7 @@ export class Scheduler extends EventEmitter {
     const i = this.waiting.findIndex((w) => w.worker.accepts(ex.job));
     const waiter = i >= 0 ? this.waiting.splice(i, 1)[0] : this.lenderFor(ex);
     if (waiter) {
-      waiter.give(this.start(ex, waiter.worker.name));
+      waiter.give(this.start(ex, waiter.worker));
       return;
     }
     this.insert(ex);
@@ -377,12 +379,14 @@ export class Scheduler extends EventEmitter {
       const lender = list.splice(li, 1)[0]!;
       const i = q.indexOf(ex);
       if (i >= 0) q.splice(i, 1);
-      lender.give(this.start(ex, lender.worker.name));
+      lender.give(this.start(ex, lender.worker));
     }
   }
 
   /** Lease an execution to a worker: it is EXECUTING from now on. */
-  private start(ex: Execution, worker: string, deadline = Number.POSITIVE_INFINITY): LeaseRecord {
+  private start(ex: Execution, who: Worker, deadline = Number.POSITIVE_INFINITY): LeaseRecord {
+    const worker = who.name;
+    if (who.pool) ex.pool = who.pool;
     ex.stage = 'EXECUTING';
     ex.startedAt = new Date(this.clock.now());
     ex.attempts++;
@@ -441,7 +445,7 @@ export class Scheduler extends EventEmitter {
   lease(worker: Worker, signal?: AbortSignal, deadline?: number): Promise<Lease> {
     if (this.closed) return Promise.reject(new Error('the scheduler is closed'));
     const ex = this.takeFor(worker);
-    if (ex) return Promise.resolve(this.start(ex, worker.name, deadline));
+    if (ex) return Promise.resolve(this.start(ex, worker, deadline));
     return this.wait(this.waiting, worker, signal).then((l) => {
       if (deadline !== undefined) l.deadline = deadline;
       return l;
@@ -452,7 +456,7 @@ export class Scheduler extends EventEmitter {
   tryLease(worker: Worker, deadline?: number): Lease | undefined {
     if (this.closed) return undefined;
     const ex = this.takeFor(worker);
-    return ex ? this.start(ex, worker.name, deadline) : undefined;
+    return ex ? this.start(ex, worker, deadline) : undefined;
   }
 
   /** A worker of local pool `pool` takes the next execution, waiting until there is one. */
@@ -468,7 +472,7 @@ export class Scheduler extends EventEmitter {
    */
   nestedLease(lender: string, worker: Worker, signal: AbortSignal): Promise<Lease> {
     const ex = this.takeFor(worker, (e) => [...e.operations].some((op) => op.submitter.parent === lender));
-    if (ex) return Promise.resolve(this.start(ex, worker.name));
+    if (ex) return Promise.resolve(this.start(ex, worker));
     let list = this.lenders.get(lender);
     if (!list) this.lenders.set(lender, (list = []));
     const waiting = this.wait(list, worker, signal);

@@ -4,8 +4,9 @@ import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Telemetry } from '../metrics/telemetry.js';
 import { codeName } from '../metrics/rpc-metrics.js';
 import type { Execution, Job, Operation } from '../scheduler/operation.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
-import type { ActionSummary, CacheStatus, CompletedAction, ExecutionStatus, GcStatus, PoolStatus, StatusSnapshot } from './status-snapshot.js';
+import { BOTS_POOL, type Scheduler } from '../scheduler/scheduler.js';
+import type { BotInfo } from '../bots/bot-sessions.js';
+import type { ActionSummary, BotStatus, CacheStatus, CompletedAction, ExecutionStatus, GcStatus, PoolStatus, RunningAction, StatusSnapshot } from './status-snapshot.js';
 
 /** At most this many waiting actions are listed (the total is always given). */
 export const QUEUE_LIMIT = 100;
@@ -13,6 +14,13 @@ export const QUEUE_LIMIT = 100;
 export const RECENT_LIMIT = 50;
 const ARGV_WORDS = 8;
 const WORD_CHARS = 60;
+
+/** The bots connected through the Remote Workers API. */
+export interface BotSource {
+  list(): BotInfo[];
+  /** Bot id → the execution it runs. */
+  running(): ReadonlyMap<string, Execution>;
+}
 
 /** The parts of the daemon a status snapshot reads. */
 export interface StatusSources {
@@ -22,7 +30,7 @@ export interface StatusSources {
   dataDir: string;
   metrics?: () => { url: string | null; error?: string };
   /** Absent when remote execution is disabled. */
-  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Execution> };
+  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Execution>; bots?: BotSource };
   telemetry?: Telemetry;
   usage?: () => StoreSizes;
   /** The configured CAS budget, when there is one. */
@@ -64,7 +72,43 @@ function completed(op: Operation): CompletedAction {
   };
 }
 
-function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Execution>, now: number): ExecutionStatus {
+function runningAction(ex: Execution, now: number): RunningAction {
+  const started = ex.startedAt ?? ex.queuedAt;
+  return {
+    ...executionSummary(ex),
+    stage: ex.stage,
+    ...(ex.phase ? { phase: ex.phase } : {}),
+    startedAt: started.toISOString(),
+    elapsedMs: Math.max(0, now - started.getTime()),
+    queuedMs: Math.max(0, started.getTime() - ex.queuedAt.getTime()),
+  };
+}
+
+/** The bots as a pool whose slots are the bots (shown like local slots), and their details. */
+function collectBots(bots: BotSource, depth: number, now: number): { pool: PoolStatus; bots: BotStatus[] } {
+  const list = bots.list();
+  const running = bots.running();
+  const isas = [...new Set(list.flatMap((b) => b.properties.filter((p) => p.name === 'ISA').map((p) => p.value)))];
+  return {
+    pool: { name: BOTS_POOL, isas, queueDepth: depth, slots: list.map((b) => ({ slot: b.botId, action: running.has(b.botId) ? runningAction(running.get(b.botId)!, now) : null })) },
+    bots: list.map((b) => {
+      const ex = running.get(b.botId);
+      const first = ex ? (ex.operations.values().next().value as Operation | undefined) : undefined;
+      return {
+        botId: b.botId,
+        host: b.host,
+        properties: b.properties.map((p) => `${p.name}=${p.value}`),
+        status: b.status,
+        lease: b.lease && ex ? { state: b.lease.state, operation: first?.name ?? `(execution ${ex.id})`, argv: shortArgv(ex.job.command.arguments) } : null,
+        lastContact: b.lastContact.toISOString(),
+        idleSeconds: Math.max(0, Math.round((now - b.lastContact.getTime()) / 1000)),
+        leasesCompleted: b.leasesCompleted,
+      };
+    }),
+  };
+}
+
+function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Execution>, now: number, botSource?: BotSource): ExecutionStatus {
   const depths = scheduler.queueDepths();
   const pools: PoolStatus[] = scheduler.pools.map((p) => {
     // WorkerPool names its slots POOL-0, POOL-1...; any other running slot of the pool is shown too.
@@ -77,19 +121,7 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Exe
       queueDepth: depths[p.name] ?? 0,
       slots: names.map((slot) => {
         const ex = running.get(slot);
-        if (!ex) return { slot, action: null };
-        const started = ex.startedAt ?? ex.queuedAt;
-        return {
-          slot,
-          action: {
-            ...executionSummary(ex),
-            stage: ex.stage,
-            ...(ex.phase ? { phase: ex.phase } : {}),
-            startedAt: started.toISOString(),
-            elapsedMs: Math.max(0, now - started.getTime()),
-            queuedMs: Math.max(0, started.getTime() - ex.queuedAt.getTime()),
-          },
-        };
+        return { slot, action: ex ? runningAction(ex, now) : null };
       }),
     };
   });
@@ -115,11 +147,21 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Exe
   }
   const waiting = scheduler.queued().sort((a, b) => a.job.priority - b.job.priority || a.queuedAt.getTime() - b.queuedAt.getTime());
 
+  const bots = botSource ? collectBots(botSource, depths[BOTS_POOL] ?? 0, now) : undefined;
+  // The bots' pool is shown once a bot is connected, or when work waits for one.
+  if (bots && (bots.bots.length > 0 || bots.pool.queueDepth > 0 || pools.length === 0)) pools.push(bots.pool);
   return {
     pools,
-    queued: waiting.slice(0, QUEUE_LIMIT).map((ex) => ({ ...executionSummary(ex), queuedAt: ex.queuedAt.toISOString(), waitingMs: Math.max(0, now - ex.queuedAt.getTime()), priority: ex.job.priority })),
+    queued: waiting.slice(0, QUEUE_LIMIT).map((ex) => ({
+      ...executionSummary(ex),
+      queuedAt: ex.queuedAt.toISOString(),
+      waitingMs: Math.max(0, now - ex.queuedAt.getTime()),
+      priority: ex.job.priority,
+      ...(ex.pool === BOTS_POOL ? { platform: ex.job.platform.raw.map((p) => `${p.name}=${p.value}`) } : {}),
+    })),
     queuedTotal: waiting.length,
-    runningTotal: running.size,
+    runningTotal: running.size + (bots ? bots.bots.filter((b) => b.lease).length : 0),
+    ...(bots ? { bots: bots.bots } : {}),
     recent: newest.map(completed),
     throughput: { windowSeconds: window, executed, cached },
   };
@@ -173,7 +215,7 @@ export function collectStatus(src: StatusSources): StatusSnapshot {
     listeners: src.listeners,
     metrics: src.metrics?.() ?? { url: null },
     dataDir: src.dataDir,
-    execution: src.execution ? collectExecution(src.execution.scheduler, src.execution.running, now) : null,
+    execution: src.execution ? collectExecution(src.execution.scheduler, src.execution.running, now, src.execution.bots) : null,
     cache: collectCache(src),
     rpc,
     gc,

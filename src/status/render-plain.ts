@@ -67,7 +67,17 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
       line();
       line(`Queue (${ex.queuedTotal} waiting${ex.queuedTotal > queued.length ? `, first ${queued.length}` : ''})`);
       for (const q of queued) {
-        line(`  ${fit(q.pool, 10)}  waiting ${fit(formatDuration(q.waitingMs), 7, 'right')}  prio ${fit(String(q.priority), 4)}  ${formatArgv(q.argv)}`);
+        line(`  ${fit(q.pool, 10)}  waiting ${fit(formatDuration(q.waitingMs), 7, 'right')}  prio ${fit(String(q.priority), 4)}  ${formatArgv(q.argv)}${q.platform ? `  (for a bot offering ${q.platform.join(', ')})` : ''}`);
+      }
+    }
+
+    if (ex.bots && ex.bots.length > 0) {
+      line();
+      line(`Bots (${ex.bots.length} connected)`);
+      const idWidth = Math.max(...ex.bots.map((b) => b.botId.length));
+      for (const b of ex.bots) {
+        const lease = b.lease ? `${b.lease.state.toLowerCase()} ${formatArgv(b.lease.argv)}` : 'idle';
+        line(`  ${fit(b.botId, idWidth)}  ${fit(formatClient(b.host) || b.host, 21)}  ${b.status === 'OK' ? '' : `${b.status} `}seen ${formatDuration(b.idleSeconds * 1000)} ago · ${b.leasesCompleted} done · ${b.properties.join(' ')} · ${lease}`);
       }
     }
 

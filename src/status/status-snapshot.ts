@@ -40,6 +40,24 @@ export interface ExecutionStatus {
   recent: CompletedAction[];
   /** Completions per second over the last minute, oldest first. */
   throughput: { windowSeconds: number; executed: number[]; cached: number[] };
+  /** Bots connected through the Remote Workers API (their slots are also the "bots" pool's). */
+  bots?: BotStatus[];
+}
+
+export interface BotStatus {
+  botId: string;
+  /** The bot's address, as gRPC names the peer. */
+  host: string;
+  /** What it offers ("ISA=x86-64"). */
+  properties: string[];
+  /** BotStatus of the Remote Workers API (OK, UNHEALTHY, ...). */
+  status: string;
+  /** The lease it holds: its state and the operation. */
+  lease: { state: string; operation: string; argv: string[] } | null;
+  lastContact: string;
+  /** Seconds since its last UpdateBotSession. */
+  idleSeconds: number;
+  leasesCompleted: number;
 }
 
 export interface PoolStatus {
@@ -83,6 +101,8 @@ export interface QueuedAction extends ActionSummary {
   queuedAt: string;
   waitingMs: number;
   priority: number;
+  /** For actions only bots can run: the properties they wait for a bot to offer. */
+  platform?: string[];
 }
 
 export interface CompletedAction extends ActionSummary {

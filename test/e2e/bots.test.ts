@@ -13,6 +13,7 @@ import { uploadBusyboxRoot } from '../helpers/action-batch.js';
 import { execute, readBlob, uploadAction } from '../helpers/exec-client.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
 import { call } from '../helpers/storage.js';
+import type { StatusSnapshot } from '../../src/status/status-snapshot.js';
 
 /**
  * The Remote Workers (Bots) API with the real buildbox-worker, buildbox-casd and
@@ -68,6 +69,12 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
 
       await bot(d, 'bot-a');
       await connected(d, 'bot-a');
+      // Status (reexec status --json) and Prometheus show the bot.
+      const status = JSON.parse((await call<object, { json: string }>(d.clients.admin, 'GetStatus', {})).json) as StatusSnapshot;
+      expect(status.execution!.bots).toEqual([expect.objectContaining({ botId: 'bot-a', properties: ['OSFamily=linux', 'ISA=x86-64'], status: 'OK', lease: null })]);
+      expect(status.execution!.pools.map((p) => [p.name, p.slots.map((x) => x.slot)])).toEqual([['bots', ['bot-a']]]);
+      const metrics = await d.daemon.telemetry.registry.metrics();
+      expect(metrics).toMatch(/reexec_bot_info\{bot="bot-a",host="[^"]+",properties="OSFamily=linux,ISA=x86-64"\} 1/);
       const run = await execute(d.clients, action);
       expect(run.error).toBeUndefined();
       expect(run.response?.status?.code ?? 0, `${run.response?.status?.message}\n${bots[0]!.output().slice(-3000)}\nCASD\n${bots[0]!.casdOutput().slice(-3000)}`).toBe(0);
