@@ -74,7 +74,7 @@ export interface PlatformRequirements {
    * Properties reexec's own sandbox does not know that some bot offers (e.g. pool=gpu): only
    * a worker offering them can run the action.
    */
-  extra: Array<{ name: string; value: string }>;
+  extra?: Array<{ name: string; value: string }>;
 }
 
 /** What a worker offers: every value of each property it can serve (buildbox-worker's --platform flags). */

@@ -155,7 +155,7 @@ export class Scheduler extends EventEmitter {
   }
 
   private poolFits(pool: PoolSpec, platform: PlatformRequirements): boolean {
-    return !pool.unavailable && platform.extra.length === 0 && platform.isas.every((isa) => pool.isas.includes(isa));
+    return !pool.unavailable && (platform.extra?.length ?? 0) === 0 && platform.isas.every((isa) => pool.isas.includes(isa));
   }
 
   /** A bot said what it offers: it takes work matching it, and makes its properties valid for new actions. */
@@ -198,11 +198,12 @@ export class Scheduler extends EventEmitter {
     const up = this.pools.find((p) => this.poolFits(p, platform));
     if (up) return up;
     if (this.liveRemotes().some((o) => offersAll(o, platform.raw))) return { name: BOTS_POOL };
-    if (platform.extra.length > 0) {
-      const p = platform.extra[0]!;
+    const extra = platform.extra ?? [];
+    if (extra.length > 0) {
+      const p = extra[0]!;
       throw failedPrecondition(
         `platform property ${p.name}="${p.value}" together with ${platform.raw.filter((r) => r !== p).map((r) => `${r.name}=${r.value}`).join(', ') || 'nothing else'}: no connected bot offers all of these`,
-        platform.extra.map((e) => ({ type: 'UNSUPPORTED_PLATFORM_PROPERTY', subject: e.name, description: `value "${e.value}"` })),
+        extra.map((e) => ({ type: 'UNSUPPORTED_PLATFORM_PROPERTY', subject: e.name, description: `value "${e.value}"` })),
       );
     }
     const fits = this.pools.filter((p) => platform.isas.every((isa) => p.isas.includes(isa)));

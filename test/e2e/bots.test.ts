@@ -51,7 +51,8 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
     beforeAll(async () => {
       d = await startTestDaemon((c) => {
         c.execution.pools = [];
-        c.execution.bots.sessionTimeoutSeconds = 5;
+        // buildbox-worker reports every 4 s or so while it runs an action: well above that.
+        c.execution.bots.sessionTimeoutSeconds = 12;
       });
       rootDigest = (await uploadBusyboxRoot(d.clients)).tree.root;
     });
@@ -155,7 +156,8 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       const tokens = join(work, 'tls-tokens.yaml');
       writeFileSync(tokens, [`${clientToken}: read, write, execute`, `${botToken}: read, write, worker`, `${readOnlyToken}: read`, ''].join('\n'), { mode: 0o600 });
       d = await startTestDaemon((c) => {
-        c.execution.bots.sessionTimeoutSeconds = 5;
+        // buildbox-worker reports every 4 s or so while it runs an action: well above that.
+        c.execution.bots.sessionTimeoutSeconds = 12;
         c.tls = { cert: tls.serverCert, key: tls.serverKey, clientCa: null };
         c.auth.tokenFile = tokens;
       });

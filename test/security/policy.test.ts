@@ -21,7 +21,8 @@ describe('rights and token files', () => {
   it('parses rights from strings and lists; refuses unknown ones', () => {
     expect([...parseRights('read, write')]).toEqual(['read', 'write']);
     expect([...parseRights(['execute', 'READ'])].sort()).toEqual(['execute', 'read']);
-    expect(parseRights('all').size).toBe(4);
+    expect(parseRights('all').size).toBe(5);
+    expect([...parseRights('read, write, worker')].sort()).toEqual(['read', 'worker', 'write']);
     expect(parseRights('none').size).toBe(0);
     expect(() => parseRights('read, delete')).toThrow(/unknown right "delete"/);
     expect(() => parseRights(3)).toThrow(/rights must be/);
@@ -34,7 +35,7 @@ describe('rights and token files', () => {
     expect(entries.map((e) => [e.name.startsWith('token-') ? 'auto' : e.name, [...e.rights].sort().join(',')])).toEqual([
       ['auto', 'read'],
       ['ci', 'read,write'],
-      ['auto', 'admin,execute,read,write'],
+      ['auto', 'admin,execute,read,worker,write'],
     ]);
     expect(entries[2]!.hash.toString('hex')).toBe(hashed);
     expect(() => parseTokenFile('short: read\n', 'f')).toThrow(TokenFileError);
