@@ -87,6 +87,7 @@ const REFLECTED_PROTOS = [
   'build/bazel/remote/asset/v1/remote_asset.proto',
   'google/bytestream/bytestream.proto',
   'google/longrunning/operations.proto',
+  'google/devtools/remoteworkers/v1test2/bots.proto',
   'reexec/admin/v1/admin.proto',
 ];
 
