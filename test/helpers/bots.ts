@@ -3,6 +3,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLIENTS_ROOT_SCRIPT } from './clients-root.js';
 import { REPO_ROOT } from './daemon-process.js';
+import { waitFor as waitForCondition } from './wait.js';
 
 /**
  * A bot host made of the clients root's buildbox-casd (its local CAS, a proxy to the server)
@@ -143,15 +144,9 @@ export function processesWithArgs(argv: readonly string[]): number[] {
     });
 }
 
-/** Wait for a condition (no timing assertion: the timeout only turns a hang into a failure). */
-export async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Wait for a condition (the bound only turns a hang into a failure: bots start slowly on a loaded machine). */
+export function waitFor<T>(what: string, condition: () => T | Promise<T>, timeoutMs = 120_000): Promise<NonNullable<T>> {
+  return waitForCondition(what, condition, { timeoutMs, intervalMs: 100 });
 }
 
 /** A network namespace with a veth pair to the host: the bot in it is another host to the server. */
