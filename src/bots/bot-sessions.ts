@@ -35,6 +35,8 @@ export interface BotInfo {
 interface SessionLease {
   lease: Lease;
   state: LeaseState;
+  /** Stops watching the lease for a cancel (it left the session). */
+  unwatch: () => void;
 }
 
 interface Session {
@@ -146,7 +148,7 @@ export class BotSessions {
             // Nobody will read this answer: the lease goes back without counting as an attempt.
             this.scheduler.release(lease.id);
           } else {
-            session.current = { lease, state: LeaseState.PENDING };
+            session.current = { lease, state: LeaseState.PENDING, unwatch: this.watch(session, lease) };
             this.log.info(`lease ${lease.id} of execution ${lease.execution.id} (${lease.execution.job.actionDigest}) to bot ${session.botId}`, { bot: session.botId });
           }
         }
@@ -174,7 +176,7 @@ export class BotSessions {
     const now = this.clock.now();
     const leaseDeadline = now + this.opts.sessionTimeoutMs;
     const now1 = this.scheduler.tryLease(session.worker, leaseDeadline);
-    if (now1) return this.watch(session, now1);
+    if (now1) return now1;
     // Answer a little before the bot's deadline, so that the answer reaches it.
     const room = Number.isFinite(deadline) ? Math.max(0, Math.min(deadline - now - 1000, (deadline - now) * 0.9)) : this.opts.maxPollMs;
     const holdMs = Math.min(room, this.opts.maxPollMs);
@@ -185,8 +187,7 @@ export class BotSessions {
     const onCallEnd = (): void => stop.abort();
     signal?.addEventListener('abort', onCallEnd, { once: true });
     try {
-      const lease = await this.scheduler.lease(session.worker, stop.signal, this.clock.now() + this.opts.sessionTimeoutMs);
-      return this.watch(session, lease);
+      return await this.scheduler.lease(session.worker, stop.signal, this.clock.now() + this.opts.sessionTimeoutMs);
     } catch {
       return undefined;
     } finally {
@@ -197,20 +198,23 @@ export class BotSessions {
   }
 
   /** A cancelled execution's lease: the bot is told CANCELLED at once (its held call returns). */
-  private watch(session: Session, lease: Lease): Lease {
-    lease.signal.addEventListener(
-      'abort',
-      () => {
-        if (session.current?.lease !== lease) return;
-        session.current = undefined;
-        session.cancelled.set(lease.id, true);
-        // The client cancelled (or the daemon stops): the execution ends CANCELLED now.
-        this.scheduler.fail(lease.id, `cancelled; bot ${session.botId} was told to stop`);
-        session.wake?.();
-      },
-      { once: true },
-    );
-    return lease;
+  private watch(session: Session, lease: Lease): () => void {
+    const onAbort = (): void => {
+      if (session.current?.lease !== lease) return;
+      session.current = undefined;
+      session.cancelled.set(lease.id, true);
+      // The client cancelled, or the lease expired and runs elsewhere: the bot is told to stop.
+      this.scheduler.fail(lease.id, `cancelled; bot ${session.botId} was told to stop`);
+      session.wake?.();
+    };
+    lease.signal.addEventListener('abort', onAbort, { once: true });
+    return () => lease.signal.removeEventListener('abort', onAbort);
+  }
+
+  /** The session's lease leaves it (completed, given back, or the session ended). */
+  private drop(session: Session): void {
+    session.current?.unwatch();
+    session.current = undefined;
   }
 
   /** What the bot says about its leases. Reports of leases it no longer holds are ignored. */
@@ -229,7 +233,7 @@ export class BotSessions {
         current.state = LeaseState.ACTIVE;
         current.lease.execution.phase = 'running';
       } else if (l.state === LeaseState.COMPLETED) {
-        session.current = undefined;
+        this.drop(session);
         session.completed++;
         const response = this.responseOf(session, current.lease, l);
         try {
@@ -241,7 +245,7 @@ export class BotSessions {
           this.log.info(`bot ${session.botId} finished lease ${id}, which had already ended (it ran elsewhere or was cancelled)`);
         }
       } else if (l.state === LeaseState.CANCELLED) {
-        session.current = undefined;
+        this.drop(session);
         this.scheduler.fail(current.lease.id, `bot ${session.botId} gave the lease back`);
       }
     }
@@ -305,8 +309,9 @@ export class BotSessions {
     if (session.closed) return;
     session.closed = why;
     session.wake?.();
-    if (session.current) this.scheduler.fail(session.current.lease.id, why);
-    session.current = undefined;
+    const current = session.current;
+    this.drop(session);
+    if (current) this.scheduler.fail(current.lease.id, why);
     this.sessions.delete(session.name);
     if (this.byBot.get(session.botId) === session) {
       this.byBot.delete(session.botId);
