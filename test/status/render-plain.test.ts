@@ -28,6 +28,21 @@ describe('formatting', () => {
 });
 
 describe('renderPlain', () => {
+  it('lists the bots, and what queued actions wait for a bot to offer', () => {
+    const snap = busySnapshot();
+    const ex = snap.execution!;
+    ex.pools.push({ name: 'bots', isas: ['x86-64'], queueDepth: 1, slots: [{ slot: 'gpu-host-1', action: null }] });
+    ex.queued.push({ operation: 'operations/q', argv: ['train.sh'], pool: 'bots', queuedAt: snap.takenAt, waitingMs: 5000, priority: 0, platform: ['OSFamily=linux', 'pool=gpu'] });
+    ex.bots = [
+      { botId: 'gpu-host-1', host: 'ipv4:10.0.0.7:40000', properties: ['OSFamily=linux', 'pool=gpu'], status: 'OK', lease: null, lastContact: snap.takenAt, idleSeconds: 2, leasesCompleted: 3 },
+    ];
+    const text = renderPlain(snap, { width: 160, queued: 20 });
+    expect(text).toContain('  bots (x86-64)');
+    expect(text).toContain('Bots (1 connected)');
+    expect(text).toMatch(/ {2}gpu-host-1 .*seen 2\.0s ago · 3 done · OSFamily=linux pool=gpu · idle/);
+    expect(text).toMatch(/train\.sh {2}\(for a bot offering OSFamily=linux, pool=gpu\)/);
+  });
+
   it('prints every section in lines that fit the width', () => {
     const text = renderPlain(busySnapshot(), { width: 100 });
     const lines = text.trimEnd().split('\n');
