@@ -27,6 +27,8 @@ const NEEDED = {
   fish: 'fish',
   // auth.local-users admits users to a unix socket through an ACL entry
   setfacl: 'acl',
+  // the bots test runs a buildbox-worker in a network namespace of its own (veth pair)
+  ip: 'iproute2',
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;

@@ -200,7 +200,9 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
     });
   });
 
-  describe('a bot on another host (its own network namespace) serving a BuildStream 2.8 build alone', () => {
+  // Under CI a missing `ip` fails the test (createNetNs throws) rather than skipping it.
+  const noIp = !process.env.CI && !isExecutable('/usr/sbin/ip') && !isExecutable('/sbin/ip') && !isExecutable('/usr/bin/ip');
+  describe.skipIf(noIp)(`a bot on another host (its own network namespace) serving a BuildStream 2.8 build alone${noIp ? ' (skipped: install iproute2)' : ''}`, () => {
     let d: TestDaemon;
     let ns: NetNs;
     beforeAll(async () => {
