@@ -58,6 +58,9 @@ interface Session {
   completed: number;
 }
 
+/** How often a bot is asked to report (the expire_time sent to it), at most. */
+const REPORT_INTERVAL_MS = 5_000;
+
 const ANY_DIGEST = 'build.bazel.remote.execution.v2.Digest';
 const ANY_ACTION_RESULT = 'build.bazel.remote.execution.v2.ActionResult';
 const ANY_EXECUTE_RESPONSE = 'build.bazel.remote.execution.v2.ExecuteResponse';
@@ -250,7 +253,7 @@ export class BotSessions {
       }
     }
     // A bot that stopped reporting the cancelled leases has let them go.
-    for (const id of [...session.cancelled.keys()]) if (!reported.has(id) && leases.length > 0) session.cancelled.delete(id);
+    for (const id of [...session.cancelled.keys()]) if (!reported.has(id)) session.cancelled.delete(id);
   }
 
   /** The ExecuteResponse of a COMPLETED lease: the bot's ActionResult, and its status when the bot could not run the action. */
@@ -279,25 +282,28 @@ export class BotSessions {
     return { ...(result ? { result } : {}), status, cachedResult: false, ...(status.message ? { message: status.message } : {}) };
   }
 
-  private leaseMessage(current: SessionLease, expireMs: number): rw.ILease {
+  private leaseMessage(current: SessionLease): rw.ILease {
     const ex = current.lease.execution;
     return {
       id: current.lease.id,
       state: current.state,
       // Always sent: buildbox-worker takes the payload of the lease as the server last sent it.
       payload: packAny(ANY_DIGEST, re.Digest.encode(ex.job.actionDigest.toProto()).finish()),
-      expireTime: timestamp(expireMs),
+      expireTime: timestamp(current.lease.deadline),
     };
   }
 
   private message(session: Session): rw.IBotSession {
-    const expire = session.lastContact + this.opts.sessionTimeoutMs;
+    // buildbox-worker calls again shortly before the expire_time it is given (and a busy bot only
+    // then): a short one brings cancels to it within seconds, while the session itself lasts
+    // sessionTimeoutMs without a call.
+    const expire = session.lastContact + Math.min(REPORT_INTERVAL_MS, this.opts.sessionTimeoutMs / 2);
     return {
       name: session.name,
       botId: session.botId,
       status: session.status,
       leases: [
-        ...(session.current ? [this.leaseMessage(session.current, expire)] : []),
+        ...(session.current ? [this.leaseMessage(session.current)] : []),
         ...[...session.cancelled.keys()].map((id) => ({ id, state: LeaseState.CANCELLED })),
       ],
       expireTime: timestamp(expire),

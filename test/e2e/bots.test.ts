@@ -43,7 +43,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
   afterAll(async () => {
     await Promise.all(bots.map((b) => b.stop()));
     removeTree(work);
-  });
+  }, 60_000);
 
   describe('a pure controller (execution.pools: [])', () => {
     let d: TestDaemon;
@@ -59,7 +59,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
     afterAll(async () => {
       await Promise.all(bots.splice(0).map((b) => b.stop()));
       await d.stop();
-    });
+    }, 60_000);
 
     it('refuses an action at once while no bot is connected, then runs it on a bot and caches the result', async () => {
       const token = randomBytes(6).toString('hex');
@@ -169,7 +169,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       await Promise.all(bots.splice(0).map((b) => b.stop()));
       tc?.close();
       await d?.stop();
-    });
+    }, 60_000);
 
     it('a property only a bot offers is refused until such a bot connects, then routed to it alone', async () => {
       const gpu: Array<[string, string]> = [['OSFamily', 'linux'], ['pool', 'gpu']];
@@ -216,7 +216,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       await Promise.all(bots.splice(0).map((b) => b.stop()));
       await d?.stop();
       ns?.remove();
-    });
+    }, 60_000);
 
     it('builds remotely with every action run by the bot behind its own casd', async () => {
       const url = `http://${d.address}`;

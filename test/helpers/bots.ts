@@ -115,7 +115,7 @@ export async function startBotHost(root: string, work: string, inside: string, o
     const timer = setTimeout(() => {
       killGroup(worker, 'SIGKILL');
       killGroup(casd, 'SIGKILL');
-    }, 10_000);
+    }, 5_000);
     await Promise.all([exited, casdExited]);
     clearTimeout(timer);
   };
