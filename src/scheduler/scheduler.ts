@@ -533,11 +533,12 @@ export class Scheduler extends EventEmitter {
     const ex = lease.execution;
     ex.lease = undefined;
     if (ex.stage === 'COMPLETED') return;
+    // Shutting down: the journal keeps it unfinished, it runs again after the restart.
+    if (this.closed) return;
     if (ex.abort.signal.aborted) {
       this.complete(ex, { status: { code: Code.CANCELLED, message: `the operation was cancelled while running (${reason})` } });
       return;
     }
-    if (this.closed) return;
     if (ex.attempts >= this.maxAttempts) {
       const message = `the action was given to a worker ${ex.attempts} times and none finished it: ${reason}; not retried again`;
       this.complete(ex, { status: { code: Code.UNAVAILABLE, message }, message });

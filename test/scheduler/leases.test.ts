@@ -123,6 +123,17 @@ describe('Scheduler leases', () => {
     expect(op.response?.status?.code).toBe(1);
   });
 
+  it('a shutdown leaves a leased execution unfinished (it runs again after the restart), not cancelled', () => {
+    make([]);
+    const a = bot(s, 'a', [['ISA', 'x86-64']]);
+    const op = s.submit(job('x'));
+    const lease = s.tryLease(a)!;
+    s.close();
+    expect(lease.signal.aborted).toBe(true);
+    s.fail(lease.id, 'the server is shutting down');
+    expect(op.stage).toBe('EXECUTING');
+  });
+
   it('a waiting worker is handed the first queued execution it can run', async () => {
     make([]);
     const gpu = bot(s, 'g', [['OSFamily', 'linux'], ['pool', 'gpu']]);
