@@ -30,7 +30,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
   let work: string;
   let inside: string;
   const bots: BotHost[] = [];
-  const bot = async (d: TestDaemon, id: string, platform = X86, extra: { token?: string; casToken?: string; url?: string; serverCert?: string } = {}): Promise<BotHost> => {
+  const bot = async (d: TestDaemon, id: string, platform = X86, extra: { token?: string; casToken?: string; url?: string; serverCert?: string; clientCert?: { cert: string; key: string } } = {}): Promise<BotHost> => {
     const b = await startBotHost(root, work, inside, { url: extra.url ?? `http://${d.address}`, id, platform, ...extra });
     bots.push(b);
     return b;
@@ -140,7 +140,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
     });
   });
 
-  describe('bots next to local slots, over TLS with tokens', () => {
+  describe('bots next to local slots, over mutual TLS with tokens', () => {
     let d: TestDaemon;
     let tc: ReturnType<typeof connect>;
     let rootDigest: Digest;
@@ -149,7 +149,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
     const botToken = `bot-${randomBytes(12).toString('hex')}`;
     const readOnlyToken = `ro-${randomBytes(12).toString('hex')}`;
     const tlsBot = (id: string, platform: Array<[string, string]>, token: string) =>
-      bot(d, id, platform, { token, casToken: botToken, url, serverCert: tls.serverCert.slice(root.length) });
+      bot(d, id, platform, { token, casToken: botToken, url, serverCert: tls.serverCert.slice(root.length), clientCert: { cert: tls.clientCert.slice(root.length), key: tls.clientKey.slice(root.length) } });
     beforeAll(async () => {
       tls = await createTlsSetup(join(work, 'tls'), { listen: ['127.0.0.1:0'] });
       const clientToken = `client-${randomBytes(12).toString('hex')}`;
@@ -158,11 +158,11 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       d = await startTestDaemon((c) => {
         // buildbox-worker reports every 4 s or so while it runs an action: well above that.
         c.execution.bots.sessionTimeoutSeconds = 12;
-        c.tls = { cert: tls.serverCert, key: tls.serverKey, clientCa: null };
+        c.tls = { cert: tls.serverCert, key: tls.serverKey, clientCa: tls.caCert };
         c.auth.tokenFile = tokens;
       });
       url = `https://${d.address}`;
-      tc = connect(url, {}, { serverCa: readFileSync(tls.caCert), token: clientToken });
+      tc = connect(url, {}, { serverCa: readFileSync(tls.caCert), clientCert: readFileSync(tls.clientCert), clientKey: readFileSync(tls.clientKey), token: clientToken });
       rootDigest = (await uploadBusyboxRoot(tc)).tree.root;
     });
     afterAll(async () => {

@@ -37,6 +37,8 @@ export interface BotHostOptions {
   casToken?: string;
   /** The server's certificate (a path inside the clients root), for https:// servers. */
   serverCert?: string;
+  /** A client certificate and key (paths inside the clients root), for mutual TLS. */
+  clientCert?: { cert: string; key: string };
   /** Run inside this network namespace (ip netns exec). */
   netns?: string;
   /** Extra buildbox-worker flags. */
@@ -71,7 +73,7 @@ export async function startBotHost(root: string, work: string, inside: string, o
     writeFileSync(join(dir, 'cas-token'), casToken, { mode: 0o600 });
     tokenArgs.push(`--access-token=${dirInside}/cas-token`);
   }
-  const certArgs = opts.serverCert ? [`--server-cert=${opts.serverCert}`] : [];
+  const certArgs = [...(opts.serverCert ? [`--server-cert=${opts.serverCert}`] : []), ...(opts.clientCert ? [`--client-cert=${opts.clientCert.cert}`, `--client-key=${opts.clientCert.key}`] : [])];
   let casdOut = '';
   const casd = spawnInRoot(root, ['buildbox-casd', `--cas-remote=${opts.url}`, ...tokenArgs, ...certArgs, `--bind=unix:${dirInside}/casd.sock`, `${dirInside}/cache`], opts.netns);
   casd.stdout!.on('data', (b: Buffer) => (casdOut += b.toString()));
@@ -91,6 +93,7 @@ export async function startBotHost(root: string, work: string, inside: string, o
       `--bots-remote=${opts.url}`,
       ...(opts.token !== undefined ? [`--bots-access-token=${dirInside}/token`] : []),
       ...(opts.serverCert ? [`--bots-server-cert=${opts.serverCert}`] : []),
+      ...(opts.clientCert ? [`--bots-client-cert=${opts.clientCert.cert}`, `--bots-client-key=${opts.clientCert.key}`] : []),
       `--cas-remote=unix:${dirInside}/casd.sock`,
       '--buildbox-run=buildbox-run-bubblewrap',
       // FUSE staging needs /dev/fuse, which the clients root's namespace lacks: hard links from casd's cache.
