@@ -205,11 +205,16 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
   describe.skipIf(noIp)(`a bot on another host (its own network namespace) serving a BuildStream 2.8 build alone${noIp ? ' (skipped: install iproute2)' : ''}`, () => {
     let d: TestDaemon;
     let ns: NetNs;
+    let nsTls: TlsSetup;
     beforeAll(async () => {
       ns = createNetNs();
+      // Another machine is admitted with a client certificate (mutual TLS) on the address it
+      // reaches; BuildStream, on this host, uses the loopback listener.
+      nsTls = await createTlsSetup(join(work, 'tls-netns'), { listen: [`${ns.hostAddress}:0`] });
       d = await startTestDaemon((c) => {
         c.execution.pools = [];
-        c.listen = [`${ns.hostAddress}:0`];
+        c.listen = ['127.0.0.1:0', `${ns.hostAddress}:0`];
+        c.listenerTls = { [`${ns.hostAddress}:0`]: { cert: nsTls.serverCert, key: nsTls.serverKey, clientCa: nsTls.caCert } };
       });
     });
     afterAll(async () => {
@@ -220,7 +225,16 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
 
     it('builds remotely with every action run by the bot behind its own casd', async () => {
       const url = `http://${d.address}`;
-      const b = await startBotHost(root, work, inside, { url, id: 'bot-netns', platform: X86, netns: ns.name });
+      const remote = d.daemon.addresses.find((a) => a.startsWith(`${ns.hostAddress}:`))!;
+      const seen = (p: string): string => p.slice(root.length);
+      const b = await startBotHost(root, work, inside, {
+        url: `https://${remote}`,
+        id: 'bot-netns',
+        platform: X86,
+        netns: ns.name,
+        serverCert: seen(nsTls.serverCert),
+        clientCert: { cert: seen(nsTls.clientCert), key: seen(nsTls.clientKey) },
+      });
       bots.push(b);
       const info = await connected(d, 'bot-netns');
       expect(info.host).toContain(ns.nsAddress);
