@@ -86,13 +86,16 @@ describe('access policy', () => {
     const withCert = p.identify(md(), { ...remote, certificate: true });
     expect(p.refusal(withCert, 'execute', '/x/Execute')).toBeUndefined();
     expect(p.refusal(withCert, 'admin', '/x/GetStatus')?.code).toBe(Code.PERMISSION_DENIED);
+    // Bots on other machines: a client certificate lets them take work.
+    expect(p.refusal(withCert, 'worker', '/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession')).toBeUndefined();
     expect(p.needsOwner(loopback)).toBe(true);
     expect(p.needsOwner({})).toBe(false);
     // auth.local-users: a listed uid, or anyone with "any".
     const listed = new AccessPolicy(undefined, new Set(), LocalUsers.resolve([String(me)], 'f', 4242));
-    expect(listed.identify(md(), { ...loopback, uid: me }).rights.size).toBe(4);
+    // Every right: read, write, execute, admin, worker.
+    expect(listed.identify(md(), { ...loopback, uid: me }).rights.size).toBe(5);
     const any = new AccessPolicy(undefined, new Set(), LocalUsers.resolve('any', 'f', 4242));
-    expect(any.identify(md(), { ...loopback, uid: 4343 }).rights.size).toBe(4);
+    expect(any.identify(md(), { ...loopback, uid: 4343 }).rights.size).toBe(5);
     expect(() => LocalUsers.resolve(['no-such-user-rx'], 'f')).toThrow(/no user "no-such-user-rx"/);
     expect(isLocalPeer({ remoteAddress: '::1' })).toBe(true);
     expect(isLocalPeer({ remoteAddress: '::ffff:127.0.0.1' })).toBe(true);
