@@ -12,7 +12,7 @@
 // buildbox-casd, buildbox-worker and buildbox-run-bubblewrap come from PATH, or with
 // --clients-root from the test clients root (test/e2e/harness/clients-root.sh).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -47,7 +47,9 @@ const seen = (p) => (clientsRoot ? p.slice(clientsRoot.length) : p);
 const spawnTool = (argv) =>
   clientsRoot ? spawn('sh', [harness, 'run', clientsRoot, ...argv], { detached: true, stdio: 'ignore' }) : spawn(argv[0], argv.slice(1), { detached: true, stdio: 'ignore' });
 
-const dataDir = join(work, 'data');
+const dataDir = mkdtempSync(join(tmpdir(), 'reexec-bench-bots-data-'));
+// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+chmodSync(dataDir, 0o711);
 const config = scratchDaemonConfig(dataDir);
 config.listen = ['127.0.0.1:0'];
 config.execution.pools = [{ name: 'native', isa: [hostIsa()], slots: 2 }];
@@ -149,4 +151,5 @@ try {
   clients.close();
   await daemon.stop();
   rmSync(work, { recursive: true, force: true });
+  rmSync(dataDir, { recursive: true, force: true });
 }
