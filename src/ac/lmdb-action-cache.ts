@@ -28,6 +28,11 @@ export class LmdbActionCache implements ActionCache {
     await this.env.write(`storing the result of action ${action}`, () => this.db.put(LmdbActionCache.key(instance, action), bytes));
   }
 
+  /** Entries stored (LMDB's count: no scan). */
+  entries(): number {
+    return (this.db.getStats() as { entryCount?: number }).entryCount ?? 0;
+  }
+
   async delete(instance: InstanceName, action: Digest): Promise<void> {
     await this.env.write(`deleting the result of action ${action}`, () => this.db.remove(LmdbActionCache.key(instance, action)), { deletion: true });
   }

@@ -1,24 +1,24 @@
 import type { Digest } from '../digest/digest.js';
 import type { Hasher } from '../digest/digest-function.js';
 import { invalidArgument } from '../util/status-error.js';
-import { ForwardingBlobStore, type BlobWriter } from './blob-store.js';
+import { ForwardingBlobStore, type BlobWriter, type StoreCallOptions } from './blob-store.js';
 
 /**
  * Nothing enters the store unless its size and hash match its digest. Mismatches are
  * INVALID_ARGUMENT naming the digest and what the data really is.
  */
 export class VerifyingBlobStore extends ForwardingBlobStore {
-  override async put(digest: Digest, data: Uint8Array): Promise<void> {
+  override async put(digest: Digest, data: Uint8Array, options?: StoreCallOptions): Promise<void> {
     if (data.byteLength !== digest.sizeBytes) {
       throw invalidArgument(`blob ${digest}: the data is ${data.byteLength} bytes, but the digest says ${digest.sizeBytes}`);
     }
     const actual = digest.fn.newHash().update(data).digest('hex');
     if (actual !== digest.hash) throw hashMismatch(digest, actual);
-    await this.base.put(digest, data);
+    await this.base.put(digest, data, options);
   }
 
-  override async beginWrite(digest: Digest): Promise<BlobWriter> {
-    return new VerifyingWriter(digest, await this.base.beginWrite(digest));
+  override async beginWrite(digest: Digest, options?: StoreCallOptions): Promise<BlobWriter> {
+    return new VerifyingWriter(digest, await this.base.beginWrite(digest, options));
   }
 }
 

@@ -4,7 +4,6 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { CompletenessCheckingActionCache } from '../ac/completeness-checking-action-cache.js';
 import type { Http2Session } from 'node:http2';
 import { AccessPolicy } from '../auth/access-policy.js';
 import { LocalUsers } from '../auth/local-users.js';
@@ -14,17 +13,12 @@ import { TokenFile } from '../auth/token-file.js';
 import { bearerToken } from '../auth/access-policy.js';
 import { DaemonHistory } from '../history/daemon-history.js';
 import { historyDefinition, historyService } from '../services/history-service.js';
-import { LmdbActionCache } from '../ac/lmdb-action-cache.js';
-import { AssetStore } from '../asset/asset-store.js';
 import type { BlobStore } from '../cas/blob-store.js';
-import { createBlobStore } from '../cas/create-blob-store.js';
-import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
 import { UploadRegistry } from '../cas/upload-registry.js';
 import type { Config } from '../config/config.js';
 import { InstancePolicy } from '../digest/instance-name.js';
 import { ExecutionEngine } from '../execution/execution-engine.js';
-import { SizeLimitingBlobStore } from '../gc/size-limiting-blob-store.js';
-import { formatBytes, resolveStorageBudget, touchIntervalFor } from '../gc/storage-budget.js';
+import { formatBytes, resolveStorageBudget } from '../gc/storage-budget.js';
 import { StorageGc } from '../gc/storage-gc.js';
 import { actionCacheDefinition, actionCacheService } from '../services/action-cache-service.js';
 import { adminDefinition, adminService } from '../services/admin-service.js';
@@ -40,13 +34,12 @@ import { botsDefinition, botsService } from '../services/bots-service.js';
 import type { Right } from '../auth/rights.js';
 import type { JobOptions } from '../execution/job-builder.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import { MeteredActionCache } from '../metrics/metered-action-cache.js';
-import { MeteredBlobStore } from '../metrics/metered-blob-store.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
-import { StoreUsageSampler } from '../metrics/store-usage.js';
 import { Telemetry } from '../metrics/telemetry.js';
 import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
+import { createStorage, type LocalBlobStore, type Storage } from '../storage/create-storage.js';
+import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
 import { openDataDir } from './data-dir-format.js';
@@ -109,12 +102,12 @@ export class Daemon {
     private readonly uploads: UploadRegistry,
     private readonly health: HealthImplementation,
     readonly cas: BlobStore,
-    readonly casBase: LmdbBlobStore,
+    readonly casBase: LocalBlobStore,
     private readonly log: Logger,
     readonly execution: ExecutionEngine | undefined,
     /** Metrics and recent activity; the garbage collector reports its runs to telemetry.gc. */
     readonly telemetry: Telemetry,
-    private readonly usage: StoreUsageSampler,
+    private readonly storage: Storage,
     /** Serves /metrics, unless metrics are off or their address was taken. */
     readonly metricsServer: MetricsServer | undefined,
     /** Keeps the store within its budget: background eviction, `reexec gc`. */
@@ -130,7 +123,7 @@ export class Daemon {
     let env: LmdbEnv | undefined;
     let server: grpc.Server | undefined;
     let engineForCleanup: ExecutionEngine | undefined;
-    let usage: StoreUsageSampler | undefined;
+    let storage: Storage | undefined;
     let connections: ConnectionGuard | undefined;
     try {
       const budget = await resolveStorageBudget(config);
@@ -138,27 +131,17 @@ export class Daemon {
       // Written in the background (64 MiB by default); until it is in place, uploads leave room for it.
       void space.restoreReserve();
       env = await openDataDir(config.dataDir, log, undefined, { space });
-      const { store: unlimitedCas, base } = createBlobStore(env, config.dataDir, {
-        inlineMaxBytes: config.storage.inlineMaxBytes,
-        fsync: config.storage.fsync,
-        touchIntervalSeconds: touchIntervalFor(budget.graceSeconds),
-      });
-      await base.removeStaleUploads();
       // Told why eviction cannot make room, once the collector exists.
       let whyNothingEvictable: () => string | undefined = () => undefined;
-      const unmeteredCas = new SizeLimitingBlobStore(unlimitedCas, budget, {
-        usage: () => base.usage(),
-        space,
-        configHint: config.source ?? 'the config file',
-        whyNothingEvictable: () => whyNothingEvictable(),
-      });
-      const storeUsage = (usage = new StoreUsageSampler(env, config.dataDir, () => base.usage()));
-      const telemetry = new Telemetry(() => storeUsage.usage());
+      // Telemetry reads the store's sizes only when scraped or polled: by then the storage exists.
+      let sizes = (): StoreSizes => ({ casBlobs: 0, casBytes: 0, bytesMeasuredAt: Date.now(), acEntries: 0, disk: null });
+      const telemetry = new Telemetry(() => sizes());
+      storage = await createStorage(config, { env, budget, space, metrics: telemetry.store, whyNothingEvictable: () => whyNothingEvictable() });
+      const { cas, ac, assets, local: base } = storage;
+      const storeUsage = storage;
+      sizes = () => storeUsage.usage();
       telemetry.store.budgetBytes = () => budget.maxBytes;
-      const cas = new MeteredBlobStore(unmeteredCas, telemetry.store);
       const instances = new InstancePolicy(config.instances);
-      const ac = new MeteredActionCache(new CompletenessCheckingActionCache(new LmdbActionCache(env), cas, budget.graceSeconds), telemetry.store);
-      const assets = new AssetStore(env, cas, budget.graceSeconds);
       const uploads = new UploadRegistry();
 
       // Access control, per-client limits and idle calls: one interceptor in front of every service.
@@ -316,7 +299,7 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storeUsage, metricsServer, gc, connectionGuard, history);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history);
       history?.start();
       gc.start();
       log.info(
@@ -328,7 +311,7 @@ export class Daemon {
       await engineForCleanup?.stop().catch(() => undefined);
       connections?.stop();
       server?.forceShutdown();
-      await usage?.close();
+      await storage?.close();
       await env?.close().catch(() => undefined);
       lock.release();
       throw err;
@@ -366,7 +349,7 @@ export class Daemon {
     // After the workers and calls: the last completions are in the history's buffer.
     await this.history?.stop();
     await this.uploads.close();
-    await this.usage.close();
+    await this.storage.close();
     await this.env.close();
     this.lock.release();
     this.state = 'stopped';

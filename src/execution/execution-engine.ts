@@ -54,7 +54,7 @@ export class ExecutionEngine {
     dataDir: string;
     env: LmdbEnv;
     cas: BlobStore;
-    casBase: LmdbBlobStore;
+    casBase: Pick<LmdbBlobStore, 'localFile'>;
     ac: ActionCache;
     log: Logger;
     /** The daemon's unix sockets, token file and TLS keys: hidden from actions like the data dir. */

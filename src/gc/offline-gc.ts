@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_BLOB_STORE_OPTIONS, LmdbBlobStore } from '../cas/lmdb-blob-store.js';
 import type { Config } from '../config/config.js';
 import { openDataDir } from '../daemon/data-dir-format.js';
 import { DataDirLock } from '../daemon/data-dir-lock.js';
 import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
+import { createStorage, type Storage } from '../storage/create-storage.js';
 import { silentLogger } from '../util/logger.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
 import { resolveStorageBudget } from './storage-budget.js';
@@ -30,7 +30,7 @@ export class NoStoreError extends Error {
  * The blobs of the newest failed actions of the history (history.keep-failed) are kept.
  */
 export async function collectGarbageOffline(
-  config: Pick<Config, 'dataDir' | 'storage'> & Partial<Pick<Config, 'history'>>,
+  config: Pick<Config, 'dataDir' | 'storage' | 'source'> & Partial<Pick<Config, 'history'>>,
   request: GcRequest,
   progress?: (p: GcProgress) => void | Promise<void>,
 ): Promise<GcRunSummary> {
@@ -38,19 +38,20 @@ export async function collectGarbageOffline(
   if (!existsSync(join(dataDir, 'lmdb'))) throw new NoStoreError(dataDir);
   const lock = DataDirLock.acquire(dataDir, 'gc');
   let env: LmdbEnv | undefined;
+  let storage: Storage | undefined;
   try {
     const budget = await resolveStorageBudget(config);
     const space = new DiskSpace(dataDir, { reserveBytes: budget.reserveBytes });
     env = await openDataDir(dataDir, silentLogger, undefined, { space });
-    const store = new LmdbBlobStore(env, dataDir, { ...DEFAULT_BLOB_STORE_OPTIONS, inlineMaxBytes: config.storage.inlineMaxBytes, fsync: config.storage.fsync });
-    await store.removeStaleUploads();
+    storage = await createStorage(config, { env, budget, space });
     // The newest failed actions of the history keep their blobs, as with a daemon (history.keep-failed).
     const inUse = new InUseDigests();
     const keep = config.history?.keepFailed ?? 0;
-    if (keep > 0) await new FailedActionKeeper(store, inUse, keep).start(new HistoryStore(env));
-    const gc = new StorageGc({ store, budget, cacheDir: join(dataDir, 'cache'), inUse, log: silentLogger, space });
+    if (keep > 0) await new FailedActionKeeper(storage.cas, inUse, keep).start(new HistoryStore(env));
+    const gc = new StorageGc({ store: storage.local, budget, cacheDir: join(dataDir, 'cache'), inUse, log: silentLogger, space });
     return await gc.collect(request, progress);
   } finally {
+    await storage?.close();
     await env?.close();
     lock.release();
   }

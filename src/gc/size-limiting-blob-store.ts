@@ -1,4 +1,4 @@
-import { ForwardingBlobStore, type BlobStore, type BlobWriter } from '../cas/blob-store.js';
+import { ForwardingBlobStore, type BlobStore, type BlobWriter, type StoreCallOptions } from '../cas/blob-store.js';
 import type { StoreUsage } from '../cas/lmdb-blob-store.js';
 import type { Digest } from '../digest/digest.js';
 import type { DiskSpace } from '../store/disk-space.js';
@@ -60,7 +60,7 @@ export class SizeLimitingBlobStore extends ForwardingBlobStore {
   }
 
   /** Throws RESOURCE_EXHAUSTED when `digest` does not fit; else reserves what it counts and returns the release. */
-  private async reserve(digest: Digest): Promise<() => void> {
+  private async reserve(digest: Digest, options?: StoreCallOptions): Promise<() => void> {
     if (digest.sizeBytes === 0) return () => undefined;
     const overhead = this.options.perBlobOverhead ?? BLOB_OVERHEAD_BYTES;
     const size = digest.sizeBytes + overhead;
@@ -79,7 +79,7 @@ export class SizeLimitingBlobStore extends ForwardingBlobStore {
     const overDisk = freeBytes - this.reservedDisk - disk < keepFree;
     if (overLimit || overDisk) {
       // Storing a blob the CAS already has costs nothing: let it through (it refreshes the blob).
-      if ((await this.base.findMissing([digest])).length === 0) return () => undefined;
+      if ((await this.base.findMissing([digest], options)).length === 0) return () => undefined;
       const hint = this.options.configHint ?? 'the config';
       const stuck = this.options.whyNothingEvictable?.();
       if (overLimit) {
@@ -112,20 +112,20 @@ export class SizeLimitingBlobStore extends ForwardingBlobStore {
     };
   }
 
-  override async put(digest: Digest, data: Uint8Array): Promise<void> {
-    const release = await this.reserve(digest);
+  override async put(digest: Digest, data: Uint8Array, options?: StoreCallOptions): Promise<void> {
+    const release = await this.reserve(digest, options);
     try {
-      await this.base.put(digest, data);
+      await this.base.put(digest, data, options);
     } finally {
       release();
     }
   }
 
-  override async beginWrite(digest: Digest): Promise<BlobWriter> {
-    const release = await this.reserve(digest);
+  override async beginWrite(digest: Digest, options?: StoreCallOptions): Promise<BlobWriter> {
+    const release = await this.reserve(digest, options);
     let writer: BlobWriter;
     try {
-      writer = await this.base.beginWrite(digest);
+      writer = await this.base.beginWrite(digest, options);
     } catch (err) {
       release();
       throw err;

@@ -20,4 +20,8 @@ export class MeteredActionCache implements ActionCache {
   put(instance: InstanceName, action: Digest, result: IActionResult): Promise<void> {
     return this.base.put(instance, action, result);
   }
+
+  delete(instance: InstanceName, action: Digest): Promise<void> {
+    return this.base.delete(instance, action);
+  }
 }

@@ -1,4 +1,4 @@
-import { ForwardingBlobStore, type BlobStore } from '../cas/blob-store.js';
+import { ForwardingBlobStore, type BlobStore, type StoreCallOptions } from '../cas/blob-store.js';
 import type { Digest } from '../digest/digest.js';
 import type { StoreMetrics } from './store-metrics.js';
 
@@ -11,20 +11,20 @@ export class MeteredBlobStore extends ForwardingBlobStore {
     super(base);
   }
 
-  override async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    const missing = await this.base.findMissing(digests);
+  override async findMissing(digests: readonly Digest[], options?: StoreCallOptions): Promise<Digest[]> {
+    const missing = await this.base.findMissing(digests, options);
     this.metrics.recordCasLookups('find_missing', digests.length - missing.length, missing.length);
     return missing;
   }
 
-  override async get(digest: Digest): Promise<Buffer | undefined> {
-    const data = await this.base.get(digest);
+  override async get(digest: Digest, options?: StoreCallOptions): Promise<Buffer | undefined> {
+    const data = await this.base.get(digest, options);
     this.metrics.recordCasLookups('read', data ? 1 : 0, data ? 0 : 1);
     return data;
   }
 
-  override async read(digest: Digest, offset: number, limit: number): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const stream = await this.base.read(digest, offset, limit);
+  override async read(digest: Digest, offset: number, limit: number, options?: StoreCallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const stream = await this.base.read(digest, offset, limit, options);
     this.metrics.recordCasLookups('read', stream ? 1 : 0, stream ? 0 : 1);
     return stream;
   }

@@ -1,6 +1,4 @@
 import { statfs } from 'node:fs/promises';
-import type { Database } from 'lmdb';
-import type { LmdbEnv } from '../store/lmdb-env.js';
 
 export interface StoreSizes {
   /** Blobs in the CAS. */
@@ -14,37 +12,32 @@ export interface StoreSizes {
   disk: { totalBytes: number; freeBytes: number } | null;
 }
 
-/** LMDB's count of a database's entries (mdb_stat: no scan). */
-const entries = (db: Database<unknown, string>): number => (db.getStats() as { entryCount?: number }).entryCount ?? 0;
-
 /**
  * How full the store is, cheap enough to read on every scrape and every status poll: the
- * CAS's own running totals, LMDB's entry count of the action cache, and the data dir's file
+ * CAS's own running totals, the action cache's entry count, and the data dir's file
  * system (statfs, refreshed in the background at most every `diskIntervalMs`).
  */
 export class StoreUsageSampler {
-  private readonly ac: Database<Buffer, string>;
   private disk: StoreSizes['disk'] = null;
   private diskAt = 0;
   private diskRead: Promise<void> | undefined;
   private closed = false;
 
   constructor(
-    env: LmdbEnv,
     private readonly dataDir: string,
     /** The CAS's blob count and bytes (LmdbBlobStore.usage). */
     private readonly cas: () => { count: number; bytes: number },
+    /** Action cache entries (LmdbActionCache.entries). */
+    private readonly acEntries: () => number,
     private readonly diskIntervalMs = 5000,
   ) {
-    // The database LmdbActionCache keeps: only its entry count is read here.
-    this.ac = env.binary('action-cache');
     this.refreshDisk();
   }
 
   usage(): StoreSizes {
     this.refreshDisk();
     const cas = this.closed ? { count: 0, bytes: 0 } : this.cas();
-    return { casBlobs: cas.count, casBytes: cas.bytes, bytesMeasuredAt: Date.now(), acEntries: this.closed ? 0 : entries(this.ac), disk: this.disk };
+    return { casBlobs: cas.count, casBytes: cas.bytes, bytesMeasuredAt: Date.now(), acEntries: this.closed ? 0 : this.acEntries(), disk: this.disk };
   }
 
   private refreshDisk(): void {

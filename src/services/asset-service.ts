@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { AssetStore, type AssetKind, type Qualifier } from '../asset/asset-store.js';
+import { fetchAsset, type AssetStore, type AssetKind, type FoundAsset, type Qualifier } from '../asset/asset-store.js';
 import { Digest } from '../digest/digest.js';
 import { digestFunctionFromValue } from '../digest/digest-function.js';
 import type { InstancePolicy } from '../digest/instance-name.js';
@@ -66,11 +66,11 @@ export function assetServices(
     kind: AssetKind,
     req: asset.FetchBlobRequest | asset.FetchDirectoryRequest,
     rpcName: string,
-  ): Promise<{ found: NonNullable<Awaited<ReturnType<AssetStore['fetch']>>>; fnValue: number }> => {
+  ): Promise<{ found: FoundAsset; fnValue: number }> => {
     requireUris(req.uris, rpcName);
     const instance = opts.instances.parse(req.instanceName);
     const fn = digestFunctionFromValue(req.digestFunction);
-    const found = await assets.fetch(instance, kind, req.uris, qualifiersOf(req.qualifiers), toMs(req.oldestContentAccepted));
+    const found = await fetchAsset(assets, instance, kind, req.uris, qualifiersOf(req.qualifiers), toMs(req.oldestContentAccepted));
     // A gRPC NOT_FOUND error, not an OK reply with a status inside: BuildStream 1.6 ignores
     // response.status and would take an OK reply for a hit.
     if (!found || found.digest.fn !== fn) {
@@ -108,7 +108,7 @@ export function assetServices(
       PushBlob: unary(log, 'PushBlob', async (req: asset.PushBlobRequest) => {
         requireUris(req.uris, 'PushBlob');
         const instance = opts.instances.parse(req.instanceName);
-        await assets.push(instance, req.uris, qualifiersOf(req.qualifiers), {
+        await assets.put(instance, req.uris, qualifiersOf(req.qualifiers), {
           kind: 'blob',
           digest: Digest.fromRequest(req.blobDigest, req.digestFunction, 'blob_digest'),
           referencesBlobs: references(req.referencesBlobs, req.digestFunction, 'references_blobs'),
@@ -120,7 +120,7 @@ export function assetServices(
       PushDirectory: unary(log, 'PushDirectory', async (req: asset.PushDirectoryRequest) => {
         requireUris(req.uris, 'PushDirectory');
         const instance = opts.instances.parse(req.instanceName);
-        await assets.push(instance, req.uris, qualifiersOf(req.qualifiers), {
+        await assets.put(instance, req.uris, qualifiersOf(req.qualifiers), {
           kind: 'directory',
           digest: Digest.fromRequest(req.rootDirectoryDigest, req.digestFunction, 'root_directory_digest'),
           referencesBlobs: references(req.referencesBlobs, req.digestFunction, 'references_blobs'),

@@ -5,7 +5,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BlobStore } from '../../src/cas/blob-store.js';
-import { createBlobStore } from '../../src/cas/create-blob-store.js';
+import { createLocalCas } from '../../src/storage/create-storage.js';
 import type { LmdbBlobStore } from '../../src/cas/lmdb-blob-store.js';
 import { Digest } from '../../src/digest/digest.js';
 import { SHA1 } from '../../src/digest/digest-function.js';
@@ -49,7 +49,7 @@ describe('CAS blob store (verifying, empty-blob, LMDB)', () => {
 
   const open = async (): Promise<void> => {
     env = LmdbEnv.open(dir);
-    ({ store, base } = createBlobStore(env, dir, { fsync: false, inlineMaxBytes: INLINE_MAX, readChunkBytes: 64 * 1024 }));
+    ({ store, base } = createLocalCas(env, dir, { fsync: false, inlineMaxBytes: INLINE_MAX, readChunkBytes: 64 * 1024 }));
     await base.removeStaleUploads();
   };
   const tmpFiles = (): string[] => readdirSync(join(dir, 'tmp'));

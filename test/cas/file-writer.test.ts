@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BlobStore } from '../../src/cas/blob-store.js';
-import { createBlobStore } from '../../src/cas/create-blob-store.js';
+import { createLocalCas } from '../../src/storage/create-storage.js';
 import { Digest } from '../../src/digest/digest.js';
 import { LmdbEnv } from '../../src/store/lmdb-env.js';
 import { bytes } from '../helpers/storage.js';
@@ -16,7 +16,7 @@ describe('file blob writer (write-behind)', () => {
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-fw-'));
     env = LmdbEnv.open(dir);
-    store = createBlobStore(env, dir, { inlineMaxBytes: 1024, fsync: true }).store;
+    store = createLocalCas(env, dir, { inlineMaxBytes: 1024, fsync: true }).store;
   });
   afterEach(async () => {
     await env.close();

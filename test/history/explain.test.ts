@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createBlobStore } from '../../src/cas/create-blob-store.js';
+import { createLocalCas } from '../../src/storage/create-storage.js';
 import { treeFromDirectory } from '../../src/client/merkle.js';
 import { diffLists, diffValues } from '../../src/history/explain.js';
 import { diffTrees, summarizeTree } from '../../src/history/tree-diff.js';
@@ -48,7 +48,7 @@ describe('explain: input trees', () => {
   it('lists added, removed and changed entries by path, and reads only the Directories that differ', async () => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-tree-diff-'));
     env = LmdbEnv.open(join(dir, 'data'));
-    const { store } = createBlobStore(env, join(dir, 'data'), { inlineMaxBytes: 65536, fsync: false, touchIntervalSeconds: 0 });
+    const { store } = createLocalCas(env, join(dir, 'data'), { inlineMaxBytes: 65536, fsync: false, touchIntervalSeconds: 0 });
     const a = join(dir, 'a');
     for (const d of ['src/lib', 'same/deep/er', 'gone/sub']) mkdirSync(join(a, d), { recursive: true });
     writeFileSync(join(a, 'src', 'main.c'), 'int main(void) { return 0; }\n');
