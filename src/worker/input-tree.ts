@@ -1,6 +1,7 @@
-import type { BlobStore } from '../cas/blob-store.js';
+import { findMissingInChunks, type BlobStore } from '../cas/blob-store.js';
+import { walkDirectories } from '../cas/directory-walker.js';
 import { Digest } from '../digest/digest.js';
-import { re, type Directory } from '../proto.js';
+import type { re, Directory } from '../proto.js';
 import { failedPrecondition, invalidArgument, type PreconditionViolation } from '../util/status-error.js';
 
 /** An input root, fetched whole and validated: every Directory by digest key. */
@@ -68,55 +69,32 @@ export async function fetchInputTree(cas: BlobStore, root: Digest, limits: TreeL
   const violations: PreconditionViolation[] = [];
   let fileCount = 0;
   let uniqueEntries = 0;
-  let level = 0;
-  let frontier: Array<{ digest: Digest; path: string }> = [{ digest: root, path: '' }];
-  const queued = new Set<string>([root.key]);
-  while (frontier.length > 0) {
-    if (limits.maxDepth !== undefined && level++ > limits.maxDepth) {
-      throw invalidArgument(`input root ${root} nests directories deeper than ${limits.maxDepth} levels (limits.max-tree-depth), e.g. at "/${frontier[0]!.path}"`);
+  const walk = walkDirectories(cas, root, {
+    maxDepth: limits.maxDepth,
+    onMissing: (digest, path) => violations.push(missing(digest, `Directory at "/${path}"`)),
+    describe: (digest, path) => `input Directory ${digest} at "/${path}"`,
+    tooLarge: (_limit, value, path) => invalidArgument(`input root ${root} nests directories deeper than ${value} levels (limits.max-tree-depth), e.g. at "/${path}"`),
+  });
+  for await (const { digest, directory: dir, path } of walk) {
+    const where = `input Directory ${digest} at "/${path}"`;
+    validateDirectory(dir, where);
+    directories.set(digest.key, dir);
+    if (limits.maxDirectories && directories.size > limits.maxDirectories) {
+      throw invalidArgument(`input root ${root} has more than ${limits.maxDirectories} directories`);
     }
-    const next: typeof frontier = [];
-    for (const { digest, path } of frontier) {
-      const bytes = await cas.get(digest);
-      const where = `input Directory ${digest} at "/${path}"`;
-      if (!bytes) {
-        violations.push(missing(digest, `Directory at "/${path}"`));
-        continue;
-      }
-      let dir: Directory;
-      try {
-        dir = re.Directory.decode(bytes);
-      } catch (err) {
-        throw invalidArgument(`${where} is not a valid Directory message: ${(err as Error).message}`);
-      }
-      validateDirectory(dir, where);
-      directories.set(digest.key, dir);
-      if (limits.maxDirectories && directories.size > limits.maxDirectories) {
-        throw invalidArgument(`input root ${root} has more than ${limits.maxDirectories} directories`);
-      }
-      uniqueEntries += dir.files.length + dir.symlinks.length + dir.directories.length;
-      if (limits.maxEntries && uniqueEntries > limits.maxEntries) {
-        throw invalidArgument(`input root ${root} has more than ${limits.maxEntries} files, symlinks and directories (limits.max-tree-entries)`);
-      }
-      for (const f of dir.files) {
-        const d = Digest.fromProto(f.digest, root.fn, `${where}: file "${f.name}"`);
-        fileCount++;
-        files.set(d.key + '/' + d.sizeBytes, d);
-      }
-      for (const sub of dir.directories) {
-        const d = Digest.fromProto(sub.digest, root.fn, `${where}: directory "${sub.name}"`);
-        if (!queued.has(d.key)) {
-          queued.add(d.key);
-          next.push({ digest: d, path: path ? `${path}/${sub.name}` : (sub.name ?? "") });
-        }
-      }
+    uniqueEntries += dir.files.length + dir.symlinks.length + dir.directories.length;
+    if (limits.maxEntries && uniqueEntries > limits.maxEntries) {
+      throw invalidArgument(`input root ${root} has more than ${limits.maxEntries} files, symlinks and directories (limits.max-tree-entries)`);
     }
-    frontier = next;
+    for (const f of dir.files) {
+      const d = Digest.fromProto(f.digest, root.fn, `${where}: file "${f.name}"`);
+      fileCount++;
+      files.set(d.key + '/' + d.sizeBytes, d);
+    }
+    // Checked here, with the path in the message, before the walker reads them.
+    for (const sub of dir.directories) Digest.fromProto(sub.digest, root.fn, `${where}: directory "${sub.name}"`);
   }
-  const fileList = [...files.values()];
-  for (let i = 0; i < fileList.length; i += 10_000) {
-    for (const d of await cas.findMissing(fileList.slice(i, i + 10_000))) violations.push(missing(d, 'input file'));
-  }
+  for (const d of await findMissingInChunks(cas, [...files.values()])) violations.push(missing(d, 'input file'));
   if (violations.length === 0) checkExpandedSize(root, directories, limits);
   if (violations.length > 0) {
     throw failedPrecondition(`${violations.length} blob(s) of input root ${root} are missing from the CAS: ${violations.slice(0, 5).map((v) => v.subject).join(', ')}${violations.length > 5 ? ', …' : ''}`, violations);
