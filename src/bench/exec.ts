@@ -14,6 +14,7 @@ import { formatNumber, median, runConcurrent, timed } from './stats.js';
 import { unsupportedReason, UnsupportedError, type SuiteProgress } from './support.js';
 import { exitZeroElf } from './tiny-elf.js';
 import type { Metric, SuiteResult, Unsupported } from './types.js';
+import { setProtoTimeToMs } from '../util/proto-time.js';
 
 const SHA256_VALUE = 1;
 const FILES_PER_DIRECTORY = 100;
@@ -172,7 +173,7 @@ export function execute(clients: ReapiClients, instance: string, actionDigest: D
   });
 }
 
-const tsMs = (t: protobuf.ITimestamp | null | undefined): number | undefined => (t && (Number(t.seconds ?? 0) > 0 || Number(t.nanos ?? 0) > 0) ? Number(t.seconds ?? 0) * 1000 + Number(t.nanos ?? 0) / 1e6 : undefined);
+const tsMs = (t: protobuf.ITimestamp | null | undefined): number | undefined => setProtoTimeToMs(t);
 
 /** Input staging as the server reports it (ExecutedActionMetadata), in ms, if it does. */
 export function serverStagingMs(r: re.IExecuteResponse): number | undefined {

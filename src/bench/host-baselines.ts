@@ -1,4 +1,5 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { findExecutable } from '../util/find-executable.js';
 
 /**
  * Baselines of the exec suite that run on this machine, outside any server: the raw sandbox
@@ -9,11 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 export const BWRAP_BASELINE_ARGS = ['--unshare-all', '--ro-bind', '/', '/', '/bin/true'];
 
 /** Absolute path of a command on PATH, or undefined. */
-export function findCommand(name: string): string | undefined {
-  const r = spawnSync('sh', ['-c', 'command -v "$1"', 'sh', name], { encoding: 'utf8' });
-  const path = r.status === 0 ? r.stdout.trim() : '';
-  return path.startsWith('/') ? path : undefined;
-}
+export const findCommand = (name: string): string | undefined => findExecutable(name);
 
 /** Run a program to its end: its exit code (-1 when killed) and the end of its stderr. */
 export function run(file: string, args: string[], cwd?: string): Promise<{ code: number; stderr: string }> {

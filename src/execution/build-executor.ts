@@ -18,6 +18,7 @@ import type { NestedApiProvider, NestedApiSocket } from '../worker/nested-api.js
 import { resolveInRoot, type RootView } from '../worker/root-path.js';
 import { pausePoint } from '../util/test-hooks.js';
 import { prepareSandboxRoot } from '../worker/sandbox-root.js';
+import { timestampOf } from '../util/proto-time.js';
 
 /**
  * Runs one leased execution to its ExecuteResponse. Action failures go into the response;
@@ -81,7 +82,7 @@ export interface BuildContext {
   log: Logger;
 }
 
-const ts = (d: Date): { seconds: number; nanos: number } => ({ seconds: Math.floor(d.getTime() / 1000), nanos: (d.getTime() % 1000) * 1e6 });
+const ts = timestampOf;
 
 /**
  * Make the place where the REAPI socket is bound in: its parent directories (resolving

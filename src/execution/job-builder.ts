@@ -9,6 +9,7 @@ import { HOST_TOOLS_ROOT, MAX_SOCKET_PATH_BYTES } from '../runner/bubblewrap-run
 import { failedPrecondition, invalidArgument, StatusError } from '../util/status-error.js';
 import { fetchInputTree, type InputTree, type TreeLimits } from '../worker/input-tree.js';
 import { resolveOutputPath } from '../worker/output-collector.js';
+import { protoTimeToMs } from '../util/proto-time.js';
 
 export interface JobOptions {
   defaultTimeoutMs: number;
@@ -147,7 +148,7 @@ export async function buildJob(
   checkSocketPath(platform);
   let timeoutMs = opts.defaultTimeoutMs;
   if (action.timeout && (Number(action.timeout.seconds) > 0 || Number(action.timeout.nanos) > 0)) {
-    timeoutMs = Number(action.timeout.seconds) * 1000 + Math.floor(Number(action.timeout.nanos ?? 0) / 1e6);
+    timeoutMs = Math.floor(protoTimeToMs(action.timeout)!);
     if (timeoutMs > opts.maxTimeoutMs) {
       throw invalidArgument(`Action.timeout of ${Math.round(timeoutMs / 1000)} s is above this server's maximum of ${Math.round(opts.maxTimeoutMs / 1000)} s`, 'timeout');
     }

@@ -3,8 +3,8 @@ import type { Dirent } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { Digest } from '../digest/digest.js';
-import { digestFunctionFromName } from '../digest/digest-function.js';
+import type { Digest } from '../digest/digest.js';
+import { StagingCacheLayout } from '../storage/staging-cache-layout.js';
 
 export interface StagingSweepOptions {
   /** Digest keys ("sha256:abc…") of inputs of queued and running actions: their entries stay. */
@@ -30,20 +30,6 @@ interface Entry {
   inodes: number[];
 }
 
-/** cache/files/<xx>/<fn>-<hash>-<size><x|r> */
-const FILE_ENTRY = /^([a-z0-9]+)-([0-9a-f]+)-([0-9]+)[xr]$/;
-/** cache/dirs/<fn>/<hash>-<size> */
-const DIR_ENTRY = /^([0-9a-f]+)-([0-9]+)$/;
-
-function digestOf(fnName: string, hash: string, size: string): Digest | undefined {
-  const fn = digestFunctionFromName(fnName);
-  try {
-    return fn ? Digest.of(fn, hash, Number(size)) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-const TMP = /\.tmp-[0-9a-f]+$/;
 
 /**
  * Bounds remote execution's staging cache (DATA/cache): read-only files, one per blob and mode,
@@ -85,29 +71,30 @@ export class StagingCacheSweeper {
       entries.push(entry);
     };
 
-    const filesDir = join(this.cacheDir, 'files');
+    const layout = new StagingCacheLayout(this.cacheDir);
+    const filesDir = layout.filesDir;
     for (const prefix of await names(filesDir)) {
       for (const name of await names(join(filesDir, prefix))) {
         const path = join(filesDir, prefix, name);
-        if (TMP.test(name)) {
+        if (StagingCacheLayout.isTmp(name)) {
           if (!limits.dryRun) await removeIfOlder(path, staleTmp);
           continue;
         }
-        const m = FILE_ENTRY.exec(name);
-        if (m) await note(path, digestOf(m[1]!, m[2]!, m[3]!), false);
+        const entry = StagingCacheLayout.parseFileEntry(name);
+        if (entry) await note(path, entry.digest, false);
       }
       await nextTurn();
     }
-    const dirsDir = join(this.cacheDir, 'dirs');
+    const dirsDir = layout.dirsDir;
     for (const fn of await names(dirsDir)) {
       for (const name of await names(join(dirsDir, fn))) {
         const path = join(dirsDir, fn, name);
-        if (TMP.test(name)) {
+        if (StagingCacheLayout.isTmp(name)) {
           if (!limits.dryRun) await removeIfOlder(path, staleTmp);
           continue;
         }
-        const m = DIR_ENTRY.exec(name);
-        if (m) await note(path, digestOf(fn, m[1]!, m[2]!), true);
+        const entry = StagingCacheLayout.parseDirEntry(fn, name);
+        if (entry) await note(path, entry.digest, true);
       }
     }
 

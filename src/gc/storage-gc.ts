@@ -4,6 +4,7 @@ import type { Digest } from '../digest/digest.js';
 import type { DiskSpace } from '../store/disk-space.js';
 import type { Logger } from '../util/logger.js';
 import { GarbageCollector, type CollectableStore, type GcProgress, type GcRequest, type GcSummary } from './garbage-collector.js';
+import type { GcRun } from './gc-run.js';
 import type { InUseDigests } from './in-use-digests.js';
 import { StagingCacheSweeper, type StagingSweepResult } from './staging-cache-sweeper.js';
 import { BLOB_OVERHEAD_BYTES, formatBytes, type StorageBudget } from './storage-budget.js';
@@ -39,24 +40,13 @@ export interface StorageGcOptions {
   /** Seconds since the epoch (tests). */
   now?: () => number;
   /** Told of every collection (metrics, status). */
-  onRun?: (run: GcRunReport) => void;
+  onRun?: (run: GcRun) => void;
   /**
    * The file system holding the store. When others fill the disk to below min-free-disk (or
    * into the headroom kept for deletions), uploads are refused; the background then evicts to
    * make room, as a cache should rather than stop caching, and re-creates the disk reserve.
    */
   space?: DiskSpace;
-}
-
-/** One collection, for metrics. */
-export interface GcRunReport {
-  /** "auto": the CAS passed its high watermark; "manual": `reexec gc` or the Admin API. */
-  trigger: 'auto' | 'manual';
-  evictedBlobs: number;
-  evictedBytes: number;
-  durationSeconds: number;
-  dryRun?: boolean;
-  failed?: boolean;
 }
 
 /**

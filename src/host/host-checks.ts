@@ -1,8 +1,9 @@
-import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { arch, endianness, machine, platform, release } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { CREATE_RUN_AS_USER, lookupRunAsOrError, RUN_AS_USER, RunAsError, type RunAs } from './run-as.js';
+import { findExecutable } from '../util/find-executable.js';
 
 /**
  * What the host offers remote execution: the ISA it runs natively, a working bubblewrap
@@ -121,7 +122,6 @@ export function foreignQemuTargets(nodeArch: string): Array<{ qemu: string; isa:
 
 /** The real host. */
 export function systemProbe(env: NodeJS.ProcessEnv = process.env): HostProbe {
-  const pathDirs = (env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter).filter(Boolean);
   return {
     platform: platform(),
     arch: arch(),
@@ -145,17 +145,7 @@ export function systemProbe(env: NodeJS.ProcessEnv = process.env): HostProbe {
       }
     },
     which(bin) {
-      for (const dir of pathDirs) {
-        const candidate = join(dir, bin);
-        try {
-          if (!statSync(candidate).isFile()) continue;
-          accessSync(candidate, constants.X_OK);
-          return candidate;
-        } catch {
-          /* not here */
-        }
-      }
-      return undefined;
+      return findExecutable(bin, env['PATH']);
     },
     runAs: () => lookupRunAsOrError(),
     async run(file, args, timeoutMs, as) {

@@ -4,12 +4,16 @@ import type { Execution } from '../scheduler/operation.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { BotInfo } from '../bots/bot-sessions.js';
 import { codeName } from './rpc-metrics.js';
+import { protoTimeToMs, type ProtoTime } from '../util/proto-time.js';
 
 /** Seconds: from a few milliseconds (a cached input tree) to hours (a whole BuildStream element). */
 const ACTION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400];
 
-type Timestamp = { seconds?: unknown; nanos?: unknown } | null | undefined;
-const seconds = (t: Timestamp): number | undefined => (t && t.seconds !== undefined ? Number(t.seconds) + Number(t.nanos ?? 0) / 1e9 : undefined);
+type Timestamp = ProtoTime | null | undefined;
+const seconds = (t: Timestamp): number | undefined => {
+  const ms = t && t.seconds !== undefined ? protoTimeToMs(t) : undefined;
+  return ms === undefined ? undefined : ms / 1000;
+};
 const between = (a: Timestamp, b: Timestamp): number | undefined => {
   const x = seconds(a);
   const y = seconds(b);

@@ -1,16 +1,6 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 
-/** One garbage collection, as the collector reports it. */
-export interface GcRun {
-  /** "auto" (the store passed its high mark) or "manual" (`reexec gc`, the Admin API). */
-  trigger: 'auto' | 'manual';
-  evictedBlobs: number;
-  evictedBytes: number;
-  durationSeconds: number;
-  dryRun?: boolean;
-  /** The run failed part way. */
-  failed?: boolean;
-}
+import type { GcRun, GcRunRecord } from '../gc/gc-run.js';
 
 /** Garbage collection metrics. The collector calls recordRun() once per run. */
 export class GcMetrics {
@@ -18,7 +8,7 @@ export class GcMetrics {
   private readonly blobs: Counter<'trigger'>;
   private readonly bytes: Counter<'trigger'>;
   private readonly duration: Histogram<'trigger'>;
-  private last: (GcRun & { at: string }) | undefined;
+  private last: GcRunRecord | undefined;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -41,7 +31,7 @@ export class GcMetrics {
   }
 
   /** The last run, for the status snapshot. */
-  lastRun(): (GcRun & { at: string }) | undefined {
+  lastRun(): GcRunRecord | undefined {
     return this.last;
   }
 }

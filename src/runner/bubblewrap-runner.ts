@@ -1,7 +1,8 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunRequest, RunResult, Runner, SandboxPolicy } from './runner.js';
+import { findExecutable } from '../util/find-executable.js';
 
 export type { RunRequest, RunResult };
 
@@ -65,8 +66,7 @@ export function bubblewrapArgs(req: Omit<RunRequest, 'stdoutPath' | 'stderrPath'
 const tools = new Map<string, string | undefined>();
 function findTool(name: string): string | undefined {
   if (!tools.has(name)) {
-    const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
-    tools.set(name, r.status === 0 ? r.stdout.trim() : undefined);
+    tools.set(name, findExecutable(name));
   }
   return tools.get(name);
 }

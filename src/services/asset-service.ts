@@ -7,6 +7,7 @@ import { asset, re } from '../proto.js';
 import type { Logger } from '../util/logger.js';
 import { invalidArgument, notFound } from '../util/status-error.js';
 import { method, OK_STATUS, unary } from './grpc-adapters.js';
+import { protoTimeFromMs, setProtoTimeToMs, type ProtoTime } from '../util/proto-time.js';
 
 const FETCH = 'build.bazel.remote.asset.v1.Fetch';
 const PUSH = 'build.bazel.remote.asset.v1.Push';
@@ -20,14 +21,11 @@ export const pushDefinition = {
   PushDirectory: method(PUSH, 'PushDirectory', asset.PushDirectoryRequest, asset.PushDirectoryResponse),
 };
 
-interface TimestampLike {
-  seconds?: number | null;
-  nanos?: number | null;
-}
-const toMs = (t: TimestampLike | null | undefined): number | undefined =>
-  t && (t.seconds || t.nanos) ? Number(t.seconds ?? 0) * 1000 + Math.floor(Number(t.nanos ?? 0) / 1e6) : undefined;
-const fromMs = (ms: number | undefined): TimestampLike | undefined =>
-  ms === undefined ? undefined : { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
+const toMs = (t: ProtoTime | null | undefined): number | undefined => {
+  const ms = setProtoTimeToMs(t);
+  return ms === undefined ? undefined : Math.floor(ms);
+};
+const fromMs = (ms: number | undefined): ProtoTime | undefined => (ms === undefined ? undefined : protoTimeFromMs(ms));
 
 /**
  * The probe BuildStream sends to detect a Remote Asset server is a request with no URI: it must

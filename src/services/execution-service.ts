@@ -11,6 +11,7 @@ import type { Logger } from '../util/logger.js';
 import { Code, invalidArgument } from '../util/status-error.js';
 import { inlineOutputs } from './action-cache-service.js';
 import { Empty, method, serverStream, unary, type CallContext, type StreamWriter } from './grpc-adapters.js';
+import { protoTimeToMs } from '../util/proto-time.js';
 
 const EXECUTION = 'build.bazel.remote.execution.v2.Execution';
 const OPERATIONS = 'google.longrunning.Operations';
@@ -204,7 +205,7 @@ export function executionServices(
       }),
       WaitOperation: unary(log, 'WaitOperation', async (req: longrunning.WaitOperationRequest) => {
         const op = scheduler.get(req.name);
-        const timeoutMs = req.timeout ? Number(req.timeout.seconds ?? 0) * 1000 + Number(req.timeout.nanos ?? 0) / 1e6 : 60_000;
+        const timeoutMs = req.timeout ? protoTimeToMs(req.timeout)! : 60_000;
         if (op.stage !== 'COMPLETED') {
           await new Promise<void>((resolve) => {
             const t = setTimeout(done, timeoutMs);

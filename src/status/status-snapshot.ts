@@ -1,4 +1,5 @@
 import type { ConnectionStats } from '../daemon/connection-guard.js';
+import type { GcRunRecord } from '../gc/gc-run.js';
 
 /**
  * What `reexec status` shows: one snapshot of the daemon, produced by the daemon
@@ -162,12 +163,5 @@ export interface RpcStatus {
   methods: Array<{ method: string; calls: number; misses: number; errors: number; meanMs: number }>;
 }
 
-export interface GcStatus {
-  at: string;
-  trigger: 'auto' | 'manual';
-  evictedBlobs: number;
-  evictedBytes: number;
-  durationSeconds: number;
-  dryRun?: boolean;
-  failed?: boolean;
-}
+/** The last garbage collection (the one gc-run record). */
+export type GcStatus = GcRunRecord;

@@ -1,12 +1,13 @@
-import { randomBytes } from 'node:crypto';
 import { chmod, chown, copyFile, lchown, link, mkdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
 import { Digest } from '../digest/digest.js';
+import { StagingCacheLayout } from '../storage/staging-cache-layout.js';
 import type { re } from '../proto.js';
 import { internal } from '../util/status-error.js';
 import { nodeProperty, type InputTree } from './input-tree.js';
+import { protoTimeToMs } from '../util/proto-time.js';
 
 /** A mount the runner applies, in order, after binding the staged root at "/". */
 export interface Mount {
@@ -46,8 +47,7 @@ export const STAGED_NODE_PROPERTIES = [READ_ONLY, 'mtime', 'unix_mode'] as const
  * cache files are only ever exposed through read-only mounts.
  */
 export class InputStager {
-  private readonly filesDir: string;
-  private readonly dirsDir: string;
+  private readonly layout: StagingCacheLayout;
   private readonly pending = new Map<string, Promise<string>>();
 
   constructor(
@@ -62,8 +62,7 @@ export class InputStager {
      */
     private readonly owner?: { uid: number; gid: number },
   ) {
-    this.filesDir = join(cacheDir, 'files');
-    this.dirsDir = join(cacheDir, 'dirs');
+    this.layout = new StagingCacheLayout(cacheDir);
   }
 
   async stage(tree: InputTree, rootDir: string, options: { honourReadOnly: boolean }): Promise<StagedInput> {
@@ -143,7 +142,7 @@ export class InputStager {
           knownInodes.set(`${st.dev}:${st.ino}`, digest);
         }
         if (props?.mtime) {
-          const t = Number(props.mtime.seconds ?? 0) + Number(props.mtime.nanos ?? 0) / 1e9;
+          const t = protoTimeToMs(props.mtime)! / 1000;
           await utimes(target, t, t);
         }
       }),
@@ -172,9 +171,8 @@ export class InputStager {
 
   /** A read-only file holding a blob, made once per blob and mode (executable or not). */
   private async cacheFile(digest: Digest, executable: boolean): Promise<string> {
-    const name = `${digest.fn.name}-${digest.hash}-${digest.sizeBytes}${executable ? 'x' : 'r'}`;
-    const path = join(this.filesDir, digest.hash.slice(0, 2), name);
-    return this.once(`f:${name}`, path, async (tmp) => {
+    const path = this.layout.filePath(digest, executable);
+    return this.once(`f:${path}`, path, async (tmp) => {
       await this.copyBlob(digest, tmp);
       await chmod(tmp, executable ? 0o555 : 0o444);
       await rename(tmp, path);
@@ -183,7 +181,7 @@ export class InputStager {
 
   /** A read-only materialisation of a whole Directory, made once per digest. */
   private async cachedDirectory(tree: InputTree, digest: Digest, knownInodes: Map<string, Digest>): Promise<string> {
-    const path = join(this.dirsDir, digest.fn.name, `${digest.hash}-${digest.sizeBytes}`);
+    const path = this.layout.dirPath(digest);
     return this.once(`d:${digest.key}`, path, async (tmp) => {
       const fill = async (d: Digest, host: string): Promise<void> => {
         const dir = this.dir(tree, d);
@@ -214,7 +212,7 @@ export class InputStager {
     if (!p) {
       p = (async () => {
         await mkdir(join(path, '..'), { recursive: true });
-        const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+        const tmp = StagingCacheLayout.tmpPath(path);
         try {
           await make(tmp);
         } catch (err) {

@@ -9,6 +9,7 @@ import { re } from '../proto.js';
 import type { InputTree } from './input-tree.js';
 import type { StagedInput } from './input-stager.js';
 import { resolveInRoot, type RootView } from './root-path.js';
+import { protoTimeFromMs } from '../util/proto-time.js';
 
 export interface CollectOptions {
   fn: DigestFunction;
@@ -139,7 +140,7 @@ export class OutputCollector {
     let any = false;
     if (this.opts.nodeProperties.includes('mtime')) {
       const ms = st.mtimeMs;
-      p.mtime = { seconds: Math.floor(ms / 1000), nanos: Math.round((ms % 1000) * 1e6) };
+      p.mtime = protoTimeFromMs(ms);
       any = true;
     }
     // A symlink's mode is always 0777 on Linux: it says nothing.

@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LmdbBlobStore } from '../../src/cas/lmdb-blob-store.js';
 import { Digest } from '../../src/digest/digest.js';
 import type { StorageBudget } from '../../src/gc/storage-budget.js';
-import { StorageGc, type GcRunReport } from '../../src/gc/storage-gc.js';
+import type { GcRun } from '../../src/gc/gc-run.js';
+import { StorageGc } from '../../src/gc/storage-gc.js';
 import { DiskSpace, RESERVE_FILE } from '../../src/store/disk-space.js';
 import { LmdbEnv } from '../../src/store/lmdb-env.js';
 import { createLogger } from '../../src/util/logger.js';
@@ -22,7 +23,7 @@ describe('background collection', () => {
   let store: LmdbBlobStore;
   let clock = T0;
   let gc: StorageGc | undefined;
-  const runs: GcRunReport[] = [];
+  const runs: GcRun[] = [];
   const logs: string[] = [];
   // 100 blobs of 100 bytes, counted at 1,124 each (1 KiB overhead): 112,400.
   const budget: StorageBudget = { maxBytes: 100_000, highBytes: 90_000, lowBytes: 60_000, hardLimitBytes: 200_000, minFreeBytes: 1_000_000, reserveBytes: 0, graceSeconds: 0, stagingCacheBytes: 0 };
