@@ -8,6 +8,7 @@ import { byteStreamDefinition } from '../services/bytestream-service.js';
 import { capabilitiesDefinition } from '../services/capabilities-service.js';
 import { executionDefinition, operationsDefinition } from '../services/execution-service.js';
 import { casDefinition } from '../services/cas-service.js';
+import type { reexec } from '../gen/proto.js';
 
 /**
  * gRPC clients for every REAPI service reexec serves, built from the same static definitions
@@ -26,7 +27,23 @@ export const clientConstructors = {
   history: grpc.makeGenericClientConstructor(historyDefinition, 'History'),
 };
 
-export type ReapiClients = { [K in keyof typeof clientConstructors]: grpc.Client & Record<string, (...args: any[]) => any> };
+/** The Admin API's client, typed from admin.proto (the REAPI clients stay generic: tests poke them freely). */
+export interface AdminClient extends grpc.Client {
+  GetStatus(
+    request: reexec.admin.v1.IGetStatusRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: (err: grpc.ServiceError | null, response: reexec.admin.v1.StatusSnapshot) => void,
+  ): grpc.ClientUnaryCall;
+  CollectGarbage(request: reexec.admin.v1.ICollectGarbageRequest, metadata?: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<reexec.admin.v1.CollectGarbageProgress>;
+}
+
+export type ReapiClients = { [K in Exclude<keyof typeof clientConstructors, 'admin'>]: grpc.Client & Record<string, (...args: any[]) => any> } & { admin: AdminClient };
+
+/** A client of the Admin API alone. */
+export function adminClient(target: string, credentials: grpc.ChannelCredentials, options: grpc.ClientOptions): AdminClient {
+  return new clientConstructors.admin(target, credentials, options) as unknown as AdminClient;
+}
 
 /** "grpc[s]://host:port", "http[s]://host:port", "host:port" or "unix:/path" → a grpc-js target. */
 export function grpcTarget(endpoint: string): string {

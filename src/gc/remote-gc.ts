@@ -2,6 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { ClientSecurity } from '../client/client-security.js';
 import { connect } from '../client/reapi-client.js';
 import type { reexec } from '../gen/proto.js';
+import { gcUpdateFromMessage } from '../services/admin-messages.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
 import type { GcRunSummary } from './storage-gc.js';
 
@@ -23,9 +24,9 @@ export async function collectGarbageRemote(
       if (request.targetBytes !== undefined) req.targetBytes = request.targetBytes;
       const stream: grpc.ClientReadableStream<reexec.admin.v1.CollectGarbageProgress> = clients.admin.CollectGarbage(req);
       stream.on('data', (m: reexec.admin.v1.CollectGarbageProgress) => {
-        const value = JSON.parse(m.json) as unknown;
-        if (m.done) summary = value as GcRunSummary;
-        else progress?.(value as GcProgress);
+        const update = gcUpdateFromMessage(m);
+        if (update && 'summary' in update) summary = update.summary;
+        else if (update) progress?.(update.progress);
       });
       stream.on('error', reject);
       stream.on('end', () => (summary ? resolve(summary) : reject(new Error(`the daemon at ${endpoint} ended CollectGarbage without a summary`))));

@@ -2,6 +2,10 @@ import type * as grpc from '@grpc/grpc-js';
 import { reexec } from '../gen/proto.js';
 import type { Logger } from '../util/logger.js';
 import { unimplemented } from '../util/status-error.js';
+import type { GcProgress } from '../gc/garbage-collector.js';
+import type { GcRunSummary } from '../gc/storage-gc.js';
+import type { StatusSnapshot } from '../status/status-snapshot.js';
+import { gcProgressMessage, gcSummaryMessage, statusToMessage } from './admin-messages.js';
 import { method, serverStream, unary } from './grpc-adapters.js';
 
 const admin = reexec.admin.v1;
@@ -13,17 +17,17 @@ export const adminDefinition = {
 };
 
 export interface AdminBackend {
-  status(): Promise<unknown>;
+  status(): Promise<StatusSnapshot>;
   /**
-   * Evict blobs; calls progress with JSON-serialisable updates; resolves to the summary.
+   * Evict blobs; calls progress with updates; resolves to the summary.
    * targetBytes undefined: down to the configured low watermark; maxAgeSeconds undefined: no age limit.
    */
-  collectGarbage?(req: { targetBytes?: number; maxAgeSeconds?: number; dryRun: boolean; ignoreGrace?: boolean }, progress: (p: unknown) => Promise<void>): Promise<unknown>;
+  collectGarbage?(req: { targetBytes?: number; maxAgeSeconds?: number; dryRun: boolean; ignoreGrace?: boolean }, progress: (p: GcProgress) => Promise<void>): Promise<GcRunSummary>;
 }
 
 export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedServiceImplementation {
   return {
-    GetStatus: unary(log, 'GetStatus', async () => ({ json: JSON.stringify(await backend.status()) })),
+    GetStatus: unary(log, 'GetStatus', async () => statusToMessage(await backend.status())),
     CollectGarbage: serverStream(log, 'CollectGarbage', async (req: reexec.admin.v1.CollectGarbageRequest, out) => {
       if (!backend.collectGarbage) throw unimplemented('garbage collection is not available in this daemon');
       const summary = await backend.collectGarbage(
@@ -33,9 +37,9 @@ export function adminService(log: Logger, backend: AdminBackend): grpc.UntypedSe
           dryRun: req.dryRun,
           ...(req.ignoreGrace ? { ignoreGrace: true } : {}),
         },
-        (p) => out.write({ json: JSON.stringify(p), done: false }),
+        (p) => out.write(gcProgressMessage(p)),
       );
-      await out.write({ json: JSON.stringify(summary), done: true });
+      await out.write(gcSummaryMessage(summary));
     }),
   };
 }

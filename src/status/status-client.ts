@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { channelCredentials, securityChannelOptions, type ClientSecurity } from '../client/client-security.js';
-import { clientConstructors, grpcTarget } from '../client/reapi-client.js';
+import { adminClient, grpcTarget, type AdminClient } from '../client/reapi-client.js';
+import { statusFromMessage } from '../services/admin-messages.js';
 import type { StatusSnapshot } from './status-snapshot.js';
 
 /** No daemon answers at the endpoint: not started, stopped, or another address. */
@@ -48,7 +49,7 @@ function why(details: string): string {
  * the dashboard makes. Failures become DaemonUnreachableError or NotReexecError.
  */
 export class StatusClient {
-  private readonly client: grpc.Client & Record<string, any>;
+  private readonly client: AdminClient;
 
   constructor(
     readonly endpoint: string,
@@ -56,26 +57,19 @@ export class StatusClient {
     private readonly timeoutMs = 3000,
   ) {
     const target = grpcTarget(endpoint);
-    this.client = new clientConstructors.admin(target, channelCredentials(endpoint, security), {
+    this.client = adminClient(target, channelCredentials(endpoint, security), {
       // Fail fast while nothing listens, and try again soon after (the dashboard polls).
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 1000,
       ...securityChannelOptions(security),
-    }) as grpc.Client & Record<string, any>;
+    });
   }
 
   fetch(): Promise<StatusSnapshot> {
     return new Promise((resolve, reject) => {
       const deadline = new Date(Date.now() + this.timeoutMs);
-      this.client['GetStatus']({}, new grpc.Metadata(), { deadline }, (err: grpc.ServiceError | null, res: { json: string }) => {
-        if (!err) {
-          try {
-            resolve(JSON.parse(res.json) as StatusSnapshot);
-          } catch (e) {
-            reject(new Error(`the daemon at ${this.endpoint} sent a status that is not JSON: ${(e as Error).message}`));
-          }
-          return;
-        }
+      this.client.GetStatus({}, new grpc.Metadata(), { deadline }, (err, res) => {
+        if (!err) return resolve(statusFromMessage(res));
         if (err.code === grpc.status.UNIMPLEMENTED) return reject(new NotReexecError(this.endpoint));
         if (err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED) return reject(new AdminRefusedError(this.endpoint, err.details));
         if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {

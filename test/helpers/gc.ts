@@ -1,16 +1,19 @@
 import { execa } from 'execa';
 import { expect } from 'vitest';
+import type { reexec } from '../../src/gen/proto.js';
+import { gcUpdateFromMessage } from '../../src/services/admin-messages.js';
 import type { TestDaemon } from './daemon.js';
 import { REEXEC_BIN } from './daemon-process.js';
 
-/** Admin.CollectGarbage on an in-process test daemon; resolves to the summary (JSON). */
+/** Admin.CollectGarbage on an in-process test daemon; resolves to the summary (as plain objects). */
 export function adminCollect(d: Pick<TestDaemon, 'clients'>, req: Record<string, unknown>, progress: unknown[] = []): Promise<any> {
   return new Promise((resolve, reject) => {
     let summary: any;
-    const s = (d.clients.admin as any).CollectGarbage(req);
-    s.on('data', (m: { json: string; done: boolean }) => {
-      if (m.done) summary = JSON.parse(m.json);
-      else progress.push(JSON.parse(m.json));
+    const s = d.clients.admin.CollectGarbage(req);
+    s.on('data', (m: reexec.admin.v1.CollectGarbageProgress) => {
+      const update = gcUpdateFromMessage(m);
+      if (update && 'summary' in update) summary = update.summary;
+      else if (update) progress.push(update.progress);
     });
     s.on('error', reject);
     s.on('end', () => resolve(summary));

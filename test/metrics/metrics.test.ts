@@ -12,6 +12,7 @@ import { BUSYBOX } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute } from '../helpers/exec-client.js';
 import { parsePrometheusText, type Exposition } from '../helpers/prometheus-text.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 const missing = !BUSYBOX ? 'busybox-static (apt-get install busybox-static)' : !findBubblewrap() ? 'bubblewrap (apt-get install bubblewrap)' : undefined;
 
@@ -44,7 +45,7 @@ describe.skipIf(missing)(`Prometheus /metrics${missing ? ` (skipped: install ${m
   it('serves loopback /metrics that the status snapshot names, and nothing else', async () => {
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
     const res: any = await call(d.clients.admin, 'GetStatus', {});
-    expect(JSON.parse(res.json).metrics).toEqual({ url });
+    expect(statusFromMessage(res).metrics).toEqual({ url });
     const other = await fetch(url.replace('/metrics', '/'));
     expect(other.status).toBe(404);
     expect(await other.text()).toContain('/metrics');
@@ -94,7 +95,7 @@ describe.skipIf(missing)(`Prometheus /metrics${missing ? ` (skipped: install ${m
     expect(m.value('reexec_cas_blobs')).toBeGreaterThan(10);
     expect(m.value('reexec_cas_bytes')).toBeGreaterThan(1_000_000);
     const res: any = await call(d.clients.admin, 'GetStatus', {});
-    expect(m.value('reexec_cas_budget_bytes')).toBe(JSON.parse(res.json).cache.cas.budgetBytes);
+    expect(m.value('reexec_cas_budget_bytes')).toBe(statusFromMessage(res).cache.cas.budgetBytes);
     expect(m.value('reexec_cas_lookups_total', { operation: 'find_missing', result: 'hit' })).toBeGreaterThan(0);
     // Queues drained; executions timed.
     expect(m.value('reexec_queue_depth', { pool: 'native' })).toBe(0);
@@ -124,7 +125,7 @@ describe.skipIf(missing)(`Prometheus /metrics${missing ? ` (skipped: install ${m
     expect(m.value('reexec_gc_evicted_bytes_total', { trigger: 'auto' })).toBe(3456);
     expect(m.value('reexec_gc_evicted_blobs_total')).toBe(12);
     const res: any = await call(d.clients.admin, 'GetStatus', {});
-    expect(JSON.parse(res.json).gc).toMatchObject({ trigger: 'manual', dryRun: true, evictedBlobs: 5 });
+    expect(statusFromMessage(res).gc).toMatchObject({ trigger: 'manual', dryRun: true, evictedBlobs: 5 });
   });
 });
 
@@ -140,7 +141,7 @@ describe('the metrics address', () => {
     try {
       expect(d.daemon.metricsServer).toBeUndefined();
       const res: any = await call(d.clients.admin, 'GetStatus', {});
-      const snap = JSON.parse(res.json);
+      const snap = statusFromMessage(res);
       expect(snap.metrics.url).toBeNull();
       expect(snap.metrics.error).toContain(`127.0.0.1:${port}`);
       expect(snap.execution).toBeNull();

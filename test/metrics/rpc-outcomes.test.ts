@@ -7,6 +7,7 @@ import { REEXEC_BIN } from '../helpers/daemon-process.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { parsePrometheusText } from '../helpers/prometheus-text.js';
 import { blobName, bsRead, digestOf, expectGrpcError } from '../helpers/storage.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 const INVALID_ARGUMENT = 3;
 const NOT_FOUND = 5;
@@ -49,8 +50,7 @@ describe('RPC outcomes: a lookup that finds nothing is a miss, not an error', ()
     afterAll(() => d?.stop());
 
     it('counts 5 misses and 2 errors, per method too', async () => {
-      const res: { json: string } = await call(d.clients.admin, 'GetStatus', {});
-      const s = JSON.parse(res.json) as StatusSnapshot;
+      const s = statusFromMessage(await call(d.clients.admin, 'GetStatus', {}));
       expect(s.rpc).toMatchObject({ calls: 10, misses: 5, errors: 2 });
       const byMethod = Object.fromEntries(s.rpc.methods.map((m) => [m.method, { calls: m.calls, misses: m.misses, errors: m.errors }]));
       expect(byMethod).toEqual({

@@ -11,6 +11,7 @@ import { createTlsSetup, type TlsSetup } from '../../src/host/tls-setup.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { digestOf, expectGrpcError } from '../helpers/storage.js';
 import { caseTally } from './tally.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 type Clients = ReturnType<typeof connect>;
 
@@ -154,7 +155,7 @@ describe.skipIf(noOpenssl)(`TLS, mutual TLS and access tokens${noOpenssl ? ' (sk
     await expectGrpcError(call(rw.admin, 'GetStatus', {}), grpc.status.PERMISSION_DENIED, '"admin"');
     const admin = client({ ...mtls, token: tls.tokens.admin.token });
     const status: any = await call(admin.admin, 'GetStatus', {});
-    expect(JSON.parse(status.json).dataDir).toBe(d.dataDir);
+    expect(statusFromMessage(status).dataDir).toBe(d.dataDir);
   });
 
   it('re-reads the token file: new tokens work and revoked ones are refused, without a restart', async () => {

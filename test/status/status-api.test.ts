@@ -9,12 +9,12 @@ import { executeAll, shAction, uploadBusyboxRoot } from '../helpers/action-batch
 import { BUSYBOX } from '../helpers/busybox-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execute } from '../helpers/exec-client.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 const missing = !BUSYBOX ? 'busybox-static (apt-get install busybox-static)' : !findBubblewrap() ? 'bubblewrap (apt-get install bubblewrap)' : undefined;
 
 async function status(d: TestDaemon): Promise<StatusSnapshot> {
-  const res = await call<object, { json: string }>(d.clients.admin, 'GetStatus', {});
-  return JSON.parse(res.json) as StatusSnapshot;
+  return statusFromMessage(await call(d.clients.admin, 'GetStatus', {}));
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
