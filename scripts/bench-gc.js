@@ -42,6 +42,7 @@ const { Digest } = await import(new URL('digest/digest.js', dist).href);
 const { Daemon } = await import(new URL('daemon/daemon.js', dist).href);
 const { defaultConfig } = await import(new URL('config/config.js', dist).href);
 const { connect } = await import(new URL('client/reapi-client.js', dist).href);
+const { gcUpdateFromMessage } = await import(new URL('services/admin-messages.js', dist).href);
 const { silentLogger } = await import(new URL('util/logger.js', dist).href);
 const { BLOB_OVERHEAD_BYTES } = await import(new URL('gc/storage-budget.js', dist).href);
 
@@ -190,7 +191,8 @@ try {
     let s;
     const stream = clients.admin.CollectGarbage({ targetBytes: target });
     stream.on('data', (m) => {
-      if (m.done) s = JSON.parse(m.json);
+      const update = gcUpdateFromMessage(m);
+      if (update && 'summary' in update) s = update.summary;
     });
     stream.on('error', reject);
     stream.on('end', () => resolve(s));

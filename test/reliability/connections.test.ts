@@ -16,6 +16,7 @@ import { uploadAction, uploadTree } from '../helpers/exec-client.js';
 import { re } from '../../src/proto.js';
 import { bytes, digestOf } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 /** The client connection preface and an empty SETTINGS frame (RFC 9113 3.4, 6.5). */
 const PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);
@@ -99,7 +100,8 @@ describe('connection limits', () => {
       await waitFor("the daemon's descriptors to go back down", () => fdCount(d!.pid) <= baseline + 2);
       await call(clients.cas, 'FindMissingBlobs', { blobDigests: [probe] });
       // Closed for the handshake timeout (not for a completed preface, nor refused), and counted.
-      const s = JSON.parse(((await call(clients.admin, 'GetStatus', {})) as any).json);
+      const s = statusFromMessage(await call(clients.admin, 'GetStatus', {}));
+      if (!s.connections) throw new Error('the status has no connections');
       expect(s.connections.closed.handshakeTimeout).toBe(320);
       expect(s.connections.refused).toEqual({ maxConnections: 0, maxConnectionsPerClient: 0 });
       expect(s.connections.open).toBe(1);
