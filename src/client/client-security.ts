@@ -73,10 +73,10 @@ export function tokenWithRight(tokenFile: string, need: Right): string | undefin
  * grpcs://, a wildcard host replaced by loopback) with its TLS
  * (the CA of `reexec init --tls` signs the server and the client certificate alike, and the
  * client certificate sits next to it), and a token with `need` from the token file, unless
- * REEXEC_TOKEN gives one.
+ * `envToken` (REEXEC_TOKEN, read by the CLI's resolveDaemon) gives one.
  */
-export function localAccess(config: Pick<Config, 'listen' | 'tls' | 'listenerTls' | 'auth'>, need: Right = 'admin'): { endpoint: string; security: ClientSecurity } {
-  const token = process.env.REEXEC_TOKEN || (config.auth.tokenFile ? tokenWithRight(config.auth.tokenFile, need) : undefined);
+export function localAccess(config: Pick<Config, 'listen' | 'tls' | 'listenerTls' | 'auth'>, need: Right = 'admin', envToken?: string): { endpoint: string; security: ClientSecurity } {
+  const token = envToken || (config.auth.tokenFile ? tokenWithRight(config.auth.tokenFile, need) : undefined);
   const unix = config.listen.find((a) => a.startsWith('unix:') && !tlsFor(config, a));
   if (unix) return { endpoint: unix, security: token ? { token } : {} };
   const first = config.listen.find((a) => !a.startsWith('unix:')) ?? config.listen[0]!;

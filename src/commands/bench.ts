@@ -1,7 +1,8 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
-import { localAccess, type ClientSecurity } from '../client/client-security.js';
+import { endpointWantsTls, localAccess, type ClientSecurity } from '../client/client-security.js';
+import { envToken, parseEndpoint, resolveDaemon } from '../cli/daemon-endpoint.js';
 import { loadConfig, parseSize } from '../config/config.js';
 import { compareResults, CompareFileError, loadEarlierResult } from '../bench/compare.js';
 import { BenchProgress } from '../bench/progress.js';
@@ -83,9 +84,7 @@ export default class Bench extends BaseCommand {
           return Number(x);
         })
       : defaultConcurrency();
-    if (flags.endpoint && !/^((grpcs?|https?):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
-      throw new UserError(`--endpoint "${flags.endpoint}" is not grpc://HOST:PORT, grpcs://HOST:PORT or unix:PATH`);
-    }
+    if (flags.endpoint) parseEndpoint(flags.endpoint);
     const earlier = flags.compare ? this.loadEarlier(flags.compare) : undefined;
 
     let endpoint = flags.endpoint;
@@ -101,19 +100,18 @@ export default class Bench extends BaseCommand {
           throw new UserError(`${flag} ${file}: cannot read it: ${(err as Error).message}`);
         }
       };
-      const token = flags.token ?? process.env.REEXEC_TOKEN;
-      security = {
-        serverCa: pem('--server-cert', flags['server-cert']),
-        clientCert: pem('--client-cert', flags['client-cert']),
-        clientKey: pem('--client-key', flags['client-key']),
-        ...(token ? { token } : {}),
-      };
-      if ((security.serverCa || security.clientCert) && !/^(grpcs|https):\/\//.test(flags.endpoint)) {
+      ({ security } = resolveDaemon({
+        endpoint: flags.endpoint,
+        need: 'write',
+        token: flags.token,
+        security: { serverCa: pem('--server-cert', flags['server-cert']), clientCert: pem('--client-cert', flags['client-cert']), clientKey: pem('--client-key', flags['client-key']) },
+      }));
+      if ((security.serverCa || security.clientCert) && !endpointWantsTls(flags.endpoint)) {
         throw new UserError(`--server-cert and --client-cert need TLS: write the endpoint as grpcs://${flags.endpoint.replace(/^(grpc|http):\/\//, '')}`);
       }
     } else if (flags.local) {
       // Read, write and execute are what the suites use; a token with execute usually has them all.
-      const access = localAccess(config!, suites.includes('exec') ? 'execute' : 'write');
+      const access = localAccess(config!, suites.includes('exec') ? 'execute' : 'write', envToken());
       endpoint = access.endpoint;
       security = access.security;
       localConfig = config!.source ?? 'the built-in defaults';

@@ -3,11 +3,13 @@ import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
 import { loadConfig, parseSize } from '../config/config.js';
 import { localAccess } from '../client/client-security.js';
+import { DaemonUnreachableError } from '../client/daemon-errors.js';
+import { envToken, resolveDaemon } from '../cli/daemon-endpoint.js';
 import { DataDirLockedError } from '../daemon/data-dir-lock.js';
 import type { GcProgress, GcRequest } from '../gc/garbage-collector.js';
 import { formatGcSummary, GcProgressBar } from '../gc/gc-report.js';
-import { collectGarbageOffline, NoStoreError } from '../gc/offline-gc.js';
-import { collectGarbageRemote, DaemonUnreachableError } from '../gc/remote-gc.js';
+import { collectGarbageOffline } from '../gc/offline-gc.js';
+import { collectGarbageRemote } from '../gc/remote-gc.js';
 import type { GcRunSummary } from '../gc/storage-gc.js';
 
 export type GcResult = GcRunSummary & { via: 'daemon' | 'data-dir'; endpoint?: string; dataDir?: string };
@@ -42,6 +44,10 @@ export default class Gc extends BaseCommand {
     }),
   };
 
+  protected override unreachableSuggestion(_err: DaemonUnreachableError): string {
+    return 'Is the daemon running (reexec start)? Without a daemon, use --data-dir DIR.';
+  }
+
   async run(): Promise<GcResult> {
     const { flags } = await this.parse(Gc);
     const request: GcRequest = { dryRun: flags['dry-run'], ...(flags['ignore-grace'] ? { ignoreGrace: true } : {}) };
@@ -54,12 +60,9 @@ export default class Gc extends BaseCommand {
     let result: GcResult;
     try {
       if (flags.endpoint) {
-        if (!/^((grpcs?|https?):\/\/)?[^\s/]+:[0-9]{1,5}$|^unix:\S+$/.test(flags.endpoint)) {
-          throw new UserError(`--endpoint "${flags.endpoint}" is not grpc[s]://HOST:PORT or unix:PATH`);
-        }
         // grpcs:// means TLS (the system's CAs); REEXEC_TOKEN gives the admin token.
-        const security = process.env.REEXEC_TOKEN ? { token: process.env.REEXEC_TOKEN } : {};
-        result = { ...(await collectGarbageRemote(flags.endpoint, request, progress, { security })), via: 'daemon', endpoint: flags.endpoint };
+        const { endpoint, security } = resolveDaemon({ endpoint: flags.endpoint, need: 'admin' });
+        result = { ...(await collectGarbageRemote(endpoint, request, progress, { security })), via: 'daemon', endpoint };
       } else {
         const config = loadConfig(flags.config);
         if (flags['data-dir']) {
@@ -67,7 +70,7 @@ export default class Gc extends BaseCommand {
           result = { ...(await collectGarbageOffline(config, request, progress)), via: 'data-dir', dataDir: config.dataDir };
         } else {
           // The daemon's unix socket or TCP listener, with its TLS files and an admin token.
-          const { endpoint, security } = localAccess(config, 'admin');
+          const { endpoint, security } = localAccess(config, 'admin', envToken());
           try {
             result = { ...(await collectGarbageRemote(endpoint, request, progress, { security })), via: 'daemon', endpoint };
           } catch (err) {
@@ -85,12 +88,6 @@ export default class Gc extends BaseCommand {
           `a reexec daemon (pid ${err.pid}) is using ${err.dataDir}, so this command cannot open the store itself`,
           'Ask the daemon instead: run `reexec gc` without --data-dir (it finds the daemon through the config), or pass --endpoint grpc://HOST:PORT.',
         );
-      }
-      if (err instanceof NoStoreError) throw new UserError(err.message, 'Pass the data dir of a reexec store with --data-dir, or the config of one with --config.');
-      if (err instanceof DaemonUnreachableError) throw new UserError(err.message, 'Is the daemon running (reexec start)? Without a daemon, use --data-dir DIR.');
-      const code = (err as { code?: number }).code;
-      if (typeof code === 'number' && (err as { details?: string }).details !== undefined) {
-        throw new UserError(`the daemon refused: ${(err as { details: string }).details}`);
       }
       throw err;
     }

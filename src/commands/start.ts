@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
-import { loadConfig, validateListen, ConfigError, DEFAULT_LISTEN, defaultDataDir } from '../config/config.js';
+import { loadConfig, validateListen, DEFAULT_LISTEN, defaultDataDir } from '../config/config.js';
 import { defaultPidFile, pidFileOwner, removePidFile, stopCommandFor, writePidFile } from '../daemon/daemon-control.js';
 import { Daemon } from '../daemon/daemon.js';
 import { isLmdbCommitFailure, lmdbCause } from '../store/disk-space.js';
@@ -70,7 +70,8 @@ export default class Start extends BaseCommand {
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
     daemon = await Daemon.start(config, log).catch((err: Error) => {
-      if (err instanceof ConfigError || err.name === 'DataDirLockedError' || err.name === 'DataDirFormatError') throw err;
+      // The user's errors (config, data dir in use or too new) say what to do already.
+      if (err instanceof UserError) throw err;
       throw new UserError(`reexec could not start: ${err.message}`);
     });
     if (pidFile) {

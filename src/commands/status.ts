@@ -1,14 +1,13 @@
 import { Flags } from '@oclif/core';
-import { BaseCommand } from '../cli/base-command.js';
-import { localAccess, type ClientSecurity } from '../client/client-security.js';
-import { loadConfig, validateListen } from '../config/config.js';
+import { BaseCommand, EXIT_NOT_RUNNING } from '../cli/base-command.js';
+import { resolveDaemon } from '../cli/daemon-endpoint.js';
+import { DaemonUnreachableError } from '../client/daemon-errors.js';
 import { HistoryClient } from '../history/history-client.js';
 import { renderPlain } from '../status/render-plain.js';
-import { AdminRefusedError, DaemonUnreachableError, NotReexecError, StatusClient } from '../status/status-client.js';
+import { StatusClient } from '../status/status-client.js';
 import type { StatusSnapshot } from '../status/status-snapshot.js';
 
-/** Exit status when no daemon answers (as `systemctl status` says "not running"). */
-export const EXIT_NOT_RUNNING = 3;
+export { EXIT_NOT_RUNNING };
 
 const isCi = (): boolean => ['CI', 'CONTINUOUS_INTEGRATION'].some((k) => k in process.env && process.env[k] !== '0' && process.env[k] !== 'false');
 
@@ -38,17 +37,18 @@ export default class Status extends BaseCommand {
 
   private client: StatusClient | undefined;
 
+  protected override unreachableExitCode = EXIT_NOT_RUNNING;
+
+  protected override unreachableSuggestion(): string {
+    return (
+      `Is the daemon running? Start it with \`reexec start\` (or \`reexec start --detach\` to run it in the background)` +
+      `${this.argv.some((a) => a.startsWith('--endpoint') || a === '-e') ? '' : ', or reach another one with --endpoint grpc://HOST:PORT or unix:PATH'}.`
+    );
+  }
+
   async run(): Promise<StatusSnapshot | void> {
     const { flags } = await this.parse(Status);
-    let endpoint: string;
-    let security: ClientSecurity;
-    if (flags.endpoint) {
-      endpoint = flags.endpoint;
-      if (!/^(grpcs?|https?):\/\//.test(endpoint)) validateListen(endpoint);
-      security = process.env.REEXEC_TOKEN ? { token: process.env.REEXEC_TOKEN } : {};
-    } else {
-      ({ endpoint, security } = localAccess(loadConfig(flags.config), 'admin'));
-    }
+    const { endpoint, security } = resolveDaemon({ endpoint: flags.endpoint, config: flags.config, need: 'admin' });
     const interval = flags.interval === undefined ? undefined : Number(flags.interval);
     if (interval !== undefined && !(interval >= 0.1)) this.error(`--interval must be a number of seconds, at least 0.1 (got "${flags.interval}")`, { exit: 2 });
 
@@ -96,24 +96,8 @@ export default class Status extends BaseCommand {
   }
 
   protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (err instanceof AdminRefusedError) {
-      this.client?.close();
-      const suggestion = 'The Admin API needs a token with the admin right (REEXEC_TOKEN, or the token file of the config given with --config), or a connection over loopback or the unix socket when the daemon has no token file.';
-      if (this.jsonEnabled()) this.logJson({ error: { message: err.message, suggestion, running: true } });
-      else this.logToStderr(`Error: ${err.message}\n${suggestion}`);
-      this.exit(2);
-    }
-    if (err instanceof DaemonUnreachableError || err instanceof NotReexecError) {
-      this.client?.close();
-      const notRunning = err instanceof DaemonUnreachableError;
-      const suggestion = notRunning
-        ? `Is the daemon running? Start it with \`reexec start\` (or \`reexec start --detach\` to run it in the background)` +
-          `${this.argv.some((a) => a.startsWith('--endpoint') || a === '-e') ? '' : ', or reach another one with --endpoint grpc://HOST:PORT or unix:PATH'}.`
-        : 'Point --endpoint at a reexec daemon.';
-      if (this.jsonEnabled()) this.logJson({ error: { message: err.message, suggestion, running: false } });
-      else this.logToStderr(`Error: ${err.message}\n${suggestion}`);
-      this.exit(notRunning ? EXIT_NOT_RUNNING : 1);
-    }
+    // The daemon's errors (unreachable, refused, not reexec) are reported by the base command.
+    this.client?.close();
     return super.catch(err);
   }
 }

@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseRights, type Right } from '../auth/rights.js';
 import { canonicalIsa } from '../scheduler/platform.js';
 import { LOG_FORMATS, type LogFormat, type LogLevel } from '../util/logger.js';
+import { UserError } from '../util/user-error.js';
 
 /**
  * Configuration goes through three stages: what the user wrote (RawConfig, kebab-case YAML),
@@ -180,7 +181,7 @@ export interface LimitsConfig {
   keepaliveTimeoutSeconds: number;
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends UserError {
   constructor(message: string) {
     super(message);
     this.name = 'ConfigError';

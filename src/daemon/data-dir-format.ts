@@ -6,6 +6,7 @@ import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
 import { MIGRATIONS, testOnlyMigration, type Migration } from './migrations.js';
 import { VERSION } from './version.js';
+import { UserError } from '../util/user-error.js';
 
 /**
  * The on-disk format of a data dir (the LMDB databases' names, keys and values, the blob file
@@ -35,7 +36,7 @@ export interface FormatRecord {
 const FORMAT_KEY = 'format';
 
 /** The data dir's format is newer than this reexec reads. */
-export class DataDirFormatError extends Error {
+export class DataDirFormatError extends UserError {
   constructor(
     readonly dataDir: string,
     readonly found: number,
@@ -48,7 +49,7 @@ export class DataDirFormatError extends Error {
     this.name = 'DataDirFormatError';
   }
 
-  readonly suggestion = 'Run the newer reexec on it (data dirs are upgraded, never downgraded), or start this one with --data-dir pointing at another directory.';
+  override readonly suggestion = 'Run the newer reexec on it (data dirs are upgraded, never downgraded), or start this one with --data-dir pointing at another directory.';
 }
 
 /** What a migration step gets to work with. */

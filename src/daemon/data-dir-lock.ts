@@ -2,11 +2,12 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import { dirname, join } from 'node:path';
 import { isDiskFull, RESERVE_FILE } from '../store/disk-space.js';
 import { ownStartTicks, sameProcess } from './process-identity.js';
+import { UserError } from '../util/user-error.js';
 
 /** Who holds a data dir: the daemon (`reexec start`) or an offline `reexec gc`. */
 export type LockRole = 'daemon' | 'gc';
 
-export class DataDirLockedError extends Error {
+export class DataDirLockedError extends UserError {
   constructor(
     readonly dataDir: string,
     readonly pid: number,

@@ -13,10 +13,11 @@ import { InUseDigests } from './in-use-digests.js';
 import { FailedActionKeeper } from '../history/failed-actions.js';
 import { HistoryStore } from '../history/history-store.js';
 import { StorageGc, type GcRunSummary } from './storage-gc.js';
+import { UserError } from '../util/user-error.js';
 
-export class NoStoreError extends Error {
+export class NoStoreError extends UserError {
   constructor(readonly dataDir: string) {
-    super(`there is no reexec store in ${dataDir} (no ${join(dataDir, 'lmdb')})`);
+    super(`there is no reexec store in ${dataDir} (no ${join(dataDir, 'lmdb')})`, 'Pass the data dir of a reexec store with --data-dir, or the config of one with --config.');
     this.name = 'NoStoreError';
   }
 }

@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { ClientSecurity } from '../client/client-security.js';
 import { connect } from '../client/reapi-client.js';
+import { DaemonUnreachableError, unreachableReason } from '../client/daemon-errors.js';
 import type { reexec } from '../gen/proto.js';
 import { gcUpdateFromMessage } from '../services/admin-messages.js';
 import type { GcProgress, GcRequest } from './garbage-collector.js';
@@ -16,7 +17,7 @@ export async function collectGarbageRemote(
   const clients = connect(endpoint, {}, options.security ?? {});
   try {
     await new Promise<void>((resolve, reject) =>
-      clients.admin.waitForReady(Date.now() + (options.connectTimeoutMs ?? 3000), (err?: Error) => (err ? reject(new DaemonUnreachableError(endpoint, err)) : resolve())),
+      clients.admin.waitForReady(Date.now() + (options.connectTimeoutMs ?? 3000), (err?: Error) => (err ? reject(new DaemonUnreachableError(endpoint, unreachableReason(err.message))) : resolve())),
     );
     return await new Promise<GcRunSummary>((resolve, reject) => {
       let summary: GcRunSummary | undefined;
@@ -33,15 +34,5 @@ export async function collectGarbageRemote(
     });
   } finally {
     clients.close();
-  }
-}
-
-export class DaemonUnreachableError extends Error {
-  constructor(
-    readonly endpoint: string,
-    cause: Error,
-  ) {
-    super(`no reexec daemon answers at ${endpoint} (${cause.message})`);
-    this.name = 'DaemonUnreachableError';
   }
 }

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { channelCredentials, securityChannelOptions, type ClientSecurity } from '../client/client-security.js';
 import { clientConstructors, grpcTarget } from '../client/reapi-client.js';
 import type { reexec } from '../gen/proto.js';
-import { AdminRefusedError, DaemonUnreachableError, NotReexecError } from '../status/status-client.js';
+import { AdminRefusedError, DaemonUnreachableError, NotReexecError, unreachableReason } from '../client/daemon-errors.js';
 import type { HistoryEntry } from './entry.js';
 import { entryFromWire } from './wire.js';
 
@@ -19,7 +19,7 @@ export class HistoryRequestError extends Error {
 
 /** A call's error as one the CLI reports: not running, not reexec, refused, or the daemon's own message. */
 export function historyError(endpoint: string, err: grpc.ServiceError): Error {
-  if (err.code === grpc.status.UNAVAILABLE) return new DaemonUnreachableError(endpoint, /ECONNREFUSED/.test(err.details) ? 'connection refused' : err.details || 'unavailable');
+  if (err.code === grpc.status.UNAVAILABLE) return new DaemonUnreachableError(endpoint, unreachableReason(err.details ?? ''));
   if (err.code === grpc.status.DEADLINE_EXCEEDED && /No connection|Waiting for LB|connect/i.test(err.details)) return new DaemonUnreachableError(endpoint, 'no answer');
   if (err.code === grpc.status.UNIMPLEMENTED && !/history/i.test(err.details)) return new NotReexecError(endpoint);
   if (err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED) return new AdminRefusedError(endpoint, err.details);

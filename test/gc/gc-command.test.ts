@@ -121,7 +121,7 @@ describe('reexec gc', () => {
 
     const nobody = await gc('--endpoint', 'grpc://127.0.0.1:1', '--json');
     expect(nobody.exitCode).toBe(2);
-    expect(JSON.parse(nobody.stdout).error.message).toMatch(/no reexec daemon answers at grpc:\/\/127\.0\.0\.1:1/);
+    expect(JSON.parse(nobody.stdout).error.message).toMatch(/no reexec daemon is answering at grpc:\/\/127\.0\.0\.1:1/);
   });
 
   it('draws a progress bar on a terminal', async () => {
