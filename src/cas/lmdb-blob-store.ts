@@ -7,6 +7,7 @@ import { diskError } from '../store/disk-space.js';
 import { dataSubdir, type LmdbEnv } from '../store/lmdb-env.js';
 import { pausePoint } from '../util/test-hooks.js';
 import type { BlobStore, BlobWriter } from './blob-store.js';
+import { systemClock, type Clock } from '../util/clock.js';
 
 /** What the index knows of a stored blob. Kept small: it is read on every FindMissingBlobs. */
 export interface BlobRecord {
@@ -42,6 +43,8 @@ export interface LmdbBlobStoreOptions {
   touchIntervalSeconds: number;
   /** Chunk size of streamed reads. */
   readChunkBytes: number;
+  /** Where access times come from (default: the system clock). */
+  clock?: Clock;
 }
 
 export const DEFAULT_BLOB_STORE_OPTIONS: LmdbBlobStoreOptions = {
@@ -51,7 +54,6 @@ export const DEFAULT_BLOB_STORE_OPTIONS: LmdbBlobStoreOptions = {
   readChunkBytes: 1024 * 1024,
 };
 
-const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 /**
  * The base CAS store: an LMDB index (digest → size, location, access time), small blobs inline
@@ -97,6 +99,10 @@ export class LmdbBlobStore implements BlobStore {
     }
   }
 
+  private nowSeconds(): number {
+    return Math.floor((this.options.clock ?? systemClock).now() / 1000);
+  }
+
   /** Blob bytes and count, as last committed. */
   usage(): StoreUsage {
     return this.meta.get(USAGE_KEY) ?? { bytes: 0, count: 0 };
@@ -114,7 +120,7 @@ export class LmdbBlobStore implements BlobStore {
   }
 
   private touch(digest: Digest, rec: BlobRecord): void {
-    const now = nowSeconds();
+    const now = this.nowSeconds();
     if (now - rec.t < this.options.touchIntervalSeconds) return;
     // Fire and forget: access times are advisory (eviction order), never worth a stall.
     // Conditional: a touch that loses a race with an eviction must not bring the record back.
@@ -200,7 +206,7 @@ export class LmdbBlobStore implements BlobStore {
 
   private async commitRecord(digest: Digest, inlineData: Uint8Array | undefined): Promise<void> {
     const key = digest.key;
-    const rec: BlobRecord = { s: digest.sizeBytes, f: inlineData ? 0 : 1, t: nowSeconds() };
+    const rec: BlobRecord = { s: digest.sizeBytes, f: inlineData ? 0 : 1, t: this.nowSeconds() };
     const data = inlineData && Buffer.from(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength);
     // One transaction: the blob, its record and the usage counters change together or not at all.
     const what = `storing blob ${digest}`;

@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { IndexEntry, StoreUsage } from '../cas/lmdb-blob-store.js';
+import { systemClock, type Clock } from '../util/clock.js';
 
 /** What the collector needs of a store (LmdbBlobStore). */
 export interface CollectableStore {
@@ -63,8 +64,8 @@ export interface GarbageCollectorOptions {
   graceSeconds: number;
   /** Digest keys that must stay: inputs of queued and running actions. */
   isInUse?: (key: string) => boolean;
-  /** Seconds since the epoch (injectable for tests). */
-  now?: () => number;
+  /** Where the grace period's time comes from (default: the system clock). */
+  clock?: Clock;
   /** Index entries read per step; other work runs between steps. */
   scanSlice?: number;
   /** Blobs deleted per LMDB transaction. */
@@ -152,7 +153,8 @@ export class GarbageCollector {
     private readonly store: CollectableStore,
     private readonly options: GarbageCollectorOptions,
   ) {
-    this.now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    const clock = options.clock ?? systemClock;
+    this.now = () => Math.floor(clock.now() / 1000);
     this.scanSlice = options.scanSlice ?? 5000;
     this.batchSize = options.batchSize ?? 1000;
     this.isInUse = options.isInUse ?? (() => false);

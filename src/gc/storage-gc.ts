@@ -8,6 +8,7 @@ import type { GcRun } from './gc-run.js';
 import type { InUseDigests } from './in-use-digests.js';
 import { StagingCacheSweeper, type StagingSweepResult } from './staging-cache-sweeper.js';
 import { BLOB_OVERHEAD_BYTES, formatBytes, type StorageBudget } from './storage-budget.js';
+import { systemClock, type Clock } from '../util/clock.js';
 
 /** What the storage GC needs of the CAS (LmdbBlobStore). */
 export interface GcStore extends CollectableStore {
@@ -37,8 +38,8 @@ export interface StorageGcOptions {
   pollMs?: number;
   /** How often the background measures the staging cache. */
   stagingSweepMs?: number;
-  /** Seconds since the epoch (tests). */
-  now?: () => number;
+  /** Where time comes from: the grace period, retries (default: the system clock). */
+  clock?: Clock;
   /** Told of every collection (metrics, status). */
   onRun?: (run: GcRun) => void;
   /**
@@ -66,13 +67,16 @@ export class StorageGc {
   /** What the last collection could not take, when it fell short of its target (for messages). */
   private stuck: Pick<GcSummary, 'keptRecent' | 'keptInUse'> | undefined;
 
+  private readonly clock: Clock;
+
   constructor(private readonly options: StorageGcOptions) {
+    this.clock = options.clock ?? systemClock;
     const isInUse = (key: string): boolean => options.inUse?.has(key) ?? false;
     const space = options.space;
     this.collector = new GarbageCollector(options.store, {
       graceSeconds: options.budget.graceSeconds,
       isInUse,
-      now: options.now,
+      clock: options.clock,
       perBlobOverhead: BLOB_OVERHEAD_BYTES,
       lowOnSpace: space ? () => space.freeBytes < 2 * space.headroomBytes : undefined,
     });
@@ -160,7 +164,7 @@ export class StorageGc {
     const parts: string[] = [];
     if (s.keptRecent.bytes > 0) {
       const at = s.keptRecent.evictableAt;
-      const when = at === undefined ? '' : `; the first of them becomes evictable at ${new Date(at * 1000).toISOString()} (in ${Math.max(0, Math.round(at - Date.now() / 1000))} s)`;
+      const when = at === undefined ? '' : `; the first of them becomes evictable at ${new Date(at * 1000).toISOString()} (in ${Math.max(0, Math.round(at - this.clock.now() / 1000))} s)`;
       parts.push(`${formatBytes(s.keptRecent.bytes)} were used within the grace period (${this.options.budget.graceSeconds} s, storage.grace-period)${when}`);
     }
     if (s.keptInUse.bytes > 0) parts.push(`${formatBytes(s.keptInUse.bytes)} are inputs of queued or running actions`);
@@ -188,7 +192,7 @@ export class StorageGc {
     // Below the headroom the store takes no writes but deletions: worth a check every poll
     // (re-creating the reserve, or evicting sooner) even while waiting to retry.
     const urgent = space !== undefined && (space.critical || !space.reservePresent);
-    if (Date.now() < this.retryAfter && !urgent) return;
+    if (this.clock.now() < this.retryAfter && !urgent) return;
     this.backgroundBusy = true;
     void this.checkAndEvict()
       .catch((err: Error) => this.options.log.error(`background eviction failed: ${err.message}`, { stack: err.stack }))
@@ -211,13 +215,13 @@ export class StorageGc {
       if (!space.reservePresent && (await space.restoreReserve())) return;
       const { freeBytes: free } = space.measure(0);
       const wanted = this.wantedFree(space);
-      if (free < wanted && Date.now() >= this.retryAfter) {
+      if (free < wanted && this.clock.now() >= this.retryAfter) {
         // Make room for the shortfall and as much again as a normal round of eviction frees.
         // Then wait: statfs shows only freed files (LMDB keeps its pages for reuse), and a disk
         // someone else keeps full must not drain the whole cache at once.
         target = Math.max(0, Math.min(budget.lowBytes, footprint - (wanted - free) - (budget.highBytes - budget.lowBytes)));
         // Into the headroom (LMDB takes only deletions): sooner.
-        this.retryAfter = Date.now() + (free < space.headroomBytes ? 30_000 : 5 * 60_000);
+        this.retryAfter = this.clock.now() + (free < space.headroomBytes ? 30_000 : 5 * 60_000);
         const why =
           budget.minFreeBytes >= wanted
             ? `less than storage.min-free-disk (${formatBytes(budget.minFreeBytes)})`
@@ -241,7 +245,7 @@ export class StorageGc {
           casBytes: after,
         });
         if (after > targetBytes && s.freedBlobs === 0) {
-          this.retryAfter = Date.now() + 60_000;
+          this.retryAfter = this.clock.now() + 60_000;
           log.warn(`the CAS is still above ${formatBytes(targetBytes)} (${formatBytes(after)}), and nothing more can go. ${this.whyNothingEvictable() ?? ''}; trying again in a minute`);
         }
         await this.afterCollection(reserveBefore);

@@ -83,6 +83,7 @@ export async function createStorage(config: Pick<Config, 'dataDir' | 'storage' |
     inlineMaxBytes: config.storage.inlineMaxBytes,
     fsync: config.storage.fsync,
     touchIntervalSeconds: touchIntervalFor(budget.graceSeconds),
+    clock,
   });
   await base.removeStaleUploads();
   const limited = new SizeLimitingBlobStore(verified, budget, {

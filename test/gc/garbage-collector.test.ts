@@ -7,6 +7,7 @@ import { Digest } from '../../src/digest/digest.js';
 import { GarbageCollector } from '../../src/gc/garbage-collector.js';
 import { LmdbEnv } from '../../src/store/lmdb-env.js';
 import { bytes } from '../helpers/storage.js';
+import { ManualClock } from '../../src/util/clock.js';
 
 const INLINE_MAX = 1024;
 const T0 = 1_700_000_000;
@@ -19,15 +20,15 @@ describe('garbage collection of the CAS', () => {
   let dir: string;
   let env: LmdbEnv;
   let store: LmdbBlobStore;
-  let clock = T0;
+  const time = new ManualClock(T0 * 1000);
 
   const open = (): void => {
     env = LmdbEnv.open(dir, { noSync: true });
-    store = new LmdbBlobStore(env, dir, { inlineMaxBytes: INLINE_MAX, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096 });
+    store = new LmdbBlobStore(env, dir, { inlineMaxBytes: INLINE_MAX, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096, clock: time });
   };
   /** Store `data` at second `t`; resolves to its digest. */
   const putAt = async (t: number, data: Buffer): Promise<Digest> => {
-    clock = t;
+    time.set((t) * 1000);
     const d = Digest.compute(data);
     await store.put(d, data);
     return d;
@@ -36,12 +37,11 @@ describe('garbage collection of the CAS', () => {
   /** Every record, by a full scan: what the counters must agree with. */
   const scanAll = (): IndexEntry[] => store.scan(undefined, 1_000_000);
   const collector = (opts: { graceSeconds?: number; isInUse?: (k: string) => boolean } = {}) =>
-    new GarbageCollector(store, { graceSeconds: opts.graceSeconds ?? 0, isInUse: opts.isInUse, now: () => clock, scanSlice: 7, batchSize: 3 });
+    new GarbageCollector(store, { graceSeconds: opts.graceSeconds ?? 0, isInUse: opts.isInUse, clock: time, scanSlice: 7, batchSize: 3 });
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-gc-'));
-    vi.spyOn(Date, 'now').mockImplementation(() => clock * 1000);
-    open();
+        open();
   });
   afterEach(async () => {
     vi.restoreAllMocks();
@@ -80,7 +80,7 @@ describe('garbage collection of the CAS', () => {
       byAge.push([]);
       for (let i = 0; i < 10; i++) byAge[g]!.push(await putAt(T0 + g * 60, bytes(100, g * 100 + i + 1)));
     }
-    clock = T0 + 3600;
+    time.set((T0 + 3600) * 1000);
     await store.findMissing(byAge[3]!); // refreshes their access time
     await env.root.flushed;
     expect(store.usage().bytes).toBe(10_000);
@@ -97,8 +97,8 @@ describe('garbage collection of the CAS', () => {
 
   it('counts a per-blob overhead against the target when told to', async () => {
     for (let i = 0; i < 10; i++) await putAt(T0 + i, bytes(100, i + 1));
-    clock = T0 + 100;
-    const gc = new GarbageCollector(store, { graceSeconds: 0, now: () => clock, perBlobOverhead: 900 });
+    time.set((T0 + 100) * 1000);
+    const gc = new GarbageCollector(store, { graceSeconds: 0, clock: time, perBlobOverhead: 900 });
     expect(gc.footprint(store.usage())).toBe(10_000);
     // 10,000 counted; down to 6,000 takes four blobs (each counts 1,000), not forty.
     const summary = await gc.collect({ targetBytes: 6_000 });
@@ -111,7 +111,7 @@ describe('garbage collection of the CAS', () => {
     const old = await putAt(T0, bytes(100, 1));
     const held = await putAt(T0, bytes(100, 2));
     const recent = await putAt(T0 + 590, bytes(100, 3));
-    clock = T0 + 600;
+    time.set((T0 + 600) * 1000);
     const summary = await collector({ graceSeconds: 60, isInUse: (k) => k === held.key }).collect({ targetBytes: 0 });
     expect(has(old)).toBe(false);
     expect(has(held)).toBe(true);
@@ -126,7 +126,7 @@ describe('garbage collection of the CAS', () => {
   it('evicts blobs within the grace period when asked to ignore it, never those in use', async () => {
     const held = await putAt(T0 + 595, bytes(100, 2));
     const recent = await putAt(T0 + 590, bytes(100, 3));
-    clock = T0 + 600;
+    time.set((T0 + 600) * 1000);
     const summary = await collector({ graceSeconds: 60, isInUse: (k) => k === held.key }).collect({ targetBytes: 0, ignoreGrace: true });
     expect(has(recent)).toBe(false);
     expect(has(held)).toBe(true);
@@ -139,7 +139,7 @@ describe('garbage collection of the CAS', () => {
   it('evicts blobs unused for longer than the age limit, even under the target', async () => {
     const old = await putAt(T0, bytes(100, 1));
     const young = await putAt(T0 + 86400 * 5, bytes(100, 2));
-    clock = T0 + 86400 * 7;
+    time.set((T0 + 86400 * 7) * 1000);
     const summary = await collector().collect({ maxAgeSeconds: 86400 * 3 });
     expect(summary.freedBlobs).toBe(1);
     expect(has(old)).toBe(false);
@@ -148,7 +148,7 @@ describe('garbage collection of the CAS', () => {
 
   it('in a dry run, reports what would go and deletes nothing', async () => {
     for (let i = 0; i < 30; i++) await putAt(T0 + i * 60, bytes(100, i + 1));
-    clock = T0 + 7200;
+    time.set((T0 + 7200) * 1000);
     const dry = await collector().collect({ targetBytes: 1000, dryRun: true });
     expect(dry.dryRun).toBe(true);
     expect(store.usage()).toEqual({ bytes: 3000, count: 30 });
@@ -161,7 +161,7 @@ describe('garbage collection of the CAS', () => {
   it('does not evict a blob used after the collector chose it', async () => {
     const d = await putAt(T0, bytes(100, 1));
     const chosen: IndexEntry = { key: d.key, s: 100, f: 0, t: T0 };
-    clock = T0 + 100;
+    time.set((T0 + 100) * 1000);
     await store.findMissing([d]); // a client is told it exists: its access time moves
     const freed = await store.evict([chosen], () => true);
     expect(freed.count).toBe(0);
@@ -174,7 +174,7 @@ describe('garbage collection of the CAS', () => {
     const file = store.filePath(d);
     expect(existsSync(file)).toBe(true);
     const reading = await store.read(d, 0, 0);
-    clock = T0 + 1000;
+    time.set((T0 + 1000) * 1000);
     await collector().collect({ targetBytes: 0 });
     expect(has(d)).toBe(false);
     expect(existsSync(file)).toBe(false);
@@ -200,7 +200,7 @@ describe('garbage collection of the CAS', () => {
       const t = T0 + (i % 50) * 60;
       stored.push({ d: await putAt(t, bytes(50 + (i % 7), i + 1)), t });
     }
-    clock = T0 + 86400;
+    time.set((T0 + 86400) * 1000);
     const before = store.usage();
     const target = Math.floor(before.bytes / 3);
     const summary = await collector().collect({ targetBytes: target });
@@ -220,22 +220,20 @@ describe('garbage collection of a store with many distinct access times', () => 
     const dir = mkdtempSync(join(tmpdir(), 'reexec-gc-'));
     const env = LmdbEnv.open(dir, { noSync: true });
     try {
-      const store = new LmdbBlobStore(env, dir, { inlineMaxBytes: INLINE_MAX, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096 });
+      const time = new ManualClock(T0 * 1000);
+      const store = new LmdbBlobStore(env, dir, { inlineMaxBytes: INLINE_MAX, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096, clock: time });
       // 60,000 blobs, each used at its own second: more distinct times than the histogram holds.
-      let clock = T0;
-      const spy = vi.spyOn(Date, 'now').mockImplementation(() => clock * 1000);
       const writes: Promise<void>[] = [];
       for (let i = 0; i < 60_000; i++) {
-        clock = T0 + i;
+        time.set((T0 + i) * 1000);
         const data = Buffer.from(`blob ${i}`.padEnd(16, '.'));
         writes.push(store.put(Digest.compute(data), data));
         if (writes.length === 5000) await Promise.all(writes.splice(0));
       }
       await Promise.all(writes);
-      clock = T0 + 100_000;
-      const gc = new GarbageCollector(store, { graceSeconds: 0, now: () => clock });
+      time.set((T0 + 100_000) * 1000);
+      const gc = new GarbageCollector(store, { graceSeconds: 0, clock: time });
       const summary = await gc.collect({ targetBytes: 16 * 30_000 + 5 });
-      spy.mockRestore();
       expect(summary.after.count).toBe(30_000);
       // Exactly the 30,000 oldest went.
       const left = store.scan(undefined, 100_000);

@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LmdbBlobStore } from '../../src/cas/lmdb-blob-store.js';
 import { Digest } from '../../src/digest/digest.js';
 import type { StorageBudget } from '../../src/gc/storage-budget.js';
@@ -12,6 +12,7 @@ import { LmdbEnv } from '../../src/store/lmdb-env.js';
 import { createLogger } from '../../src/util/logger.js';
 import { bytes } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait.js';
+import { ManualClock } from '../../src/util/clock.js';
 
 const T0 = 1_700_000_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -21,14 +22,14 @@ describe('background collection', () => {
   let dir: string;
   let env: LmdbEnv;
   let store: LmdbBlobStore;
-  let clock = T0;
+  const time = new ManualClock(T0 * 1000);
   let gc: StorageGc | undefined;
   const runs: GcRun[] = [];
   const logs: string[] = [];
   // 100 blobs of 100 bytes, counted at 1,124 each (1 KiB overhead): 112,400.
   const budget: StorageBudget = { maxBytes: 100_000, highBytes: 90_000, lowBytes: 60_000, hardLimitBytes: 200_000, minFreeBytes: 1_000_000, reserveBytes: 0, graceSeconds: 0, stagingCacheBytes: 0 };
   const start = (space?: DiskSpace) => {
-    gc = new StorageGc({ store, budget, log: createLogger({ write: (l) => logs.push(l) }), pollMs: 20, now: () => clock, onRun: (r) => runs.push(r), space });
+    gc = new StorageGc({ store, budget, log: createLogger({ write: (l) => logs.push(l) }), pollMs: 20, clock: time, onRun: (r) => runs.push(r), space });
     gc.start();
   };
   /** The data dir's file system as a test wants it: `free()` bytes free. */
@@ -38,15 +39,13 @@ describe('background collection', () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'reexec-storage-gc-'));
     env = LmdbEnv.open(dir, { noSync: true });
-    store = new LmdbBlobStore(env, dir, { inlineMaxBytes: 1024, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096 });
-    const spy = vi.spyOn(Date, 'now');
+    store = new LmdbBlobStore(env, dir, { inlineMaxBytes: 1024, fsync: false, touchIntervalSeconds: 1, readChunkBytes: 4096, clock: time });
     for (let i = 0; i < 100; i++) {
-      spy.mockReturnValue((T0 + i) * 1000);
+      time.set((T0 + i) * 1000);
       const data = bytes(100, i + 1);
       await store.put(Digest.compute(data), data);
     }
-    spy.mockRestore();
-    clock = T0 + 1000;
+    time.set((T0 + 1000) * 1000);
     runs.length = 0;
     logs.length = 0;
   });
