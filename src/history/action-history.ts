@@ -14,6 +14,7 @@ import { matchesFilter, type HistoryFilter, type HistoryStore } from './history-
 import type { HistoryRecorder } from './recorder.js';
 import { summarizeTree } from './tree-diff.js';
 import { entryToWire, propsToWire, timingsToWire } from './wire.js';
+import { protoTimeToMs } from '../util/proto-time.js';
 
 /** The daemon's sandbox settings `reexec shell` must repeat. */
 export interface SandboxSettings {
@@ -188,7 +189,7 @@ export class ActionHistory {
         doNotCache: a.doNotCache,
         saltHex: a.salt?.length ? Buffer.from(a.salt).toString('hex') : '',
         platform: propsToWire(a.platform?.properties ?? []),
-        ...(a.timeout && (Number(a.timeout.seconds) || Number(a.timeout.nanos)) ? { timeoutMs: Number(a.timeout.seconds ?? 0) * 1000 + Math.floor(Number(a.timeout.nanos ?? 0) / 1e6) } : {}),
+        ...(a.timeout && (Number(a.timeout.seconds) || Number(a.timeout.nanos)) ? { timeoutMs: Math.floor(protoTimeToMs(a.timeout)!) } : {}),
       };
       if (!side.command) missing.push('Command');
       if (a.inputRootDigest?.hash) {

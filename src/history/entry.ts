@@ -1,6 +1,7 @@
 import type { Digest } from '../digest/digest.js';
 import { re, type IAction, type ICommand, type protobuf } from '../proto.js';
 import { Code } from '../util/status-error.js';
+import { setProtoTimeToMs } from '../util/proto-time.js';
 
 /**
  * One line of the action history: an Execute call (the action ran, or its result came from
@@ -157,8 +158,10 @@ export function shortenArgv(argv: readonly string[]): { argv: string[]; truncate
   return { argv: out, truncated };
 }
 
-const tsMs = (t: protobuf.ITimestamp | null | undefined): number | undefined =>
-  t && (Number(t.seconds ?? 0) > 0 || Number(t.nanos ?? 0) > 0) ? Number(t.seconds ?? 0) * 1000 + Math.floor(Number(t.nanos ?? 0) / 1e6) : undefined;
+const tsMs = (t: protobuf.ITimestamp | null | undefined): number | undefined => {
+  const ms = setProtoTimeToMs(t);
+  return ms === undefined ? undefined : Math.floor(ms);
+};
 
 export function timingsOf(m: re.IExecutedActionMetadata | null | undefined): Timings | undefined {
   if (!m) return undefined;

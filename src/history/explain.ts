@@ -5,6 +5,7 @@ import type { HistoryEntry } from './entry.js';
 import { entryDigest } from './failed-actions.js';
 import { shapeKey, targetKey, type HistoryStore } from './history-store.js';
 import { diffTrees, type PathChange } from './tree-diff.js';
+import { protoTimeToMs } from '../util/proto-time.js';
 
 /** One recorded or stored action, with what the CAS still holds of it. */
 export interface ActionSide {
@@ -188,7 +189,7 @@ function ago(ms: number): string {
 }
 
 const hex = (b: Uint8Array | null | undefined): string => (b && b.length ? Buffer.from(b).toString('hex') : '');
-const timeoutText = (t: protobuf.IDuration | null | undefined): string => (t && (Number(t.seconds) || Number(t.nanos)) ? `${Number(t.seconds ?? 0) + Number(t.nanos ?? 0) / 1e9}s` : '');
+const timeoutText = (t: protobuf.IDuration | null | undefined): string => (t && (Number(t.seconds) || Number(t.nanos)) ? `${protoTimeToMs(t)! / 1000}s` : '');
 
 type Differences = Omit<Explanation, 'subject' | 'other' | 'chosenBy' | 'reason'>;
 const noDifferences = (identical: boolean): Differences => ({ identical, unavailable: [], arguments: [], environment: [], platform: [], fields: [], inputs: [], inputsNotListed: 0 });

@@ -1,6 +1,7 @@
 import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import { re, type Directory } from '../proto.js';
+import { protoTimeToMs } from '../util/proto-time.js';
 
 /** One difference between two input trees, by path. */
 export interface PathChange {
@@ -30,7 +31,7 @@ type Node =
 
 const propsText = (p: re.INodeProperties | null | undefined): string => {
   const parts = (p?.properties ?? []).map((x) => `${x.name}=${x.value}`);
-  if (p?.mtime) parts.push(`mtime=${new Date(Number(p.mtime.seconds ?? 0) * 1000 + Math.floor(Number(p.mtime.nanos ?? 0) / 1e6)).toISOString()}`);
+  if (p?.mtime) parts.push(`mtime=${new Date(Math.floor(protoTimeToMs(p.mtime)!)).toISOString()}`);
   if (p?.unixMode) parts.push(`unix_mode=${(p.unixMode.value ?? 0).toString(8)}`);
   return parts.sort().join(' ');
 };
