@@ -7,29 +7,10 @@ import { diskError } from '../store/disk-space.js';
 import { dataSubdir, type LmdbEnv } from '../store/lmdb-env.js';
 import { pausePoint } from '../util/test-hooks.js';
 import type { BlobStore, BlobWriter } from './blob-store.js';
+import type { BlobRecord, IndexEntry, LocalBlobStore, StoreUsage } from './local-blob-store.js';
 import { systemClock, type Clock } from '../util/clock.js';
 
-/** What the index knows of a stored blob. Kept small: it is read on every FindMissingBlobs. */
-export interface BlobRecord {
-  /** Size in bytes. */
-  s: number;
-  /** 1 when the bytes live in a file under blobs/, 0 when inline in LMDB. */
-  f: 0 | 1;
-  /** Last access, seconds since the epoch (coarse: refreshed at most every touchIntervalSeconds). */
-  t: number;
-}
-
-/** What the CAS holds: blob bytes (their sizes, not disk usage) and blob count. */
-export interface StoreUsage {
-  bytes: number;
-  count: number;
-}
-
-/** A blob as an index scan sees it: the garbage collector's unit. */
-export interface IndexEntry extends BlobRecord {
-  /** The index key: Digest.key ("sha256:abc…"). */
-  key: string;
-}
+export type { BlobRecord, IndexEntry, StoreUsage };
 
 /** The key of the usage counters in the cas-meta database. */
 const USAGE_KEY = 'usage';
@@ -61,7 +42,7 @@ export const DEFAULT_BLOB_STORE_OPTIONS: LmdbBlobStoreOptions = {
  * complete. A blob is visible exactly when its index record is committed, so a crash never
  * exposes a partial blob. It trusts its callers: hash checks are VerifyingBlobStore's.
  */
-export class LmdbBlobStore implements BlobStore {
+export class LmdbBlobStore implements BlobStore, LocalBlobStore {
   private readonly index: Database<BlobRecord, string>;
   private readonly inline: Database<Buffer, string>;
   private readonly blobDir: string;

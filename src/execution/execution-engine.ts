@@ -2,7 +2,7 @@ import { chmod, rm, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
-import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
+import type { LocalBlobStore } from '../cas/local-blob-store.js';
 import type { ExecutionConfig } from '../config/config.js';
 import { Execution, Operation, type Job } from '../scheduler/operation.js';
 import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-journal.js';
@@ -54,7 +54,7 @@ export class ExecutionEngine {
     dataDir: string;
     env: LmdbEnv;
     cas: BlobStore;
-    casBase: Pick<LmdbBlobStore, 'localFile'>;
+    casBase: Pick<LocalBlobStore, 'localFile'>;
     ac: ActionCache;
     log: Logger;
     /** The daemon's unix sockets, token file and TLS keys: hidden from actions like the data dir. */

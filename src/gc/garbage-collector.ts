@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { IndexEntry, StoreUsage } from '../cas/lmdb-blob-store.js';
+import type { IndexEntry, StoreUsage } from '../cas/local-blob-store.js';
 import { systemClock, type Clock } from '../util/clock.js';
 
 /** What the collector needs of a store (LmdbBlobStore). */

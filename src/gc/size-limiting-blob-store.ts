@@ -1,5 +1,5 @@
 import { ForwardingBlobStore, type BlobStore, type BlobWriter, type StoreCallOptions } from '../cas/blob-store.js';
-import type { StoreUsage } from '../cas/lmdb-blob-store.js';
+import type { StoreUsage } from '../cas/local-blob-store.js';
 import type { Digest } from '../digest/digest.js';
 import type { DiskSpace } from '../store/disk-space.js';
 import { resourceExhausted } from '../util/status-error.js';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { StoreUsage } from '../cas/lmdb-blob-store.js';
+import type { StoreUsage } from '../cas/local-blob-store.js';
 import type { Digest } from '../digest/digest.js';
 import type { DiskSpace } from '../store/disk-space.js';
 import type { Logger } from '../util/logger.js';

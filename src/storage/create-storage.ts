@@ -10,7 +10,7 @@ import { EmptyBlobInjectingStore } from '../cas/empty-blob-injecting-store.js';
 import { DEFAULT_BLOB_STORE_OPTIONS, LmdbBlobStore, type LmdbBlobStoreOptions } from '../cas/lmdb-blob-store.js';
 import { VerifyingBlobStore } from '../cas/verifying-store.js';
 import type { Config } from '../config/config.js';
-import type { GcStore } from '../gc/storage-gc.js';
+import type { LocalBlobStore } from '../cas/local-blob-store.js';
 import { SizeLimitingBlobStore } from '../gc/size-limiting-blob-store.js';
 import { resolveStorageBudget, touchIntervalFor, type StorageBudget } from '../gc/storage-budget.js';
 import { MeteredActionCache } from '../metrics/metered-action-cache.js';
@@ -21,12 +21,7 @@ import type { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import { systemClock, type Clock } from '../util/clock.js';
 
-/**
- * What the local store offers beyond BlobStore, to the parts that work on the data dir itself:
- * the garbage collector (index scan, eviction, orphan files, access times) and the input
- * stager (hard links to file blobs). Nothing else sees LmdbBlobStore.
- */
-export type LocalBlobStore = GcStore & Pick<LmdbBlobStore, 'localFile'>;
+export type { LocalBlobStore };
 
 /** The storage of one data dir, composed: what services, execution, gc and status use. */
 export interface Storage {

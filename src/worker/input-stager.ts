@@ -1,7 +1,7 @@
 import { chmod, chown, copyFile, lchown, link, mkdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
-import type { LmdbBlobStore } from '../cas/lmdb-blob-store.js';
+import type { LocalBlobStore } from '../cas/local-blob-store.js';
 import { Digest } from '../digest/digest.js';
 import { StagingCacheLayout } from '../storage/staging-cache-layout.js';
 import type { re } from '../proto.js';
@@ -52,7 +52,7 @@ export class InputStager {
 
   constructor(
     private readonly cas: BlobStore,
-    private readonly blobs: Pick<LmdbBlobStore, 'localFile'>,
+    private readonly blobs: Pick<LocalBlobStore, 'localFile'>,
     cacheDir: string,
     /**
      * Who actions run as, when the daemon (root) switches to another user for them: what an
