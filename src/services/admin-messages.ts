@@ -32,6 +32,9 @@ export function statusFromMessage(m: reexec.admin.v1.StatusSnapshot): StatusSnap
   cas.bytesMeasuredAt = orNull(cas.bytesMeasuredAt);
   cas.budgetBytes = orNull(cas.budgetBytes);
   for (const a of s.execution?.recent ?? []) a.exitCode = orNull(a.exitCode);
+  // Repeated fields the daemon leaves out when they do not apply: absent again.
+  for (const q of s.execution?.queued ?? []) if (q.platform?.length === 0) delete q.platform;
+  if (s.execution && s.execution.bots?.length === 0) delete s.execution.bots;
   // Optional messages: absent, as the daemon left them (toObject's defaults make them null).
   dropNull(s, 'connections');
   dropNull(cas, 'reserve');

@@ -33,6 +33,7 @@ class MemoryActionCache implements ActionCache {
   async put(_i: InstanceName, d: Digest): Promise<void> {
     this.puts.push(d.hash);
   }
+  async delete(): Promise<void> {}
 }
 
 const worker = { devices: [{ handle: 'h', properties: [{ key: 'OSFamily', value: 'linux' }, { key: 'ISA', value: 'x86-64' }] }] };
