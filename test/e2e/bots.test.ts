@@ -14,6 +14,7 @@ import { execute, readBlob, uploadAction } from '../helpers/exec-client.js';
 import { describeRun, isExecutable, removeTree } from '../helpers/run-client.js';
 import { call } from '../helpers/storage.js';
 import type { StatusSnapshot } from '../../src/status/status-snapshot.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 /**
  * The Remote Workers (Bots) API with the real buildbox-worker, buildbox-casd and
@@ -71,7 +72,7 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       await bot(d, 'bot-a');
       await connected(d, 'bot-a');
       // Status (reexec status --json) and Prometheus show the bot.
-      const status = JSON.parse((await call<object, { json: string }>(d.clients.admin, 'GetStatus', {})).json) as StatusSnapshot;
+      const status = statusFromMessage(await call(d.clients.admin, 'GetStatus', {}));
       expect(status.execution!.bots).toEqual([expect.objectContaining({ botId: 'bot-a', properties: ['OSFamily=linux', 'ISA=x86-64'], status: 'OK', lease: null })]);
       expect(status.execution!.pools.map((p) => [p.name, p.slots.map((x) => x.slot)])).toEqual([['bots', ['bot-a']]]);
       const metrics = await d.daemon.telemetry.registry.metrics();

@@ -12,6 +12,7 @@ import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { uploadAction, uploadBlob } from '../helpers/exec-client.js';
 import { expectGrpcError } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
 
 /** The Bots service spoken by hand (a fake bot), on a daemon with no local workers. */
 const BotsClient = grpc.makeGenericClientConstructor(botsDefinition as unknown as grpc.ServiceDefinition, 'Bots');
@@ -80,7 +81,7 @@ describe('Bots API (a fake bot, no local workers)', () => {
     const second = await startTestDaemon(noPools, dataDir);
     const bots = botsOf(second);
     try {
-      const status = JSON.parse((await call<object, { json: string }>(second.clients.admin, 'GetStatus', {})).json) as StatusSnapshot;
+      const status = statusFromMessage(await call(second.clients.admin, 'GetStatus', {}));
       expect(status.execution!.queued).toEqual([expect.objectContaining({ operation: name, pool: 'bots', platform: ['OSFamily=linux', 'pool=gpu'] })]);
       expect(status.execution!.pools.map((p) => [p.name, p.queueDepth])).toEqual([['bots', 1]]);
       const done = waitExecution(second, name);
@@ -92,7 +93,7 @@ describe('Bots API (a fake bot, no local workers)', () => {
       expect(Digest.fromProto(re.Digest.decode(lease.payload.value)).equals(action)).toBe(true);
       await call(bots, 'UpdateBotSession', { name: session.name, botSession: { name: session.name, botId: 'fake', leases: [{ id: lease.id, state: rw.LeaseState.ACTIVE }] } });
       await waitFor('the status to show the lease', async () => {
-        const s = JSON.parse((await call<object, { json: string }>(second.clients.admin, 'GetStatus', {})).json) as StatusSnapshot;
+        const s = statusFromMessage(await call(second.clients.admin, 'GetStatus', {}));
         return s.execution!.bots?.[0]?.lease?.state === 'ACTIVE' && s.execution!.runningTotal === 1;
       });
       const result = packAny('build.bazel.remote.execution.v2.ActionResult', re.ActionResult.encode({ exitCode: 0, stdoutRaw: Buffer.from('gpu') }).finish());
