@@ -12,10 +12,11 @@
 // buildbox-casd, buildbox-worker and buildbox-run-bubblewrap come from PATH, or with
 // --clients-root from the test clients root (test/e2e/harness/clients-root.sh).
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fromDist, scratchDir } from './lib/dist.js';
 
 const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '30' }, json: { type: 'boolean', default: false }, 'clients-root': { type: 'string' } } });
 const RUNS = Number(args.runs);
@@ -23,21 +24,19 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
   process.stderr.write('bench-bots: --runs takes a whole number from 1\n');
   process.exit(2);
 }
-const dist = new URL('../dist/', import.meta.url);
-if (!existsSync(new URL('daemon/daemon.js', dist))) {
-  process.stderr.write('bench-bots: dist/ is not built: run `npm run build` first\n');
-  process.exit(2);
-}
-const { Daemon } = await import(new URL('daemon/daemon.js', dist).href);
-const { scratchDaemonConfig } = await import(new URL('config/config.js', dist).href);
-const { connect, call } = await import(new URL('client/reapi-client.js', dist).href);
-const { Digest } = await import(new URL('digest/digest.js', dist).href);
-const { re } = await import(new URL('proto.js', dist).href);
-const { execute } = await import(new URL('bench/exec.js', dist).href);
-const { median, runConcurrent } = await import(new URL('bench/stats.js', dist).href);
-const { exitZeroElf } = await import(new URL('bench/tiny-elf.js', dist).href);
-const { silentLogger } = await import(new URL('util/logger.js', dist).href);
-const { hostIsa } = await import(new URL('scheduler/platform.js', dist).href);
+const { Daemon, scratchDaemonConfig, connect, call, Digest, re, execute, median, runConcurrent, exitZeroElf, silentLogger, hostIsa } = await fromDist(
+  'bench-bots',
+  'daemon/daemon.js',
+  'config/config.js',
+  'client/reapi-client.js',
+  'digest/digest.js',
+  'proto.js',
+  'bench/exec.js',
+  'bench/stats.js',
+  'bench/tiny-elf.js',
+  'util/logger.js',
+  'scheduler/platform.js',
+);
 
 const clientsRoot = args['clients-root'];
 const harness = new URL('../test/e2e/harness/clients-root.sh', import.meta.url).pathname;
@@ -47,9 +46,7 @@ const seen = (p) => (clientsRoot ? p.slice(clientsRoot.length) : p);
 const spawnTool = (argv) =>
   clientsRoot ? spawn('sh', [harness, 'run', clientsRoot, ...argv], { detached: true, stdio: 'ignore' }) : spawn(argv[0], argv.slice(1), { detached: true, stdio: 'ignore' });
 
-const dataDir = mkdtempSync(join(tmpdir(), 'reexec-bench-bots-data-'));
-// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
-chmodSync(dataDir, 0o711);
+const dataDir = scratchDir('reexec-bench-bots-data-');
 const config = scratchDaemonConfig(dataDir);
 config.listen = ['127.0.0.1:0'];
 config.execution.pools = [{ name: 'native', isa: [hostIsa()], slots: 2 }];

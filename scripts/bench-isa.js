@@ -16,10 +16,11 @@
 // are fetched once with apt-get under a private apt state (scripts/lib/foreign-busybox.js) and
 // kept in --cache-dir (default $XDG_CACHE_HOME/reexec-test, shared with the tests). ISAs the
 // host does not offer, or without a binary, are listed as skipped with the reason.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fromDist, scratchDir } from './lib/dist.js';
 import { debianBusybox, DOWNLOAD_CACHE } from './lib/foreign-busybox.js';
 
 const { values: args } = parseArgs({
@@ -38,21 +39,19 @@ if (!Number.isInteger(RUNS) || RUNS < 1 || !Number.isInteger(LOOP) || LOOP < 0) 
   process.exit(2);
 }
 
-const dist = new URL('../dist/', import.meta.url);
-if (!existsSync(new URL('daemon/daemon.js', dist))) {
-  process.stderr.write('bench-isa: dist/ is not built: run `npm run build` first\n');
-  process.exit(2);
-}
-const { Daemon } = await import(new URL('daemon/daemon.js', dist).href);
-const { scratchDaemonConfig } = await import(new URL('config/config.js', dist).href);
-const { connect, call } = await import(new URL('client/reapi-client.js', dist).href);
-const { treeFromDirectory } = await import(new URL('client/merkle.js', dist).href);
-const { Digest } = await import(new URL('digest/digest.js', dist).href);
-const { re } = await import(new URL('proto.js', dist).href);
-const { uploadBlobs, execute } = await import(new URL('bench/exec.js', dist).href);
-const { median } = await import(new URL('bench/stats.js', dist).href);
-const { hostIsa } = await import(new URL('scheduler/platform.js', dist).href);
-const { silentLogger } = await import(new URL('util/logger.js', dist).href);
+const { Daemon, scratchDaemonConfig, connect, call, treeFromDirectory, Digest, re, uploadBlobs, execute, median, hostIsa, silentLogger } = await fromDist(
+  'bench-isa',
+  'daemon/daemon.js',
+  'config/config.js',
+  'client/reapi-client.js',
+  'client/merkle.js',
+  'digest/digest.js',
+  'proto.js',
+  'bench/exec.js',
+  'bench/stats.js',
+  'scheduler/platform.js',
+  'util/logger.js',
+);
 
 const log = (s) => process.stderr.write(`${s}\n`);
 
@@ -77,9 +76,7 @@ function makeRoot(busybox) {
 
 const tsMs = (t) => (t ? Number(t.seconds ?? 0) * 1000 + Number(t.nanos ?? 0) / 1e6 : NaN);
 
-const dataDir = mkdtempSync(join(tmpdir(), 'reexec-bench-isa-'));
-// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
-chmodSync(dataDir, 0o711);
+const dataDir = scratchDir('reexec-bench-isa-');
 const roots = [];
 const onSignal = () => {
   rmSync(dataDir, { recursive: true, force: true });

@@ -7,10 +7,10 @@
 // their ratio, measured in the same run.
 //
 //   npm run build && node scripts/bench-socket.js [--runs 40] [--json]
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
+import { fromDist, scratchDir } from './lib/dist.js';
 
 const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '40' }, json: { type: 'boolean', default: false } } });
 const RUNS = Number(args.runs);
@@ -18,24 +18,20 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
   process.stderr.write('bench-socket: --runs takes a whole number from 1\n');
   process.exit(2);
 }
-const dist = new URL('../dist/', import.meta.url);
-if (!existsSync(new URL('daemon/daemon.js', dist))) {
-  process.stderr.write('bench-socket: dist/ is not built: run `npm run build` first\n');
-  process.exit(2);
-}
-const { Daemon } = await import(new URL('daemon/daemon.js', dist).href);
-const { scratchDaemonConfig } = await import(new URL('config/config.js', dist).href);
-const { connect, call } = await import(new URL('client/reapi-client.js', dist).href);
-const { Digest } = await import(new URL('digest/digest.js', dist).href);
-const { re } = await import(new URL('proto.js', dist).href);
-const { execute } = await import(new URL('bench/exec.js', dist).href);
-const { median } = await import(new URL('bench/stats.js', dist).href);
-const { silentLogger } = await import(new URL('util/logger.js', dist).href);
-const { hostIsa } = await import(new URL('scheduler/platform.js', dist).href);
+const { Daemon, scratchDaemonConfig, connect, call, Digest, re, execute, median, silentLogger, hostIsa } = await fromDist(
+  'bench-socket',
+  'daemon/daemon.js',
+  'config/config.js',
+  'client/reapi-client.js',
+  'digest/digest.js',
+  'proto.js',
+  'bench/exec.js',
+  'bench/stats.js',
+  'util/logger.js',
+  'scheduler/platform.js',
+);
 
-const dataDir = mkdtempSync(join(tmpdir(), 'reexec-bench-socket-'));
-// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
-chmodSync(dataDir, 0o711);
+const dataDir = scratchDir('reexec-bench-socket-');
 const config = scratchDaemonConfig(dataDir);
 config.execution.pools = [{ name: 'native', isa: [hostIsa()], slots: 1 }];
 const daemon = await Daemon.start(config, silentLogger);

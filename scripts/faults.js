@@ -21,11 +21,12 @@
 // Exit code 0: every scenario held; 1: one did not (the reasons are printed); 2: could not run.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { scratchDir } from './lib/dist.js';
 import { BUSYBOX, hasBubblewrap, loadDist, makeBusyboxRoot, MiB, processFigures, REPO, startDaemon } from './lib/reliability.js';
 import { traffic } from './lib/traffic.js';
 
@@ -46,9 +47,7 @@ const log = (s) => process.stderr.write(`${s}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const dist = await loadDist();
 const { connect, call, treeFromDirectory } = dist;
-const tmp = mkdtempSync(join(tmpdir(), 'reexec-faults-'));
-// As root the daemon runs actions as an unprivileged user, which must pass through to the data dirs.
-chmodSync(tmp, 0o711);
+const tmp = scratchDir('reexec-faults-');
 const report = { passed: true, scenarios: {} };
 const problems = [];
 const check = (ok, what) => {

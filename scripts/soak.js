@@ -16,11 +16,12 @@
 //
 // Exit code 0: passed; 1: failed (the reasons are printed); 2: could not run.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
+import { scratchDir } from './lib/dist.js';
 import { traffic } from './lib/traffic.js';
 import { BUSYBOX, durationMs, fmtMiB, growthVerdict, hasBubblewrap, loadDist, makeBusyboxRoot, MiB, processFigures, quantile, startDaemon } from './lib/reliability.js';
 
@@ -49,9 +50,7 @@ if (EXECUTE && (!BUSYBOX || !hasBubblewrap())) {
 
 const dist = await loadDist();
 const { connect, call, treeFromDirectory, re } = dist;
-const tmp = mkdtempSync(join(tmpdir(), 'reexec-soak-'));
-// As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
-chmodSync(tmp, 0o711);
+const tmp = scratchDir('reexec-soak-');
 const daemon = await startDaemon({
   dataDir: join(tmp, 'data'),
   // Finished operations are kept for execution.operation-retention (1 h by default): over an

@@ -8,15 +8,15 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DIST } from './dist.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = join(REPO, 'bin', 'run.js');
 
 /** The modules of the build the scripts use (dist/). */
 export async function loadDist() {
-  const dist = new URL('../../dist/', import.meta.url);
-  if (!existsSync(new URL('daemon/daemon.js', dist))) throw new Error('dist/ is not built: run `npm run build` first');
-  const mod = async (p) => import(new URL(p, dist).href);
+  if (!existsSync(new URL('daemon/daemon.js', DIST))) throw new Error('dist/ is not built: run `npm run build` first');
+  const mod = async (p) => import(new URL(p, DIST).href);
   return {
     ...(await mod('client/reapi-client.js')),
     ...(await mod('client/merkle.js')),
