@@ -4,7 +4,7 @@ import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Digest } from '../digest/digest.js';
-import { StagingCacheLayout } from '../storage/staging-cache-layout.js';
+import { StagingCacheLayout } from '../store/staging-cache-layout.js';
 
 export interface StagingSweepOptions {
   /** Digest keys ("sha256:abc…") of inputs of queued and running actions: their entries stay. */

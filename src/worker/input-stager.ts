@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { LocalBlobStore } from '../cas/local-blob-store.js';
 import { Digest } from '../digest/digest.js';
-import { StagingCacheLayout } from '../storage/staging-cache-layout.js';
+import { StagingCacheLayout } from '../store/staging-cache-layout.js';
 import type { re } from '../proto.js';
 import { internal } from '../util/status-error.js';
 import { nodeProperty, type InputTree } from './input-tree.js';
