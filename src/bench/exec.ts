@@ -7,7 +7,6 @@ import { call, type ReapiClients } from '../client/reapi-client.js';
 import { Digest } from '../digest/digest.js';
 import { re, type longrunning, type protobuf } from '../proto.js';
 import { uploadName, byteStreamWrite } from './cas-large.js';
-import { blobsPerBatchFor } from './cas-small.js';
 import { BWRAP_BASELINE_ARGS, bwrapProblem, findCommand, run } from './host-baselines.js';
 import { makeMetric } from './metric.js';
 import { formatNumber, median, runConcurrent, timed } from './stats.js';

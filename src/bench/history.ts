@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { connect } from '../client/reapi-client.js';
 import { scratchDaemonConfig, type Config } from '../config/config.js';
 import { Daemon } from '../daemon/daemon.js';
-import type { re } from '../proto.js';
 import type { Logger } from '../util/logger.js';
 import { encodeTree, execute, noopProgram, succeeded, uploadActions, uploadBlobs } from './exec.js';
 import { makeMetric } from './metric.js';

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { StoreUsage } from '../cas/local-blob-store.js';
 import type { Digest } from '../digest/digest.js';
 import type { DiskSpace } from '../store/disk-space.js';

@@ -4,7 +4,7 @@ import { homedir } from 'node:os';
 import { dirname } from 'node:path';
 import { LocalUsers } from '../auth/local-users.js';
 import { HOST_TOOLS_HIDDEN, HOST_TOOLS_KEPT, HOST_TOOLS_SCRATCH } from '../runner/host-tools-view.js';
-import { CREATE_RUN_AS_USER, lookupRunAsOrError, RUN_AS_USER } from './run-as.js';
+import { lookupRunAsOrError, RUN_AS_USER } from './run-as.js';
 import { lookupUser } from './users.js';
 
 /** What `reexec init` says about who may use the daemon and what its actions see. */
