@@ -47,3 +47,20 @@ export function sizeLabel(bytes: number): string {
   }
   return `${v}${units[i]}`;
 }
+
+/** The same metric measured in several runs (repetitions) as one: samples in run order, medians and ratio recomputed. */
+export function mergeMetricRuns(runs: readonly Metric[]): Metric {
+  const first = runs[0]!;
+  const samples = runs.flatMap((m) => m.samples);
+  const baselineSamples = runs.flatMap((m) => m.baselineSamples);
+  const value = median(samples);
+  const base = first.baseline && baselineSamples.length > 0 ? median(baselineSamples) : undefined;
+  return {
+    ...first,
+    value,
+    baseline: first.baseline && base !== undefined ? { ...first.baseline, value: base } : null,
+    ratio: base !== undefined && base !== 0 ? value / base : null,
+    samples,
+    baselineSamples,
+  };
+}

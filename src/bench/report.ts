@@ -1,6 +1,6 @@
 import { sizeLabel } from './metric.js';
 import { formatBytes, formatNumber } from './stats.js';
-import type { BenchResult, Comparison } from './types.js';
+import type { BenchResult, Comparison, MultiBenchResult } from './types.js';
 
 /** Rows as aligned columns; `right` are the indexes of right-aligned ones. */
 function table(rows: string[][], right: ReadonlySet<number>): string[] {
@@ -23,13 +23,13 @@ function formatParam(key: string, v: number | string | number[]): string {
   return `${key}=${Array.isArray(v) ? v.map(one).join(',') : one(v)}`;
 }
 
+const hostLine = (h: BenchResult['host']): string =>
+  `host: ${h.cpus} × ${h.cpuModel}, ${formatBytes(h.totalMemBytes)}, node ${h.node} ${h.platform}/${h.arch}, load average ${h.loadAvg.join(' ')}${h.loadAvgEnd ? ` at the start, ${h.loadAvgEnd.join(' ')} at the end` : ''}`;
+
 /** The result as tables for a terminal. */
 export function formatReport(r: BenchResult): string {
   const lines: string[] = [];
-  const h = r.host;
-  lines.push(
-    `host: ${h.cpus} × ${h.cpuModel}, ${formatBytes(h.totalMemBytes)}, node ${h.node} ${h.platform}/${h.arch}, load average ${h.loadAvg.join(' ')}${h.loadAvgEnd ? ` at the start, ${h.loadAvgEnd.join(' ')} at the end` : ''}`,
-  );
+  lines.push(hostLine(r.host));
   lines.push(`target: ${r.target.endpoint}${r.target.instance ? ` instance "${r.target.instance}"` : ''}: ${r.target.note}`);
   lines.push(`figures: medians of ${r.repeat} repetition${r.repeat === 1 ? '' : 's'}; ratio = figure / baseline measured in the same run (for ms, lower is better; for rates, higher)`);
   for (const s of r.suites) {
@@ -83,4 +83,32 @@ export function formatComparison(c: Comparison): string[] {
   if (c.onlyBefore.length) lines.push(`only in the earlier run: ${c.onlyBefore.join(', ')}`);
   if (c.onlyAfter.length) lines.push(`only in this run: ${c.onlyAfter.join(', ')}`);
   return lines;
+}
+
+/**
+ * Several endpoints side by side: a row per metric, per endpoint its figure with its ratio to
+ * its own same-run baseline in brackets, then each endpoint's figure over the first's.
+ */
+export function formatMultiReport(r: MultiBenchResult): string {
+  const labels = r.endpoints.map((e) => e.label);
+  const first = labels[0]!;
+  const lines = [hostLine(r.host)];
+  for (const e of r.endpoints) lines.push(`${e.label}: ${e.result.target.endpoint}${e.result.target.instance ? ` instance "${e.result.target.instance}"` : ''}: ${e.result.target.note}`);
+  lines.push(
+    `figures: medians of ${r.repeat} repetition${r.repeat === 1 ? '' : 's'}, the endpoints interleaved (each repetition runs every suite on ${labels.join(', then ')}); ` +
+      `(×N) = the figure over its own baseline measured in the same run; ${labels.length > 1 ? `X/${first} = X's figure over ${first}'s` : ''} (for ms, lower is better; for rates, higher)`,
+    '',
+  );
+  const head = ['metric', 'unit', ...labels, ...labels.slice(1).map((l) => `${l}/${first}`)];
+  const rows = [head];
+  for (const row of r.rows) {
+    const cells = row.cells.map((c) => (c.status === 'measured' ? `${formatNumber(c.value!)}${c.baselineRatio === null ? '' : ` (${ratio(c.baselineRatio)})`}` : c.status === 'unsupported' ? 'unsupported' : '-'));
+    rows.push([row.id, row.unit, ...cells, ...row.cells.slice(1).map((c) => (c.ratioToFirst === null ? 'n/a' : ratio(c.ratioToFirst)))]);
+  }
+  lines.push(...table(rows, new Set(head.map((_, i) => i).filter((i) => i >= 2))));
+  for (const e of r.endpoints) {
+    for (const s of e.result.suites) for (const u of s.unsupported) lines.push(`unsupported on ${e.label}: ${s.name}: ${u.what}: ${u.reason}`);
+  }
+  lines.push('', `baselines: ${r.baselines}`, `took ${r.durationSeconds.toFixed(1)} s`);
+  return lines.join('\n');
 }

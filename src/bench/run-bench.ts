@@ -16,7 +16,7 @@ import { historySteps, runHistoryBench } from './history.js';
 import { BenchProgress } from './progress.js';
 import { CLIENT_CHANNEL_OPTIONS, RawGrpcBaseline } from './raw-grpc.js';
 import { MiB } from './stats.js';
-import { unsupportedReason, UnsupportedError } from './support.js';
+import { unsupportedReason, UnsupportedError, type SuiteProgress } from './support.js';
 import type { BenchResult, BenchTarget, HostInfo, SuiteName, SuiteResult } from './types.js';
 
 export interface BenchOptions {
@@ -100,7 +100,7 @@ export function hostInfo(): HostInfo {
   };
 }
 
-const loadAvgNow = (): number[] => loadavg().map((x) => Math.round(x * 100) / 100);
+export const loadAvgNow = (): number[] => loadavg().map((x) => Math.round(x * 100) / 100);
 
 /** Ask the target what it offers; refuse early when it is unreachable or has no usable CAS. */
 async function capabilities(clients: ReapiClients, endpoint: string, instance: string): Promise<re.IServerCapabilities> {
@@ -123,7 +123,7 @@ async function capabilities(clients: ReapiClients, endpoint: string, instance: s
   return caps;
 }
 
-function stepsOf(name: SuiteName, o: BenchOptions): number {
+export function stepsOf(name: SuiteName, o: BenchOptions): number {
   switch (name) {
     case 'cas-small':
       return casSmallSteps({ blobSizes: o.blobSizes, concurrency: o.concurrency, repeat: o.repeat });
@@ -138,6 +138,126 @@ function stepsOf(name: SuiteName, o: BenchOptions): number {
   }
 }
 
+/** One target of a run: an endpoint with its TLS and token, the configured local daemon, or (no endpoint) a temporary daemon. */
+export interface TargetSpec {
+  endpoint?: string;
+  security?: ClientSecurity;
+  /** `endpoint` is the configured local daemon, from this config file. */
+  localConfig?: string;
+}
+
+/** A target the suites can run against: connected, its capabilities known. */
+export interface OpenTarget {
+  target: BenchTarget;
+  clients: ReapiClients;
+  caps: re.IServerCapabilities;
+  maxBatchBytes: number;
+  /** Where the disk baselines write their files, and whether they fsync. */
+  disk: { dir: string; fsync: boolean; where: string };
+}
+
+/**
+ * Connect to a target (starting the temporary daemon when `spec` has no endpoint) and ask what
+ * it offers; what must be undone afterwards goes into `cleanups`.
+ */
+export async function openTarget(spec: TargetSpec, opts: BenchOptions, progress: BenchProgress, cleanups: (() => Promise<void> | void)[]): Promise<OpenTarget> {
+  const scratchRoot = opts.tmpRoot ?? tmpdir();
+  let target: BenchTarget;
+  let endpoint: string;
+  let disk: { dir: string; fsync: boolean; where: string };
+  if (spec.endpoint) {
+    endpoint = spec.endpoint;
+    const external = 'its storage settings (fsync...) and workers are its own; the baselines run in the bench process on this machine';
+    target = spec.localConfig
+      ? { kind: 'local', endpoint, instance: opts.instance, config: spec.localConfig, note: `the configured local daemon (from ${spec.localConfig}): ${external}` }
+      : {
+          kind: 'endpoint',
+          endpoint,
+          instance: opts.instance,
+          tls: !!spec.security?.tls || /^(grpcs|https):\/\//.test(endpoint),
+          token: !!spec.security?.token,
+          note: `an external server: ${external}`,
+        };
+    disk = { dir: scratchRoot, fsync: true, where: `in ${scratchRoot} on this machine` };
+  } else {
+    const dataDir = mkdtempSync(join(scratchRoot, 'reexec-bench-'));
+    // As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
+    chmodSync(dataDir, 0o711);
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    opts.onTempDir?.(dataDir);
+    // The bench's own loopback listener: no TLS, no tokens, no metrics port.
+    const config = scratchDaemonConfig(dataDir, opts.config);
+    // Workers only when the exec suite runs (a storage benchmark needs none).
+    const execution = opts.suites.includes('exec');
+    config.execution.enabled = execution;
+    progress.info(`starting a temporary reexec daemon in this process (data in ${dataDir}, fsync ${config.storage.fsync ? 'on' : 'off'}, execution ${execution ? 'on' : 'off'})`);
+    const daemon = await Daemon.start(config, opts.log ?? silentLogger);
+    cleanups.push(() => daemon.stop(5_000));
+    endpoint = daemon.addresses[0]!;
+    disk = { dir: dataDir, fsync: config.storage.fsync, where: "in the daemon's data dir" };
+    target = {
+      kind: 'temporary',
+      endpoint,
+      instance: opts.instance,
+      fsync: config.storage.fsync,
+      execution,
+      dataDir,
+      note:
+        `a temporary reexec daemon in the bench's own process (client, server and baselines share one event loop), data dir removed afterwards; ` +
+        `fsync ${config.storage.fsync ? 'on: large blobs are fsynced before they become visible' : 'off'}` +
+        (execution ? `; execution on, worker pools ${config.execution.pools === 'auto' ? 'auto (a slot per core)' : config.execution.pools.map((p) => `${p.name}×${p.slots}`).join(', ')}` : ''),
+    };
+  }
+  const clients = connect(endpoint, CLIENT_CHANNEL_OPTIONS, spec.security ?? {});
+  cleanups.push(() => clients.close());
+  const caps = await capabilities(clients, endpoint, opts.instance);
+  return { target, clients, caps, maxBatchBytes: Number(caps.cacheCapabilities?.maxBatchTotalSizeBytes ?? 0), disk };
+}
+
+/** One suite against an open target, `repeat` times; a call the endpoint does not offer makes it unsupported, not a failure. */
+export async function runSuite(name: SuiteName, t: OpenTarget, raw: RawGrpcBaseline, opts: BenchOptions, p: SuiteProgress, repeat: number): Promise<SuiteResult> {
+  const { clients, caps, maxBatchBytes, disk } = t;
+  const common = { clients, instance: opts.instance, raw, repeat, concurrency: opts.concurrency, progress: p };
+  try {
+    switch (name) {
+      case 'cas-small':
+        return await runCasSmall({ ...common, blobSizes: opts.blobSizes, blobsPerBatch: opts.blobsPerBatch, batches: opts.batches, maxBatchBytes });
+      case 'cas-large':
+        return await runCasLarge({ ...common, sizes: opts.sizes, sweepSize: opts.sweepSize, chunkBytes: opts.chunkBytes, minBytesPerCell: opts.minBytesPerCell, disk });
+      case 'ac':
+        return await runAc({ ...common, ops: opts.acOps, updateEnabled: caps.cacheCapabilities?.actionCacheUpdateCapabilities?.updateEnabled !== false });
+      case 'exec': {
+        const ex = caps.executionCapabilities;
+        return await runExec({
+          ...common,
+          execEnabled: !!ex?.execEnabled,
+          execDisabledReason: ex ? 'GetCapabilities says exec_enabled is false' : 'GetCapabilities lists no execution capabilities',
+          maxBatchBytes,
+          actions: opts.actions,
+          stagingFiles: opts.stagingFiles,
+          compiles: opts.compiles,
+          disk,
+        });
+      }
+      case 'history':
+        if (t.target.kind !== 'temporary') {
+          return { name, status: 'unsupported', unsupported: [{ what: 'history', reason: 'it compares two temporary daemons of its own (history on and off): run it without --endpoint or --local' }], params: {}, metrics: [], checks: {} };
+        }
+        return await runHistoryBench({ config: opts.config, tmpRoot: opts.tmpRoot ?? tmpdir(), concurrency: opts.concurrency, rounds: opts.historyRounds, actions: opts.actions, progress: p, log: opts.log ?? silentLogger });
+    }
+  } catch (err) {
+    // A call the endpoint does not offer, met outside the places a suite expects it.
+    const unsupported = err instanceof UnsupportedError ? err.unsupported : unsupportedReason(err) ? { what: name, reason: unsupportedReason(err)! } : undefined;
+    if (!unsupported) throw err;
+    return { name, status: 'unsupported', unsupported: [unsupported], params: {}, metrics: [], checks: {} };
+  }
+}
+
+export const BASELINES_NOTE =
+  'measured in this run on this machine, each right before the figure it is compared with: a raw grpc-js server and client in the bench process ' +
+  '(identity serializers, 16 MiB HTTP/2 windows on both ends, the same message sizes and concurrency), SHA-256 with node crypto, plain file writes of the same bytes, ' +
+  '`bwrap --unshare-all --ro-bind / / /bin/true` spawned with the same concurrency, and the same gcc run without a sandbox; figures are medians over the repetitions';
+
 /**
  * Run the suites against a target (a temporary in-process daemon unless opts.endpoint), each
  * figure next to a baseline measured in the same run on this machine.
@@ -148,121 +268,24 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   const t0 = process.hrtime.bigint();
   const host = hostInfo();
   const cleanups: (() => Promise<void> | void)[] = [];
-  const scratchRoot = opts.tmpRoot ?? tmpdir();
   try {
-    let target: BenchTarget;
-    let endpoint: string;
-    let disk: { dir: string; fsync: boolean; where: string };
-    if (opts.endpoint) {
-      endpoint = opts.endpoint;
-      const external = 'its storage settings (fsync...) and workers are its own; the baselines run in the bench process on this machine';
-      target = opts.localConfig
-        ? { kind: 'local', endpoint, instance: opts.instance, config: opts.localConfig, note: `the configured local daemon (from ${opts.localConfig}): ${external}` }
-        : {
-            kind: 'endpoint',
-            endpoint,
-            instance: opts.instance,
-            tls: !!opts.security?.tls || /^(grpcs|https):\/\//.test(endpoint),
-            token: !!opts.security?.token,
-            note: `an external server: ${external}`,
-          };
-      disk = { dir: scratchRoot, fsync: true, where: `in ${scratchRoot} on this machine` };
-    } else {
-      const dataDir = mkdtempSync(join(scratchRoot, 'reexec-bench-'));
-      // As root the daemon runs actions as an unprivileged user, which must pass through to the data dir.
-      chmodSync(dataDir, 0o711);
-      cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-      opts.onTempDir?.(dataDir);
-      // The bench's own loopback listener: no TLS, no tokens, no metrics port.
-      const config = scratchDaemonConfig(dataDir, opts.config);
-      // Workers only when the exec suite runs (a storage benchmark needs none).
-      const execution = opts.suites.includes('exec');
-      config.execution.enabled = execution;
-      progress.info(`starting a temporary reexec daemon in this process (data in ${dataDir}, fsync ${config.storage.fsync ? 'on' : 'off'}, execution ${execution ? 'on' : 'off'})`);
-      const daemon = await Daemon.start(config, opts.log ?? silentLogger);
-      cleanups.push(() => daemon.stop(5_000));
-      endpoint = daemon.addresses[0]!;
-      disk = { dir: dataDir, fsync: config.storage.fsync, where: "in the daemon's data dir" };
-      target = {
-        kind: 'temporary',
-        endpoint,
-        instance: opts.instance,
-        fsync: config.storage.fsync,
-        execution,
-        dataDir,
-        note:
-          `a temporary reexec daemon in the bench's own process (client, server and baselines share one event loop), data dir removed afterwards; ` +
-          `fsync ${config.storage.fsync ? 'on: large blobs are fsynced before they become visible' : 'off'}` +
-          (execution ? `; execution on, worker pools ${config.execution.pools === 'auto' ? 'auto (a slot per core)' : config.execution.pools.map((p) => `${p.name}×${p.slots}`).join(', ')}` : ''),
-      };
-    }
-    const clients = connect(endpoint, CLIENT_CHANNEL_OPTIONS, opts.security ?? {});
-    cleanups.push(() => clients.close());
-    const caps = await capabilities(clients, endpoint, opts.instance);
-    const maxBatchBytes = Number(caps.cacheCapabilities?.maxBatchTotalSizeBytes ?? 0);
+    const t = await openTarget({ endpoint: opts.endpoint, security: opts.security, localConfig: opts.localConfig }, opts, progress, cleanups);
     const raw = await RawGrpcBaseline.start();
     cleanups.push(() => raw.close());
 
     const suites: SuiteResult[] = [];
-    progress.info(`running ${opts.suites.join(', ')} against ${endpoint} (${opts.repeat} repetition${opts.repeat === 1 ? '' : 's'}, concurrency ${opts.concurrency.join(', ')})`);
-    for (const name of opts.suites) {
-      const p = progress.suite(name, stepsOf(name, opts));
-      const common = { clients, instance: opts.instance, raw, repeat: opts.repeat, concurrency: opts.concurrency, progress: p };
-      try {
-        switch (name) {
-          case 'cas-small':
-            suites.push(await runCasSmall({ ...common, blobSizes: opts.blobSizes, blobsPerBatch: opts.blobsPerBatch, batches: opts.batches, maxBatchBytes }));
-            break;
-          case 'cas-large':
-            suites.push(await runCasLarge({ ...common, sizes: opts.sizes, sweepSize: opts.sweepSize, chunkBytes: opts.chunkBytes, minBytesPerCell: opts.minBytesPerCell, disk }));
-            break;
-          case 'ac':
-            suites.push(await runAc({ ...common, ops: opts.acOps, updateEnabled: caps.cacheCapabilities?.actionCacheUpdateCapabilities?.updateEnabled !== false }));
-            break;
-          case 'exec': {
-            const ex = caps.executionCapabilities;
-            suites.push(
-              await runExec({
-                ...common,
-                execEnabled: !!ex?.execEnabled,
-                execDisabledReason: ex ? 'GetCapabilities says exec_enabled is false' : 'GetCapabilities lists no execution capabilities',
-                maxBatchBytes,
-                actions: opts.actions,
-                stagingFiles: opts.stagingFiles,
-                compiles: opts.compiles,
-                disk,
-              }),
-            );
-            break;
-          }
-          case 'history':
-            if (opts.endpoint) {
-              suites.push({ name, status: 'unsupported', unsupported: [{ what: 'history', reason: 'it compares two temporary daemons of its own (history on and off): run it without --endpoint or --local' }], params: {}, metrics: [], checks: {} });
-              break;
-            }
-            suites.push(await runHistoryBench({ config: opts.config, tmpRoot: scratchRoot, concurrency: opts.concurrency, rounds: opts.historyRounds, actions: opts.actions, progress: p, log: opts.log ?? silentLogger }));
-            break;
-        }
-      } catch (err) {
-        // A call the endpoint does not offer, met outside the places a suite expects it.
-        const unsupported = err instanceof UnsupportedError ? err.unsupported : unsupportedReason(err) ? { what: name, reason: unsupportedReason(err)! } : undefined;
-        if (!unsupported) throw err;
-        suites.push({ name, status: 'unsupported', unsupported: [unsupported], params: {}, metrics: [], checks: {} });
-      }
-    }
+    progress.info(`running ${opts.suites.join(', ')} against ${t.target.endpoint} (${opts.repeat} repetition${opts.repeat === 1 ? '' : 's'}, concurrency ${opts.concurrency.join(', ')})`);
+    for (const name of opts.suites) suites.push(await runSuite(name, t, raw, opts, progress.suite(name, stepsOf(name, opts)), opts.repeat));
     progress.done();
     return {
       format: 'reexec-bench/1',
       host: { ...host, loadAvgEnd: loadAvgNow() },
-      target,
+      target: t.target,
       startedAt: startedAt.toISOString(),
       durationSeconds: Number(process.hrtime.bigint() - t0) / 1e9,
       repeat: opts.repeat,
       concurrency: opts.concurrency,
-      baselines:
-        'measured in this run on this machine, each right before the figure it is compared with: a raw grpc-js server and client in the bench process ' +
-        '(identity serializers, 16 MiB HTTP/2 windows on both ends, the same message sizes and concurrency), SHA-256 with node crypto, plain file writes of the same bytes, ' +
-        '`bwrap --unshare-all --ro-bind / / /bin/true` spawned with the same concurrency, and the same gcc run without a sandbox; figures are medians over the repetitions',
+      baselines: BASELINES_NOTE,
       suites,
     };
   } finally {

@@ -121,3 +121,40 @@ export interface BenchResult {
   suites: SuiteResult[];
   comparison?: Comparison;
 }
+
+/** One cell of the multi-endpoint table: an endpoint's figure for a metric, or why there is none. */
+export interface MultiCell {
+  /** measured; unsupported: the endpoint does not offer what the metric needs; absent: the endpoint's run has no such metric. */
+  status: 'measured' | 'unsupported' | 'absent';
+  /** Median over the repetitions (null unless measured). */
+  value: number | null;
+  /** The figure over its own same-run baseline (as in a single-endpoint run), when it has one. */
+  baselineRatio: number | null;
+  /** value / the first endpoint's value for the same metric (null for the first endpoint, or when either is missing). */
+  ratioToFirst: number | null;
+}
+
+/** A row of the multi-endpoint table: one metric, one cell per endpoint in the order given. */
+export interface MultiRow {
+  id: string;
+  label: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  cells: MultiCell[];
+}
+
+/** The machine-readable result of `reexec bench` with several endpoints. */
+export interface MultiBenchResult {
+  format: 'reexec-bench-multi/1';
+  host: HostInfo;
+  startedAt: string;
+  durationSeconds: number;
+  repeat: number;
+  concurrency: number[];
+  baselines: string;
+  /** The endpoints in column order, each with its full single-endpoint result (samples of every repetition merged). */
+  endpoints: Array<{ label: string; result: BenchResult }>;
+  /** What ran when: each repetition runs every suite on every endpoint in turn (A B A B ...), so drift hits all alike. */
+  order: Array<{ repetition: number; suite: SuiteName; endpoint: string }>;
+  rows: MultiRow[];
+}

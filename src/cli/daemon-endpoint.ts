@@ -17,9 +17,9 @@ export function parseEndpoint(value: string, flag = '--endpoint'): string {
   throw new UserError(`${flag} "${value}" is not grpc://HOST:PORT, grpcs://HOST:PORT (TLS), HOST:PORT or unix:PATH`);
 }
 
-/** The bearer token the environment gives the CLI: REEXEC_TOKEN, read here and nowhere else. */
-export function envToken(): string | undefined {
-  return process.env['REEXEC_TOKEN'] || undefined;
+/** The bearer token the environment gives the CLI: REEXEC_TOKEN (or, for one of several bench endpoints, REEXEC_TOKEN_<NAME>), read here and nowhere else. */
+export function envToken(variable = 'REEXEC_TOKEN'): string | undefined {
+  return process.env[variable] || undefined;
 }
 
 export interface DaemonAccess {
