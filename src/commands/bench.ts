@@ -149,7 +149,7 @@ export default class Bench extends BaseCommand {
         },
       });
       if ((security.serverCa || security.clientCert) && !endpointWantsTls(t.endpoint!)) {
-        throw new UserError(`--server-cert and --client-cert need TLS: write the endpoint ${t.label} as grpcs://${t.endpoint!.replace(/^(grpc|http):\/\//, '')}`);
+        throw new UserError(`--server-cert and --client-cert need TLS: write the endpoint as grpcs://${t.endpoint!.replace(/^(grpc|http):\/\//, '')}${t.label !== t.endpoint ? ` (${t.label})` : ''}`);
       }
       return { label: t.label, spec: { endpoint: t.endpoint, security } };
     });
