@@ -10,13 +10,15 @@
 //     concurrency 1 and throughput at twice the cores), BatchUpdateBlobs of 1,000 × 100 B (vs a
 //     raw grpc-js unary call of the same bytes), 1 MiB ByteStream writes 64 in a row and 8 at
 //     once (vs file write + fsync of the same bytes);
+//   - trexe (buildbox 1.4, in the clients root) running /bin/true in a busybox input root with
+//     --skip-cache-lookup against the reexec daemon and against casd, alternating;
 //   - casupload and casdownload of one fresh 256 MiB file (buildbox 1.4, in the clients root)
 //     against the reexec daemon and against casd, alternating;
 //   - the reexec daemon's peak RSS (VmHWM) while one 4 GiB blob streams in through
 //     ByteStream.Write and back out through ByteStream.Read (a fresh daemon process);
 //   - scripts/bench-bazel.js: 100 small genrules, Bazel 4.2 local sandboxed vs --remote_executor.
 //
-//   npm run build && node scripts/bench-goals.js [--repeat 3] [--parts bench,cas-tools,rss,bazel]
+//   npm run build && node scripts/bench-goals.js [--repeat 3] [--parts bench,trexe,cas-tools,rss,bazel] [--trexe-runs 10]
 //       [--cas-size 256MiB] [--rss-size 4GiB] [--bazel-rounds 3] [--json] [--out DIR]
 //
 // Needs root and the clients root (test/e2e/harness/clients-root.sh) for casd and the buildbox
@@ -28,9 +30,9 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fromDist, scratchDir } from './lib/dist.js';
-import { clientsRoot, clientsWork, median, memoryOf, REPO_ROOT, runInRoot, startCasd, startReexec } from './lib/peers.js';
+import { busyboxRoot, clientsRoot, clientsWork, median, memoryOf, REPO_ROOT, runInRoot, startCasd, startReexec } from './lib/peers.js';
 
-const PARTS = ['bench', 'cas-tools', 'rss', 'bazel'];
+const PARTS = ['bench', 'trexe', 'cas-tools', 'rss', 'bazel'];
 const { values: args } = parseArgs({
   options: {
     repeat: { type: 'string', default: '3' },
@@ -38,6 +40,7 @@ const { values: args } = parseArgs({
     'cas-size': { type: 'string', default: '256MiB' },
     'rss-size': { type: 'string', default: '4GiB' },
     'bazel-rounds': { type: 'string', default: '3' },
+    'trexe-runs': { type: 'string', default: '10' },
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -54,7 +57,9 @@ for (const p of parts) if (!PARTS.includes(p)) fail(`--parts ${p}: no such part 
 const CAS_SIZE = parseSize(args['cas-size'], '--cas-size');
 const RSS_SIZE = parseSize(args['rss-size'], '--rss-size');
 const clients = clientsRoot();
-if (clients.skip && parts.some((p) => p === 'bench' || p === 'cas-tools')) fail(clients.skip);
+if (clients.skip && parts.some((p) => p === 'bench' || p === 'trexe' || p === 'cas-tools')) fail(clients.skip);
+const TREXE_RUNS = Number(args['trexe-runs']);
+if (!Number.isInteger(TREXE_RUNS) || TREXE_RUNS < 1) fail('--trexe-runs takes a whole number from 1');
 const out = args.out ? (mkdirSync(args.out, { recursive: true }), args.out) : undefined;
 const save = (name, data) => out && writeFileSync(join(out, name), typeof data === 'string' ? data : JSON.stringify(data, null, 2));
 const info = (line) => process.stderr.write(`bench-goals: ${line}\n`);
@@ -75,11 +80,11 @@ function capture(argv, opts = {}) {
 }
 
 const cleanups = [];
-const results = { bench: {}, casTools: undefined, rss: undefined, bazel: undefined };
+const results = { bench: {}, trexe: undefined, casTools: undefined, rss: undefined, bazel: undefined };
 const commands = [];
 try {
   // --- reexec bench, reexec vs casd, interleaved --------------------------------------------
-  if (parts.includes('bench') || parts.includes('cas-tools')) {
+  if (parts.includes('bench') || parts.includes('trexe') || parts.includes('cas-tools')) {
     const dataDir = scratchDir('reexec-goals-');
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
     const reexec = await startReexec(dataDir);
@@ -103,6 +108,42 @@ try {
         results.bench[name] = JSON.parse(await capture(argv));
         save(`bench-${name}.json`, results.bench[name]);
       }
+    }
+
+    // --- trexe: a no-op action end to end, as a buildbox client sees it -----------------------
+    if (parts.includes('trexe')) {
+      const w = clientsWork(clients.root, 'reexec-goals-trexe-');
+      cleanups.push(() => rmSync(w.work, { recursive: true, force: true }));
+      busyboxRoot(clients.root, join(w.work, 'rootfs'));
+      const targets = [
+        ['reexec', reexec.url],
+        ['casd', casd.url],
+      ];
+      const digests = {};
+      for (const [name, url] of targets) {
+        const up = await runInRoot(clients.root, ['casupload', `--remote=${url}`, `--output-digest-file=${name}.digest`, 'rootfs'], { cwd: w.inside });
+        if (up.code !== 0) throw new Error(`casupload of the busybox root to ${name} failed:\n${up.output}`);
+        digests[name] = readFileSync(join(w.work, `${name}.digest`), 'utf8').trim();
+      }
+      // Entering the clients root alone (the same for both sides), as a reference for what trexe adds.
+      const times = { reexec: [], casd: [], enterRoot: [] };
+      const trexe = (name, url) => runInRoot(clients.root, ['trexe', `--remote=${url}`, `--input-root-digest=${digests[name]}`, '--skip-cache-lookup', '--', '/bin/true'], { cwd: w.inside });
+      for (const [name, url] of targets) {
+        const warm = await trexe(name, url);
+        if (warm.code !== 0) throw new Error(`trexe /bin/true on ${name} failed:\n${warm.output}`);
+      }
+      const runs = TREXE_RUNS * REPEAT;
+      for (let i = 0; i < runs; i++) {
+        for (const [name, url] of i % 2 ? [...targets].reverse() : targets) {
+          const r = await trexe(name, url);
+          if (r.code !== 0) throw new Error(`trexe /bin/true on ${name} failed:\n${r.output}`);
+          times[name].push(r.ms);
+        }
+        times.enterRoot.push((await runInRoot(clients.root, ['true'], { cwd: w.inside })).ms);
+      }
+      info(`trexe /bin/true (busybox root, --skip-cache-lookup), ${runs} runs each, alternating: reexec median ${median(times.reexec).toFixed(0)} ms, casd ${median(times.casd).toFixed(0)} ms (entering the clients root: ${median(times.enterRoot).toFixed(0)} ms)`);
+      results.trexe = { runs, times };
+      commands.push(`trexe --remote=URL --input-root-digest=BUSYBOX_ROOT --skip-cache-lookup -- /bin/true (in the clients root, ${runs} runs on each, alternating)`);
     }
 
     // --- casupload / casdownload of a 256 MiB file, alternating ------------------------------
@@ -253,11 +294,16 @@ if (results.bazel) {
   const b = results.bazel;
   push(`Bazel ${b.bazelVersion}, ${b.targets} genrules, remote on reexec vs local sandboxed`, num(b.remote.medianSeconds, 's'), `local ${num(b.local.medianSeconds, 's')}`, x(b.ratio), '≤ 1.1×');
 }
+if (results.trexe) {
+  const t = results.trexe.times;
+  const [r, c, e] = [median(t.reexec), median(t.casd), median(t.enterRoot)];
+  push('trexe no-op action (`/bin/true`, busybox root, cache lookup skipped), end to end, vs buildbox-casd + buildbox-run-bubblewrap', num(r, 'ms'), `casd ${num(c, 'ms')} (both include entering the clients root, ${num(e, 'ms')} alone; without it ${x((r - e) / (c - e))})`, x(r / c), '≤ 0.8×');
+}
 const ex = results.bench.exec;
 if (ex) {
   const r = cell(ex, 'exec/noop-latency/c1', 'reexec');
   const c = cell(ex, 'exec/noop-latency/c1', 'casd');
-  push('no-op action end to end (latency p50, c1) vs buildbox-casd + buildbox-run-bubblewrap', num(r?.value, 'ms'), `casd ${c?.status === 'measured' ? num(c.value, 'ms') : c?.status ?? 'n/a'}`, x(r?.value / c?.value), '≤ 0.8×');
+  push('no-op action, `reexec bench` exec suite (one connection, 1-file root; latency p50, c1) vs buildbox-casd + buildbox-run-bubblewrap', num(r?.value, 'ms'), `casd ${c?.status === 'measured' ? num(c.value, 'ms') : c?.status ?? 'n/a'}`, x(r?.value / c?.value), '≤ 0.8×');
   push('no-op action latency p50 (c1) vs raw `bwrap … /bin/true`', num(r?.value, 'ms'), `bwrap ${num(r?.value / r?.baselineRatio, 'ms')}`, x(r?.baselineRatio), '≤ 1.5×');
   const t = cell(ex, `exec/noop/c${2 * cores}`, 'reexec');
   push(`no-op actions/s at concurrency ${2 * cores} (2× cores) vs raw bwrap`, num(t?.value, '/s'), `bwrap ${num(t?.value / t?.baselineRatio, '/s')}`, x(t?.baselineRatio), '≥ 0.8×');

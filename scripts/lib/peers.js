@@ -3,7 +3,7 @@
 // that root (test/e2e/harness/clients-root.sh `run`: a private mount namespace, the host's
 // network, so 127.0.0.1 inside is the host's loopback).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
 import { connect as netConnect, createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -141,3 +141,15 @@ export const median = (xs) => {
   const m = s.length >> 1;
   return s.length === 0 ? NaN : s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
+
+/**
+ * A minimal busybox root in `dest` (a host path inside the clients root) from the clients
+ * root's static busybox: usr/bin/busybox with `true` and `sh` as links, bin -> usr/bin.
+ */
+export function busyboxRoot(root, dest) {
+  mkdirSync(join(dest, 'usr', 'bin'), { recursive: true });
+  copyFileSync(join(root, 'usr', 'bin', 'busybox'), join(dest, 'usr', 'bin', 'busybox'));
+  chmodSync(join(dest, 'usr', 'bin', 'busybox'), 0o755);
+  for (const applet of ['true', 'sh']) symlinkSync('busybox', join(dest, 'usr', 'bin', applet));
+  symlinkSync('usr/bin', join(dest, 'bin'));
+}
