@@ -4,6 +4,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseRights, type Right } from '../auth/rights.js';
 import { canonicalIsa } from '../scheduler/platform.js';
+import { FORWARD_MODES, type ForwardMode } from '../scheduler/scheduler.js';
 import { LOG_FORMATS, type LogFormat, type LogLevel } from '../util/logger.js';
 import { UserError } from '../util/user-error.js';
 
@@ -63,8 +64,27 @@ export interface Config {
   limits: LimitsConfig;
   execution: ExecutionConfig;
   history: HistoryConfig;
+  /** A remote REAPI server this one stands in front of (issue 15). */
+  upstream: UpstreamConfig;
   /** The file this came from, if any. */
   source?: string;
+}
+
+/** The upstream: another REAPI server (a cluster, or another reexec) this one forwards to. */
+export interface UpstreamConfig {
+  /** grpc://HOST:PORT or grpcs://HOST:PORT; null: no upstream. */
+  url: string | null;
+  /** The upstream's instance name. */
+  instanceName: string;
+  /**
+   * Which actions are forwarded to the upstream: `local` none, `upstream` every one,
+   * `unsupported` those no local pool or bot can run (an ISA this host lacks).
+   */
+  execute: ForwardMode;
+  /** Forwarded actions in flight at once (each one Execute stream to the upstream); more wait in the queue. */
+  maxInFlight: number;
+  /** How long a forwarded action waits for a connection to the upstream before it fails UNAVAILABLE. */
+  connectTimeoutSeconds: number;
 }
 
 export interface PoolConfig {
@@ -254,6 +274,7 @@ export function defaultConfig(): Config {
       bots: { sessionTimeoutSeconds: 60, pollSeconds: 30, propertyGraceSeconds: 600, maxAttempts: 3 },
     },
     history: { enabled: true, maxEntries: 100_000, maxAgeSeconds: 14 * 86400, keepFailed: 20 },
+    upstream: { url: null, instanceName: '', execute: 'local', maxInFlight: 64, connectTimeoutSeconds: 10 },
   };
 }
 
@@ -310,6 +331,29 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
     runAs: runAs(raw['run-as'], where, base.runAs),
     hostTools: compileHostTools(section(raw, 'host-tools', where), `${where}: host-tools`, base.hostTools),
     bots: compileBots(section(raw, 'bots', where), `${where}: bots`, base.bots),
+  };
+}
+
+/** upstream: url, instance-name, and how execution uses it (execute, max-in-flight, connect-timeout). */
+function compileUpstream(raw: Raw, where: string, base: UpstreamConfig): UpstreamConfig {
+  const urlRaw = raw['url'];
+  let url = base.url;
+  if (urlRaw !== undefined) {
+    if (urlRaw !== null && (typeof urlRaw !== 'string' || !/^(grpcs?|https?):\/\/[^/\s]+$/.test(urlRaw))) {
+      throw new ConfigError(`${where}: url ${JSON.stringify(urlRaw)} must be grpc://HOST:PORT or grpcs://HOST:PORT`);
+    }
+    url = urlRaw;
+  }
+  const instance = raw['instance-name'];
+  if (instance !== undefined && instance !== null && typeof instance !== 'string') throw new ConfigError(`${where}: instance-name must be a string`);
+  const execute = oneOf(raw, 'execute', where, FORWARD_MODES, base.execute);
+  if (execute !== 'local' && !url) throw new ConfigError(`${where}: execute: ${execute} needs an upstream url (upstream.url or reexec start --upstream URL)`);
+  return {
+    url,
+    instanceName: typeof instance === 'string' ? instance : base.instanceName,
+    execute,
+    maxInFlight: num(raw, 'max-in-flight', where, base.maxInFlight, 1),
+    connectTimeoutSeconds: raw['connect-timeout'] === undefined || raw['connect-timeout'] === null ? base.connectTimeoutSeconds : parseDuration(raw['connect-timeout'], `${where}: connect-timeout`),
   };
 }
 
@@ -599,6 +643,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
     limits: compileLimits(section(raw, 'limits', where), `${where}: limits`, base.limits),
     execution: compileExecution(section(raw, 'execution', where), `${where}: execution`, base.execution),
     history: compileHistory(section(raw, 'history', where), `${where}: history`, base.history),
+    upstream: compileUpstream(section(raw, 'upstream', where), `${where}: upstream`, base.upstream),
     source: base.source,
   };
 }

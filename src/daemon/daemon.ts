@@ -42,6 +42,7 @@ import { createStorage, type LocalBlobStore, type Storage } from '../storage/cre
 import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
+import { openForwardTarget } from '../upstream/forward-target.js';
 import { openDataDir } from './data-dir-format.js';
 import { autoMaxConnections, ConnectionGuard } from './connection-guard.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -116,6 +117,8 @@ export class Daemon {
     readonly connections: ConnectionGuard,
     /** The action history (undefined: history.enabled is false). */
     readonly history: DaemonHistory | undefined,
+    /** The channel to the upstream actions are forwarded to, if any. */
+    private readonly forwardTarget?: { close(): void },
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -125,6 +128,7 @@ export class Daemon {
     let engineForCleanup: ExecutionEngine | undefined;
     let storage: Storage | undefined;
     let connections: ConnectionGuard | undefined;
+    let forwardTarget: ReturnType<typeof openForwardTarget> | undefined;
     try {
       const budget = await resolveStorageBudget(config);
       const space = new DiskSpace(config.dataDir, { reserveBytes: budget.reserveBytes, log });
@@ -229,7 +233,10 @@ export class Daemon {
               nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin, onOperation: history?.recorder.onOperation }).execution);
             },
           });
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi });
+        const { upstream: up } = config;
+        if (up.url && up.execute !== 'local') forwardTarget = openForwardTarget({ ...up, url: up.url }, log);
+        const upstream = forwardTarget ? { target: forwardTarget, forward: up.execute, maxInFlight: up.maxInFlight, connectTimeoutMs: up.connectTimeoutSeconds * 1000 } : undefined;
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi, upstream });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)], onOperation: history?.recorder.onOperation });
         history?.attachExecution(execution.scheduler, execution.inUse, { hide: [...config.execution.hostTools.hide], hideFiles: [config.dataDir, ...daemonSecrets(config)], hostToolsRoot: config.execution.hostTools.root });
         server.addService(executionDefinition, impl.execution);
@@ -237,7 +244,12 @@ export class Daemon {
         server.addService(botsDefinition, botsService(log, execution.bots));
       }
       engineForCleanup = execution;
-      if (execution) telemetry.watchExecution(execution.scheduler, execution.workers, execution.bots);
+      if (execution) {
+        const { workers, upstream } = execution;
+        // Local slots and actions in flight upstream, by slot: what runs now, per pool.
+        const running = upstream ? { get running() { return new Map([...workers.running, ...upstream.running]); } } : workers;
+        telemetry.watchExecution(execution.scheduler, running, execution.bots);
+      }
       const gc = new StorageGc({
         store: base,
         budget,
@@ -263,7 +275,7 @@ export class Daemon {
               listeners: addresses,
               dataDir: config.dataDir,
               metrics: () => ({ url: metricsServer?.url ?? null, ...(metricsError ? { error: metricsError } : {}) }),
-              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running, bots: execution.bots } : undefined,
+              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running, bots: execution.bots, upstream: execution.upstream } : undefined,
               telemetry,
               usage: () => storeUsage.usage(),
               budgetBytes: () => budget.maxBytes,
@@ -299,7 +311,7 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history, forwardTarget);
       history?.start();
       gc.start();
       log.info(
@@ -309,6 +321,7 @@ export class Daemon {
       return daemon;
     } catch (err) {
       await engineForCleanup?.stop().catch(() => undefined);
+      forwardTarget?.close();
       connections?.stop();
       server?.forceShutdown();
       await storage?.close();
@@ -331,6 +344,7 @@ export class Daemon {
     for (const s of ['', ...SERVICE_NAMES]) this.health.setStatus(s, 'NOT_SERVING');
     // Running actions are stopped, not finished: their operations run again after a restart.
     await this.execution?.stop();
+    this.forwardTarget?.close();
     // A collection in progress stops after its current batch: the store stays consistent.
     await this.gc.stop();
     await new Promise<void>((resolve) => {

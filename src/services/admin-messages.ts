@@ -38,6 +38,7 @@ export function statusFromMessage(m: reexec.admin.v1.StatusSnapshot): StatusSnap
   // Optional messages: absent, as the daemon left them (toObject's defaults make them null).
   dropNull(s, 'connections');
   dropNull(cas, 'reserve');
+  for (const p of s.execution?.pools ?? []) if (!p.upstream) delete p.upstream;
   return s;
 }
 
