@@ -38,6 +38,7 @@ import { MetricsServer } from '../metrics/metrics-server.js';
 import { Telemetry } from '../metrics/telemetry.js';
 import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
+import { UpstreamConnection } from '../upstream/upstream-connection.js';
 import { createStorage, type LocalBlobStore, type Storage } from '../storage/create-storage.js';
 import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Logger } from '../util/logger.js';
@@ -116,6 +117,8 @@ export class Daemon {
     readonly connections: ConnectionGuard,
     /** The action history (undefined: history.enabled is false). */
     readonly history: DaemonHistory | undefined,
+    /** The connection to the upstream cluster (undefined: no upstream configured). */
+    readonly upstream: UpstreamConnection | undefined,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -125,7 +128,11 @@ export class Daemon {
     let engineForCleanup: ExecutionEngine | undefined;
     let storage: Storage | undefined;
     let connections: ConnectionGuard | undefined;
+    let upstream: UpstreamConnection | undefined;
     try {
+      // Checked before anything opens: an upstream that does not fit is the user's error; one
+      // that is down is not (the daemon serves locally and probes it).
+      if (config.upstream) upstream = await UpstreamConnection.open(config.upstream, { log, push: config.upstream.push });
       const budget = await resolveStorageBudget(config);
       const space = new DiskSpace(config.dataDir, { reserveBytes: budget.reserveBytes, log });
       // Written in the background (64 MiB by default); until it is in place, uploads leave room for it.
@@ -299,7 +306,7 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history, upstream);
       history?.start();
       gc.start();
       log.info(
@@ -313,6 +320,7 @@ export class Daemon {
       server?.forceShutdown();
       await storage?.close();
       await env?.close().catch(() => undefined);
+      upstream?.close();
       lock.release();
       throw err;
     }
@@ -350,6 +358,7 @@ export class Daemon {
     await this.history?.stop();
     await this.uploads.close();
     await this.storage.close();
+    this.upstream?.close();
     await this.env.close();
     this.lock.release();
     this.state = 'stopped';
