@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
-import { loadConfig, validateListen, DEFAULT_LISTEN, defaultDataDir } from '../config/config.js';
+import { DEFAULT_UPSTREAM, loadConfig, validateListen, validateUpstreamUrl, DEFAULT_LISTEN, defaultDataDir } from '../config/config.js';
 import { defaultPidFile, pidFileOwner, removePidFile, stopCommandFor, writePidFile } from '../daemon/daemon-control.js';
 import { Daemon } from '../daemon/daemon.js';
 import { isLmdbCommitFailure, lmdbCause } from '../store/disk-space.js';
@@ -19,6 +19,7 @@ export default class Start extends BaseCommand {
     '<%= config.bin %> start --listen 127.0.0.1:0 --data-dir /tmp/reexec',
     '<%= config.bin %> start --listen unix:/run/user/1000/reexec.sock',
     '<%= config.bin %> start --detach --pid-file reexec.pid --log-file reexec.log',
+    '<%= config.bin %> start --upstream grpcs://cache.example.com:443',
   ];
   static override enableJsonFlag = false;
 
@@ -30,6 +31,7 @@ export default class Start extends BaseCommand {
     detach: Flags.boolean({ description: 'run in the background; print the address and return once it serves' }),
     'pid-file': Flags.string({ description: 'write the pid here once serving, removed on exit (default with --detach: DATA_DIR/daemon.pid)' }),
     'log-file': Flags.string({ description: 'with --detach: where the logs go (default: DATA_DIR/daemon.log)' }),
+    upstream: Flags.string({ description: 'stand in front of this REAPI server (grpc://HOST:PORT or grpcs://): read through on local misses, write behind (overrides upstream.url; README "Behind a cluster")' }),
   };
 
   async run(): Promise<void> {
@@ -38,6 +40,7 @@ export default class Start extends BaseCommand {
     if (flags.listen) config.listen = flags.listen.map(validateListen);
     if (flags['data-dir']) config.dataDir = resolve(flags['data-dir']);
     if (flags['log-format']) config.log.format = flags['log-format'] as LogFormat;
+    if (flags.upstream) config.upstream = { ...DEFAULT_UPSTREAM, ...config.upstream, url: validateUpstreamUrl(flags.upstream, '--upstream') };
     if (flags['log-level']) config.log.level = flags['log-level'] as 'debug' | 'info' | 'warn' | 'error';
 
     const pidFile = flags['pid-file'] ? resolve(flags['pid-file']) : flags.detach ? defaultPidFile(config.dataDir) : undefined;

@@ -64,27 +64,10 @@ export interface Config {
   limits: LimitsConfig;
   execution: ExecutionConfig;
   history: HistoryConfig;
-  /** A remote REAPI server this one stands in front of (issue 15). */
-  upstream: UpstreamConfig;
+  /** A remote REAPI cluster this daemon stands in front of (README "Behind a cluster"); null: none. */
+  upstream: UpstreamConfig | null;
   /** The file this came from, if any. */
   source?: string;
-}
-
-/** The upstream: another REAPI server (a cluster, or another reexec) this one forwards to. */
-export interface UpstreamConfig {
-  /** grpc://HOST:PORT or grpcs://HOST:PORT; null: no upstream. */
-  url: string | null;
-  /** The upstream's instance name. */
-  instanceName: string;
-  /**
-   * Which actions are forwarded to the upstream: `local` none, `upstream` every one,
-   * `unsupported` those no local pool or bot can run (an ISA this host lacks).
-   */
-  execute: ForwardMode;
-  /** Forwarded actions in flight at once (each one Execute stream to the upstream); more wait in the queue. */
-  maxInFlight: number;
-  /** How long a forwarded action waits for a connection to the upstream before it fails UNAVAILABLE. */
-  connectTimeoutSeconds: number;
 }
 
 export interface PoolConfig {
@@ -154,6 +137,123 @@ export interface HistoryConfig {
   maxAgeSeconds: number;
   /** The blobs of the newest this many failed actions are kept from eviction, to inspect them (0: none). */
   keepFailed: number;
+}
+
+/**
+ * The upstream: another REAPI server (reexec, Buildbarn, BuildGrid, buildbox-casd...) this
+ * daemon reads through and writes behind to. src/upstream/ uses it.
+ */
+export interface UpstreamConfig {
+  /** grpc://HOST:PORT or grpcs://HOST:PORT (TLS). */
+  url: string;
+  /** The instance name used on the upstream ('' by default), whatever instance the local client named. */
+  instance: string;
+  /** PEM file of the CA that signed the upstream's certificate (grpcs://); null: the system's roots. */
+  serverCert: string | null;
+  /** PEM files of a client certificate and its key, for an upstream that wants mutual TLS. */
+  clientCert: string | null;
+  clientKey: string | null;
+  /** A file holding the bearer token sent to the upstream (its first line); null: none. */
+  tokenFile: string | null;
+  /** Deadline of one short call to the upstream (FindMissingBlobs, GetActionResult, a batch, the gap between two streamed messages). */
+  callTimeoutSeconds: number;
+  /** Write local uploads and action results through to the upstream (false: read-only use of it). */
+  push: boolean;
+  /** The write-behind queue (kept in the data dir: survives restarts). */
+  queue: UpstreamQueueConfig;
+  /** Retries of queued uploads, and re-probes of an upstream that is down: exponential backoff between these bounds. */
+  retry: { initialSeconds: number; maxSeconds: number };
+  /**
+   * Which actions are forwarded to the upstream's Execution service: `local` none (the
+   * default), `upstream` every one, `unsupported` those no local pool or bot can run (an ISA
+   * this host lacks, a platform property only the cluster offers).
+   */
+  execute: ForwardMode;
+  /** Forwarded actions in flight at once (each one Execute stream to the upstream); more wait in the queue. */
+  maxInFlight: number;
+}
+
+export interface UpstreamQueueConfig {
+  /** Pending uploads (blobs, action results, assets) at most; past this new ones are dropped, and counted. */
+  maxItems: number;
+  /** Uploads sent to the upstream at once. */
+  concurrency: number;
+}
+
+/** Keys of the `upstream` section (more are added by those who use them: keep one list). */
+export const UPSTREAM_KEYS = ['url', 'instance', 'server-cert', 'client-cert', 'client-key', 'token-file', 'call-timeout', 'push', 'queue', 'retry', 'execute', 'max-in-flight'];
+
+export const DEFAULT_UPSTREAM: Omit<UpstreamConfig, 'url'> = {
+  instance: '',
+  serverCert: null,
+  clientCert: null,
+  clientKey: null,
+  tokenFile: null,
+  callTimeoutSeconds: 5,
+  push: true,
+  queue: { maxItems: 100_000, concurrency: 4 },
+  retry: { initialSeconds: 1, maxSeconds: 30 },
+  execute: 'local',
+  maxInFlight: 64,
+};
+
+/** An upstream URL checked: grpc:// or grpcs:// with a host and a port. */
+export function validateUpstreamUrl(url: string, where = 'upstream'): string {
+  if (!/^grpcs?:\/\/(\[[0-9a-fA-F:.]+\]|[^:/\s]+):[0-9]{1,5}\/?$/.test(url)) {
+    throw new ConfigError(`${where}: url ${JSON.stringify(url)} must be grpc://HOST:PORT or grpcs://HOST:PORT (TLS)`);
+  }
+  return url.replace(/\/$/, '');
+}
+
+/** upstream: {url, ...}, a bare URL, or off (null, false, "off"). */
+export function compileUpstream(v: unknown, where: string, dflt: UpstreamConfig | null): UpstreamConfig | null {
+  if (v === undefined) return dflt;
+  if (v === null || v === false || v === 'off' || v === 'none') return null;
+  if (typeof v === 'string') return { ...DEFAULT_UPSTREAM, url: validateUpstreamUrl(v, where) };
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: "upstream" must be a mapping with at least url (grpc://HOST:PORT), or off`);
+  const raw = v as Raw;
+  for (const k of Object.keys(raw)) if (!UPSTREAM_KEYS.includes(k)) throw new ConfigError(`${where}: upstream has no setting "${k}" (${UPSTREAM_KEYS.join(', ')})`);
+  if (typeof raw['url'] !== 'string') throw new ConfigError(`${where}: upstream needs "url" (grpc://HOST:PORT or grpcs://HOST:PORT)`);
+  const file = (key: string): string | null => {
+    const p = raw[key];
+    if (p === undefined || p === null) return null;
+    if (typeof p !== 'string' || !p) throw new ConfigError(`${where}: upstream "${key}" must be the path of a file`);
+    return userPath(p);
+  };
+  const instance = raw['instance'] ?? '';
+  if (typeof instance !== 'string') throw new ConfigError(`${where}: upstream "instance" must be an instance name ("" or e.g. main)`);
+  const q = section(raw, 'queue', `${where}: upstream`);
+  const r = section(raw, 'retry', `${where}: upstream`);
+  for (const k of Object.keys(q)) if (!['max-items', 'concurrency'].includes(k)) throw new ConfigError(`${where}: upstream queue has no setting "${k}" (max-items, concurrency)`);
+  for (const k of Object.keys(r)) if (!['initial', 'max'].includes(k)) throw new ConfigError(`${where}: upstream retry has no setting "${k}" (initial, max)`);
+  const d = DEFAULT_UPSTREAM;
+  const duration = (o: Raw, key: string, dflt: number, w: string): number => (o[key] === undefined || o[key] === null ? dflt : parseDuration(o[key], `${w}: ${key}`));
+  const upstream: UpstreamConfig = {
+    url: validateUpstreamUrl(raw['url'], where),
+    instance,
+    serverCert: file('server-cert'),
+    clientCert: file('client-cert'),
+    clientKey: file('client-key'),
+    tokenFile: file('token-file'),
+    callTimeoutSeconds: duration(raw, 'call-timeout', d.callTimeoutSeconds, `${where}: upstream`),
+    push: bool(raw, 'push', `${where}: upstream`, d.push),
+    queue: {
+      maxItems: Math.floor(num(q, 'max-items', `${where}: upstream queue`, d.queue.maxItems, 1)),
+      concurrency: Math.floor(num(q, 'concurrency', `${where}: upstream queue`, d.queue.concurrency, 1)),
+    },
+    retry: {
+      initialSeconds: duration(r, 'initial', d.retry.initialSeconds, `${where}: upstream retry`),
+      maxSeconds: duration(r, 'max', d.retry.maxSeconds, `${where}: upstream retry`),
+    },
+    execute: oneOf(raw, 'execute', `${where}: upstream`, FORWARD_MODES, d.execute),
+    maxInFlight: Math.floor(num(raw, 'max-in-flight', `${where}: upstream`, d.maxInFlight, 1)),
+  };
+  if (!!upstream.clientCert !== !!upstream.clientKey) throw new ConfigError(`${where}: upstream needs both client-cert and client-key (mutual TLS), or neither`);
+  if ((upstream.serverCert || upstream.clientCert) && upstream.url.startsWith('grpc://')) {
+    throw new ConfigError(`${where}: upstream TLS files given but the url is ${upstream.url}: use grpcs://`);
+  }
+  if (upstream.retry.maxSeconds < upstream.retry.initialSeconds) throw new ConfigError(`${where}: upstream retry "max" (${upstream.retry.maxSeconds} s) is below "initial" (${upstream.retry.initialSeconds} s)`);
+  return upstream;
 }
 
 /** A size in bytes, or a share of something else (the file system, or storage.max-bytes). */
@@ -274,7 +374,7 @@ export function defaultConfig(): Config {
       bots: { sessionTimeoutSeconds: 60, pollSeconds: 30, propertyGraceSeconds: 600, maxAttempts: 3 },
     },
     history: { enabled: true, maxEntries: 100_000, maxAgeSeconds: 14 * 86400, keepFailed: 20 },
-    upstream: { url: null, instanceName: '', execute: 'local', maxInFlight: 64, connectTimeoutSeconds: 10 },
+    upstream: null,
   };
 }
 
@@ -331,29 +431,6 @@ function compileExecution(raw: Raw, where: string, base: ExecutionConfig): Execu
     runAs: runAs(raw['run-as'], where, base.runAs),
     hostTools: compileHostTools(section(raw, 'host-tools', where), `${where}: host-tools`, base.hostTools),
     bots: compileBots(section(raw, 'bots', where), `${where}: bots`, base.bots),
-  };
-}
-
-/** upstream: url, instance-name, and how execution uses it (execute, max-in-flight, connect-timeout). */
-function compileUpstream(raw: Raw, where: string, base: UpstreamConfig): UpstreamConfig {
-  const urlRaw = raw['url'];
-  let url = base.url;
-  if (urlRaw !== undefined) {
-    if (urlRaw !== null && (typeof urlRaw !== 'string' || !/^(grpcs?|https?):\/\/[^/\s]+$/.test(urlRaw))) {
-      throw new ConfigError(`${where}: url ${JSON.stringify(urlRaw)} must be grpc://HOST:PORT or grpcs://HOST:PORT`);
-    }
-    url = urlRaw;
-  }
-  const instance = raw['instance-name'];
-  if (instance !== undefined && instance !== null && typeof instance !== 'string') throw new ConfigError(`${where}: instance-name must be a string`);
-  const execute = oneOf(raw, 'execute', where, FORWARD_MODES, base.execute);
-  if (execute !== 'local' && !url) throw new ConfigError(`${where}: execute: ${execute} needs an upstream url (upstream.url or reexec start --upstream URL)`);
-  return {
-    url,
-    instanceName: typeof instance === 'string' ? instance : base.instanceName,
-    execute,
-    maxInFlight: num(raw, 'max-in-flight', where, base.maxInFlight, 1),
-    connectTimeoutSeconds: raw['connect-timeout'] === undefined || raw['connect-timeout'] === null ? base.connectTimeoutSeconds : parseDuration(raw['connect-timeout'], `${where}: connect-timeout`),
   };
 }
 
@@ -643,7 +720,7 @@ export function compileConfig(raw: Raw, where = 'config', base: Config = default
     limits: compileLimits(section(raw, 'limits', where), `${where}: limits`, base.limits),
     execution: compileExecution(section(raw, 'execution', where), `${where}: execution`, base.execution),
     history: compileHistory(section(raw, 'history', where), `${where}: history`, base.history),
-    upstream: compileUpstream(section(raw, 'upstream', where), `${where}: upstream`, base.upstream),
+    upstream: compileUpstream(raw['upstream'], where, base.upstream),
     source: base.source,
   };
 }

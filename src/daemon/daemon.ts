@@ -38,11 +38,11 @@ import { MetricsServer } from '../metrics/metrics-server.js';
 import { Telemetry } from '../metrics/telemetry.js';
 import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
+import { UpstreamConnection } from '../upstream/upstream-connection.js';
 import { createStorage, type LocalBlobStore, type Storage } from '../storage/create-storage.js';
 import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Logger } from '../util/logger.js';
 import { pausePoint } from '../util/test-hooks.js';
-import { openForwardTarget } from '../upstream/forward-target.js';
 import { openDataDir } from './data-dir-format.js';
 import { autoMaxConnections, ConnectionGuard } from './connection-guard.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -117,8 +117,8 @@ export class Daemon {
     readonly connections: ConnectionGuard,
     /** The action history (undefined: history.enabled is false). */
     readonly history: DaemonHistory | undefined,
-    /** The channel to the upstream actions are forwarded to, if any. */
-    private readonly forwardTarget?: { close(): void },
+    /** The connection to the upstream cluster (undefined: no upstream configured). */
+    readonly upstream: UpstreamConnection | undefined,
   ) {}
 
   static async start(config: Config, log: Logger): Promise<Daemon> {
@@ -128,8 +128,11 @@ export class Daemon {
     let engineForCleanup: ExecutionEngine | undefined;
     let storage: Storage | undefined;
     let connections: ConnectionGuard | undefined;
-    let forwardTarget: ReturnType<typeof openForwardTarget> | undefined;
+    let upstream: UpstreamConnection | undefined;
     try {
+      // Checked before anything opens: an upstream that does not fit is the user's error; one
+      // that is down is not (the daemon serves locally and probes it).
+      if (config.upstream) upstream = await UpstreamConnection.open(config.upstream, { log, push: config.upstream.push });
       const budget = await resolveStorageBudget(config);
       const space = new DiskSpace(config.dataDir, { reserveBytes: budget.reserveBytes, log });
       // Written in the background (64 MiB by default); until it is in place, uploads leave room for it.
@@ -233,10 +236,9 @@ export class Daemon {
               nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin, onOperation: history?.recorder.onOperation }).execution);
             },
           });
-        const { upstream: up } = config;
-        if (up.url && up.execute !== 'local') forwardTarget = openForwardTarget({ ...up, url: up.url }, log);
-        const upstream = forwardTarget ? { target: forwardTarget, forward: up.execute, maxInFlight: up.maxInFlight, connectTimeoutMs: up.connectTimeoutSeconds * 1000 } : undefined;
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi, upstream });
+        // Actions forwarded to the upstream (upstream.execute), through its one connection.
+        const forwarding = upstream && config.upstream && config.upstream.execute !== 'local' ? { target: upstream, forward: config.upstream.execute, maxInFlight: config.upstream.maxInFlight } : undefined;
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi, upstream: forwarding });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)], onOperation: history?.recorder.onOperation });
         history?.attachExecution(execution.scheduler, execution.inUse, { hide: [...config.execution.hostTools.hide], hideFiles: [config.dataDir, ...daemonSecrets(config)], hostToolsRoot: config.execution.hostTools.root });
         server.addService(executionDefinition, impl.execution);
@@ -245,9 +247,9 @@ export class Daemon {
       }
       engineForCleanup = execution;
       if (execution) {
-        const { workers, upstream } = execution;
+        const { workers, upstream: forwarded } = execution;
         // Local slots and actions in flight upstream, by slot: what runs now, per pool.
-        const running = upstream ? { get running() { return new Map([...workers.running, ...upstream.running]); } } : workers;
+        const running = forwarded ? { get running() { return new Map([...workers.running, ...forwarded.running]); } } : workers;
         telemetry.watchExecution(execution.scheduler, running, execution.bots);
       }
       const gc = new StorageGc({
@@ -311,7 +313,7 @@ export class Daemon {
           log.warn(`no Prometheus metrics: ${metricsError} (set metrics.listen in the config to another HOST:PORT, or off)`);
         }
       }
-      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history, forwardTarget);
+      const daemon = new Daemon(config, addresses, server, env, lock, uploads, health, cas, base, log, engineForCleanup, telemetry, storage, metricsServer, gc, connectionGuard, history, upstream);
       history?.start();
       gc.start();
       log.info(
@@ -321,11 +323,11 @@ export class Daemon {
       return daemon;
     } catch (err) {
       await engineForCleanup?.stop().catch(() => undefined);
-      forwardTarget?.close();
       connections?.stop();
       server?.forceShutdown();
       await storage?.close();
       await env?.close().catch(() => undefined);
+      upstream?.close();
       lock.release();
       throw err;
     }
@@ -344,7 +346,6 @@ export class Daemon {
     for (const s of ['', ...SERVICE_NAMES]) this.health.setStatus(s, 'NOT_SERVING');
     // Running actions are stopped, not finished: their operations run again after a restart.
     await this.execution?.stop();
-    this.forwardTarget?.close();
     // A collection in progress stops after its current batch: the store stays consistent.
     await this.gc.stop();
     await new Promise<void>((resolve) => {
@@ -364,6 +365,7 @@ export class Daemon {
     await this.history?.stop();
     await this.uploads.close();
     await this.storage.close();
+    this.upstream?.close();
     await this.env.close();
     this.lock.release();
     this.state = 'stopped';

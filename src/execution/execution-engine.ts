@@ -70,7 +70,7 @@ export class ExecutionEngine {
      */
     nestedApi?: (scheduler: Scheduler, jobOptions: JobOptions, runAs?: { uid: number; gid: number }) => NestedApiProvider;
     /** The upstream, which actions go to (which ones: `forward`), at most `maxInFlight` at once. */
-    upstream?: { target: UpstreamTarget; forward: ForwardMode; maxInFlight: number; connectTimeoutMs: number };
+    upstream?: { target: UpstreamTarget; forward: ForwardMode; maxInFlight: number };
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     await checkHostToolsRoot(config.hostTools.root);
@@ -138,8 +138,8 @@ export class ExecutionEngine {
     workers.start(pools);
     let upstream: UpstreamWorkers | undefined;
     if (opts.upstream && forwarding) {
-      const { target, maxInFlight, connectTimeoutMs } = opts.upstream;
-      const forwarder = new ExecutionForwarder(target, opts.cas, opts.ac, log, { connectTimeoutMs });
+      const { target, maxInFlight } = opts.upstream;
+      const forwarder = new ExecutionForwarder(target, opts.cas, opts.ac, log);
       upstream = new UpstreamWorkers(scheduler, forwarder, log);
       upstream.start(maxInFlight);
       log.info(`actions forwarded to upstream ${target.url}: ${scheduler.forward === 'upstream' ? 'every one' : 'those no local pool or bot can run'} (at most ${maxInFlight} at once)`);

@@ -1,20 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { SHA256 } from '../digest/digest-function.js';
 import type { Digest } from '../digest/digest.js';
-import type { re } from '../proto.js';
-import type { ReapiClients } from '../client/reapi-client.js';
+import type { bytestream, re } from '../proto.js';
+import { UpstreamError, type UpstreamConnection } from './upstream-connection.js';
 import { Code, StatusError } from '../util/status-error.js';
 
-/** What a transfer needs of the upstream: its CAS and ByteStream clients, instance, batch limit and URL (for messages). */
-export interface UpstreamCas {
-  readonly url: string;
-  readonly instanceName: string;
-  readonly clients: Pick<ReapiClients, 'cas' | 'byteStream'>;
-  /** The upstream's max_batch_total_size_bytes (0: it set none). */
-  maxBatchBytes(): number;
-}
+/** What a transfer needs of the upstream: its connection's calls (deadlines, health, errors naming it) and batch limit. */
+export type UpstreamCas = Pick<UpstreamConnection, 'url' | 'instance' | 'capabilities' | 'unary' | 'serverStream' | 'clientStream'>;
 
 /** What a batch holds besides the blobs' bytes (per entry: digest, status, framing), counted generously. */
 const ENTRY_OVERHEAD = 256;
@@ -24,31 +18,23 @@ const DEFAULT_BATCH = 4 * 1024 * 1024 - 64 * 1024;
 const FIND_MISSING_CHUNK = 10_000;
 /** ByteStream chunks, as clients send them. */
 const CHUNK = 1024 * 1024;
-/** Unary calls to the upstream give up after this long. */
-export const RPC_TIMEOUT_MS = 60_000;
-
-const deadline = (ms = RPC_TIMEOUT_MS): grpc.CallOptions => ({ deadline: Date.now() + ms });
-
-function unary<Res>(client: grpc.Client & Record<string, any>, method: string, request: unknown, signal?: AbortSignal): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    const c = client[method](request, new grpc.Metadata(), deadline(), (err: grpc.ServiceError | null, res: Res) => (err ? reject(err) : resolve(res)));
-    signal?.addEventListener('abort', () => c.cancel(), { once: true });
-  });
-}
-
-/** An upstream call's failure as a status naming the upstream. */
+/**
+ * An upstream call's failure as a status naming the upstream. A deadline on a call to the
+ * upstream means it did not answer: for our client that is UNAVAILABLE.
+ */
 export function upstreamError(url: string, what: string, err: unknown): StatusError {
   if (err instanceof StatusError) return err;
   const e = err as grpc.ServiceError;
   const code = typeof e.code === 'number' ? e.code : Code.UNAVAILABLE;
-  // A deadline on a call to the upstream means it did not answer: for our client it is unavailable.
   const mapped = code === Code.DEADLINE_EXCEEDED ? Code.UNAVAILABLE : code;
+  // The connection's errors name the upstream already.
+  if (err instanceof UpstreamError) return new StatusError(mapped, e.message);
   return new StatusError(mapped, `upstream ${url}: ${what} failed: ${e.details || e.message}`);
 }
 
 function batchLimit(up: UpstreamCas): number {
-  const l = up.maxBatchBytes();
-  return l > 0 ? l : DEFAULT_BATCH;
+  const l = up.capabilities?.maxBatchTotalSizeBytes ?? 0;
+  return l > 0 ? Math.min(l, DEFAULT_BATCH) : DEFAULT_BATCH;
 }
 
 /** Split digests into batches that fit the upstream's limit; blobs too big for any batch go through ByteStream. */
@@ -78,7 +64,7 @@ function plan(up: UpstreamCas, digests: readonly Digest[]): { batches: Digest[][
 
 function resourceName(up: UpstreamCas, d: Digest, upload: boolean): string {
   const fn = d.fn === SHA256 ? '' : `${d.fn.name}/`;
-  return `${up.instanceName ? `${up.instanceName}/` : ''}${upload ? `uploads/${randomUUID()}/` : ''}blobs/${fn}${d.hash}/${d.sizeBytes}`;
+  return `${up.instance ? `${up.instance}/` : ''}${upload ? `uploads/${randomUUID()}/` : ''}blobs/${fn}${d.hash}/${d.sizeBytes}`;
 }
 
 /** The digests among `digests` the upstream lacks. */
@@ -89,7 +75,7 @@ export async function upstreamMissing(up: UpstreamCas, digests: readonly Digest[
     const chunk = nonEmpty.slice(i, i + FIND_MISSING_CHUNK);
     let res: re.IFindMissingBlobsResponse;
     try {
-      res = await unary(up.clients.cas, 'FindMissingBlobs', { instanceName: up.instanceName, blobDigests: chunk.map((d) => d.toProto()), digestFunction: chunk[0]!.fn.value }, signal);
+      res = await up.unary('cas', 'FindMissingBlobs', { instanceName: up.instance, blobDigests: chunk.map((d) => d.toProto()), digestFunction: chunk[0]!.fn.value }, { signal });
     } catch (err) {
       throw upstreamError(up.url, 'FindMissingBlobs', err);
     }
@@ -116,7 +102,7 @@ export async function uploadBlobs(up: UpstreamCas, local: BlobStore, digests: re
     );
     let res: re.IBatchUpdateBlobsResponse;
     try {
-      res = await unary(up.clients.cas, 'BatchUpdateBlobs', { instanceName: up.instanceName, requests, digestFunction: batch[0]!.fn.value }, signal);
+      res = await up.unary('cas', 'BatchUpdateBlobs', { instanceName: up.instance, requests, digestFunction: batch[0]!.fn.value }, { signal });
     } catch (err) {
       throw upstreamError(up.url, `BatchUpdateBlobs of ${batch.length} blob(s)`, err);
     }
@@ -134,41 +120,28 @@ export async function uploadBlobs(up: UpstreamCas, local: BlobStore, digests: re
 async function writeStream(up: UpstreamCas, local: BlobStore, d: Digest, signal?: AbortSignal): Promise<void> {
   const source = await local.read(d, 0, 0, { signal });
   if (!source) throw new StatusError(Code.FAILED_PRECONDITION, `blob ${d} is not in the local store any more (evicted?): it cannot be sent to upstream ${up.url}`);
-  await new Promise<void>((resolve, reject) => {
-    const call: grpc.ClientWritableStream<unknown> = (up.clients.byteStream as grpc.Client & Record<string, any>)['Write'](new grpc.Metadata(), {}, (err: grpc.ServiceError | null, res: { committedSize?: number | string }) => {
-      if (err) return reject(upstreamError(up.url, `ByteStream.Write of ${d}`, err));
-      if (Number(res?.committedSize ?? 0) !== d.sizeBytes && d.sizeBytes > 0) return reject(new StatusError(Code.UNAVAILABLE, `upstream ${up.url} committed ${res?.committedSize} of the ${d.sizeBytes} bytes of ${d}`));
-      resolve();
-    });
-    const onAbort = (): void => call.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const name = resourceName(up, d, true);
-    void (async () => {
-      let offset = 0;
-      let pending: Buffer = Buffer.alloc(0);
-      const send = async (data: Buffer, last: boolean): Promise<void> => {
-        const ok = call.write({ resourceName: offset === 0 ? name : '', writeOffset: offset, data, finishWrite: last });
-        offset += data.byteLength;
-        if (!ok) await new Promise((r) => call.once('drain', r));
-      };
-      try {
-        for await (const chunk of source) {
-          pending = pending.byteLength ? Buffer.concat([pending, Buffer.from(chunk)]) : Buffer.from(chunk);
-          while (pending.byteLength > CHUNK) {
-            await send(pending.subarray(0, CHUNK), false);
-            pending = pending.subarray(CHUNK);
-          }
-        }
-        await send(pending, true);
-        call.end();
-      } catch (err) {
-        call.cancel();
-        reject(err);
-      } finally {
-        signal?.removeEventListener('abort', onAbort);
+  const name = resourceName(up, d, true);
+  // The local chunks, cut to at most 1 MiB each, as ByteStream WriteRequests.
+  async function* requests(): AsyncGenerator<bytestream.IWriteRequest> {
+    let offset = 0;
+    let pending = Buffer.alloc(0);
+    for await (const chunk of source!) {
+      pending = pending.byteLength ? Buffer.concat([pending, Buffer.from(chunk)]) : Buffer.from(chunk);
+      while (pending.byteLength > CHUNK) {
+        yield { resourceName: offset === 0 ? name : '', writeOffset: offset, data: pending.subarray(0, CHUNK), finishWrite: false };
+        offset += CHUNK;
+        pending = pending.subarray(CHUNK);
       }
-    })();
-  });
+    }
+    yield { resourceName: offset === 0 ? name : '', writeOffset: offset, data: pending, finishWrite: true };
+  }
+  let res: bytestream.IWriteResponse;
+  try {
+    res = await up.clientStream<bytestream.IWriteRequest, bytestream.IWriteResponse>('byteStream', 'Write', requests(), { signal });
+  } catch (err) {
+    throw upstreamError(up.url, `ByteStream.Write of ${d}`, err);
+  }
+  if (Number(res.committedSize ?? 0) !== d.sizeBytes) throw new StatusError(Code.UNAVAILABLE, `upstream ${up.url} committed ${res.committedSize} of the ${d.sizeBytes} bytes of ${d}`);
 }
 
 /**
@@ -184,7 +157,7 @@ export async function downloadBlobs(up: UpstreamCas, local: BlobStore, digests: 
   for (const batch of batches) {
     let res: re.IBatchReadBlobsResponse;
     try {
-      res = await unary(up.clients.cas, 'BatchReadBlobs', { instanceName: up.instanceName, digests: batch.map((d) => d.toProto()), digestFunction: batch[0]!.fn.value }, signal);
+      res = await up.unary('cas', 'BatchReadBlobs', { instanceName: up.instance, digests: batch.map((d) => d.toProto()), digestFunction: batch[0]!.fn.value }, { signal });
     } catch (err) {
       throw upstreamError(up.url, `BatchReadBlobs of ${batch.length} blob(s)`, err);
     }
@@ -206,18 +179,15 @@ export async function downloadBlobs(up: UpstreamCas, local: BlobStore, digests: 
 }
 
 async function readStream(up: UpstreamCas, local: BlobStore, d: Digest, lost: (d: Digest) => StatusError, signal?: AbortSignal): Promise<void> {
-  const call: grpc.ClientReadableStream<{ data: Uint8Array }> = (up.clients.byteStream as grpc.Client & Record<string, any>)['Read']({ resourceName: resourceName(up, d, false), readOffset: 0, readLimit: 0 });
-  const onAbort = (): void => call.cancel();
-  signal?.addEventListener('abort', onAbort, { once: true });
   const writer = await local.beginWrite(d, { signal });
   try {
-    for await (const msg of call) await writer.write(Buffer.from(msg.data));
+    for await (const msg of up.serverStream<bytestream.IReadResponse>('byteStream', 'Read', { resourceName: resourceName(up, d, false), readOffset: 0, readLimit: 0 }, { signal })) {
+      await writer.write(Buffer.from(msg.data ?? new Uint8Array()));
+    }
     await writer.commit();
   } catch (err) {
     await writer.abort();
     if ((err as grpc.ServiceError).code === Code.NOT_FOUND) throw lost(d);
     throw upstreamError(up.url, `ByteStream.Read of ${d}`, err);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
   }
 }

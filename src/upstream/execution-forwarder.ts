@@ -4,32 +4,33 @@ import type { BlobStore } from '../cas/blob-store.js';
 import { Digest } from '../digest/digest.js';
 import { cacheSuccessful, type Executor } from '../execution/build-executor.js';
 import { longrunning, re } from '../proto.js';
-import type { ReapiClients } from '../client/reapi-client.js';
 import type { Execution, ExecutionPhase } from '../scheduler/operation.js';
 import type { Lease, Scheduler, Worker } from '../scheduler/scheduler.js';
 import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
 import { asStatusError, Code, StatusError } from '../util/status-error.js';
 import { fetchInputTree, type InputTree } from '../worker/input-tree.js';
-import { downloadBlobs, RPC_TIMEOUT_MS, uploadBlobs, upstreamError, upstreamMissing, type UpstreamCas } from './blob-transfer.js';
+import { downloadBlobs, uploadBlobs, upstreamError, upstreamMissing, type UpstreamCas } from './blob-transfer.js';
+import type { UpstreamConnection } from './upstream-connection.js';
 
-/** The upstream as execution forwarding needs it: clients of one channel, its instance, batch limit, health. */
-export interface UpstreamTarget extends UpstreamCas {
-  readonly clients: Pick<ReapiClients, 'cas' | 'byteStream' | 'execution' | 'operations'>;
-  /** Why the upstream cannot be used now (its health), or undefined when it can. */
-  unavailable?(): string | undefined;
+/** The upstream as execution forwarding needs it: its connection's clients, calls, capabilities and health. */
+export type UpstreamTarget = UpstreamCas & Pick<UpstreamConnection, 'clients' | 'usable' | 'health' | 'callTimeoutMs'>;
+
+/** Why the upstream cannot be used now, for status (undefined: it can, or may). */
+export function upstreamUnavailable(up: Pick<UpstreamConnection, 'usable' | 'health'>): string | undefined {
+  if (up.usable) return undefined;
+  const h = up.health();
+  return `${h.state} since ${new Date(h.since).toISOString()}${h.lastError ? `: ${h.lastError}` : ''}`;
 }
 
 export interface ForwarderOptions {
-  /** How long to wait for the upstream's channel to connect before an action fails UNAVAILABLE. */
-  connectTimeoutMs: number;
   /** After a cancel reaches the upstream, how long to wait for its operation to end before giving up on it. */
   cancelGraceMs: number;
   /** How many times a broken Execute stream is resumed with WaitExecution. */
   maxReconnects: number;
 }
 
-const DEFAULT_OPTIONS: ForwarderOptions = { connectTimeoutMs: 10_000, cancelGraceMs: 15_000, maxReconnects: 3 };
+const DEFAULT_OPTIONS: ForwarderOptions = { cancelGraceMs: 15_000, maxReconnects: 3 };
 
 const EXECUTE_RESPONSE = 'build.bazel.remote.execution.v2.ExecuteResponse';
 const OPERATION_METADATA = 'build.bazel.remote.execution.v2.ExecuteOperationMetadata';
@@ -131,6 +132,11 @@ export class ExecutionForwarder implements Executor {
     return this.target.url;
   }
 
+  /** Why actions cannot be forwarded now (the upstream is down), for status. */
+  unavailable(): string | undefined {
+    return upstreamUnavailable(this.target);
+  }
+
   async execute(ex: Execution, _worker: string, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void = () => undefined): Promise<re.IExecuteResponse> {
     try {
       const response = await this.forward(ex, signal, onPhase);
@@ -149,20 +155,27 @@ export class ExecutionForwarder implements Executor {
     }
   }
 
-  /** Fail fast when the upstream is known down, or its channel does not connect in time. */
+  /**
+   * Fail fast when the upstream is known to be down, or its channel does not connect within
+   * the call timeout (then a probe through the connection marks it down for the next ones).
+   */
   private async ready(signal: AbortSignal): Promise<void> {
-    const why = this.target.unavailable?.();
-    if (why) throw new StatusError(Code.UNAVAILABLE, `upstream ${this.url} is unavailable: ${why}`);
+    const why = upstreamUnavailable(this.target);
+    if (why) throw new StatusError(Code.UNAVAILABLE, `upstream ${this.url} is unavailable (${why}); actions forwarded there fail until it is back`);
     const client = this.target.clients.execution as grpc.Client;
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(new StatusError(Code.CANCELLED, 'cancelled'));
+    const timeoutMs = this.target.callTimeoutMs;
+    const connected = await new Promise<Error | undefined>((resolve) => {
+      const onAbort = (): void => resolve(new StatusError(Code.CANCELLED, 'cancelled'));
       signal.addEventListener('abort', onAbort, { once: true });
-      client.waitForReady(Date.now() + this.opts.connectTimeoutMs, (err) => {
+      client.waitForReady(Date.now() + timeoutMs, (err) => {
         signal.removeEventListener('abort', onAbort);
-        if (err) reject(new StatusError(Code.UNAVAILABLE, `upstream ${this.url} is unreachable: no connection within ${Math.round(this.opts.connectTimeoutMs / 1000)} s (${err.message})`));
-        else resolve();
+        resolve(err);
       });
     });
+    if (!connected) return;
+    if (signal.aborted) throw connected;
+    await this.target.unary('capabilities', 'GetCapabilities', { instanceName: this.target.instance }).catch(() => undefined);
+    throw new StatusError(Code.UNAVAILABLE, `upstream ${this.url} is unreachable: no connection within ${Math.round(timeoutMs / 1000)} s (${connected.message})`);
   }
 
   private async uploadInputs(ex: Execution, signal: AbortSignal): Promise<void> {
@@ -221,7 +234,7 @@ export class ExecutionForwarder implements Executor {
       const onAbort = (): void => {
         const cancelled: re.IExecuteResponse = { status: { code: Code.CANCELLED, message: `the operation was cancelled; upstream ${this.url} was told to cancel ${name ?? 'it'}` } };
         if (!name) return finish(cancelled);
-        operations['CancelOperation']({ name }, new grpc.Metadata(), { deadline: Date.now() + RPC_TIMEOUT_MS }, (err: grpc.ServiceError | null) => {
+        operations['CancelOperation']({ name }, new grpc.Metadata(), { deadline: Date.now() + Math.max(this.target.callTimeoutMs, 10_000) }, (err: grpc.ServiceError | null) => {
           if (err) this.log.warn(`upstream ${this.url} did not take the cancel of ${name}: ${err.details || err.message}`);
           else this.log.info(`cancelled operation ${name} on upstream ${this.url} (execution ${ex.id})`);
         });
@@ -247,7 +260,7 @@ export class ExecutionForwarder implements Executor {
         if (settled) return;
         call = fresh
           ? execution['Execute']({
-              instanceName: this.target.instanceName,
+              instanceName: this.target.instance,
               actionDigest: job.actionDigest.toProto(),
               digestFunction: job.actionDigest.fn.value,
               skipCacheLookup: job.skipCacheLookup ?? false,
@@ -336,6 +349,10 @@ export class UpstreamWorkers {
 
   get url(): string {
     return this.forwarder.url;
+  }
+
+  unavailable(): string | undefined {
+    return this.forwarder.unavailable();
   }
 
   start(slots: number): void {
