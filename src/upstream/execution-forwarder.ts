@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -356,6 +357,8 @@ export class UpstreamWorkers {
   }
 
   start(slots: number): void {
+    // Every slot waits on the one stop signal.
+    setMaxListeners(slots + 10, this.stop.signal);
     const worker = this.scheduler.upstreamWorker(this.forwarder.url);
     for (let i = 0; i < slots; i++) this.loops.push(this.loop(worker, `upstream-${i}`));
   }
