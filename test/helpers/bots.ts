@@ -45,12 +45,12 @@ export interface BotHostOptions {
   workerArgs?: string[];
 }
 
-function spawnInRoot(root: string, argv: string[], netns?: string): ChildProcess {
+export function spawnInRoot(root: string, argv: string[], netns?: string): ChildProcess {
   const cmd = [...(netns ? ['ip', 'netns', 'exec', netns] : []), 'sh', CLIENTS_ROOT_SCRIPT, 'run', root, ...argv];
   return spawn(cmd[0]!, cmd.slice(1), { cwd: REPO_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   try {
     process.kill(-child.pid!, signal);
   } catch {
