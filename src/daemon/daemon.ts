@@ -108,7 +108,7 @@ export class Daemon {
     readonly execution: ExecutionEngine | undefined,
     /** Metrics and recent activity; the garbage collector reports its runs to telemetry.gc. */
     readonly telemetry: Telemetry,
-    private readonly storage: Storage,
+    readonly storage: Storage,
     /** Serves /metrics, unless metrics are off or their address was taken. */
     readonly metricsServer: MetricsServer | undefined,
     /** Keeps the store within its budget: background eviction, `reexec gc`. */
@@ -143,7 +143,7 @@ export class Daemon {
       // Telemetry reads the store's sizes only when scraped or polled: by then the storage exists.
       let sizes = (): StoreSizes => ({ casBlobs: 0, casBytes: 0, bytesMeasuredAt: Date.now(), acEntries: 0, disk: null });
       const telemetry = new Telemetry(() => sizes());
-      storage = await createStorage(config, { env, budget, space, metrics: telemetry.store, whyNothingEvictable: () => whyNothingEvictable() });
+      storage = await createStorage(config, { env, budget, space, metrics: telemetry.store, whyNothingEvictable: () => whyNothingEvictable(), upstream, log });
       const { cas, ac, assets, local: base } = storage;
       const storeUsage = storage;
       sizes = () => storeUsage.usage();

@@ -19,7 +19,15 @@ import type { StoreMetrics } from '../metrics/store-metrics.js';
 import { StoreUsageSampler, type StoreSizes } from '../metrics/store-usage.js';
 import type { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
+import { ReadThroughActionCache } from '../upstream/read-through-action-cache.js';
+import { ReadThroughAssetStore } from '../upstream/read-through-asset-store.js';
+import { ReadThroughBlobStore } from '../upstream/read-through-blob-store.js';
+import { UpstreamCas } from '../upstream/upstream-cas.js';
+import type { UpstreamConnection } from '../upstream/upstream-connection.js';
+import { UpstreamStats } from '../upstream/upstream-stats.js';
+import { WriteBehindQueue } from '../upstream/write-behind-queue.js';
 import { systemClock, type Clock } from '../util/clock.js';
+import { silentLogger, type Logger } from '../util/logger.js';
 
 export type { LocalBlobStore };
 
@@ -34,13 +42,27 @@ export interface Storage {
   /** The local CAS below the decorators, for gc and staging only. */
   readonly local: LocalBlobStore;
   readonly budget: StorageBudget;
+  /** The upstream side, when the daemon stands in front of one: counters and the write-behind queue. */
+  readonly upstream?: UpstreamStorage;
   /** Sizes of the CAS, the action cache and the disk, cheap enough for every scrape. */
   usage(): StoreSizes;
   /** Stop background sampling (before the LMDB environment closes). */
   close(): Promise<void>;
 }
 
+export interface UpstreamStorage {
+  conn: UpstreamConnection;
+  stats: UpstreamStats;
+  /** Undefined when upstream.push is false. */
+  queue: WriteBehindQueue | undefined;
+  /** The upstream's CAS (FindMissing, reads, uploads), for those who forward work to it. */
+  cas: UpstreamCas;
+}
+
 export interface StorageDeps {
+  /** The upstream to read through and write behind to (src/upstream/); none: local only. */
+  upstream?: UpstreamConnection;
+  log?: Logger;
   /** The data dir's LMDB environment (opened, and closed, by the data dir's owner). */
   env: LmdbEnv;
   /** The budget (resolved before the environment opens: its disk reserve comes first); default: resolved here. */
@@ -64,12 +86,15 @@ export function createLocalCas(env: LmdbEnv, dataDir: string, options: Partial<L
  * The one place that composes storage and knows LMDB. Decorators wrap a base and change one
  * thing each; the order is the contract:
  *
- *   cas    = Metered(SizeLimiting(Verifying(EmptyBlobInjecting(LmdbBlobStore))))
- *   ac     = Metered(CompletenessChecking(LmdbActionCache))
- *   assets = CompletenessChecking(LmdbAssetStore)
+ *   cas    = Metered([ReadThrough](SizeLimiting(Verifying(EmptyBlobInjecting(LmdbBlobStore)))))
+ *   ac     = Metered([ReadThrough](CompletenessChecking(LmdbActionCache)))
+ *   assets = [ReadThrough](CompletenessChecking(LmdbAssetStore))
  *
- * A remote (upstream) backend or a read-through decorator goes here, between the LMDB base and
- * the decorators the services see.
+ * The ReadThrough decorators (src/upstream/) are there when the daemon stands in front of an
+ * upstream: fills from it go through the local chain (verified, within the budget), writes
+ * are queued behind to it (the queue reads the local store below the read-through), and
+ * the local completeness checks see blobs the upstream holds as present (they are fetched
+ * when read).
  */
 export async function createStorage(config: Pick<Config, 'dataDir' | 'storage' | 'source'>, deps: StorageDeps): Promise<Storage> {
   const { env, metrics, clock = systemClock } = deps;
@@ -87,12 +112,27 @@ export async function createStorage(config: Pick<Config, 'dataDir' | 'storage' |
     configHint: config.source ?? 'the config file',
     whyNothingEvictable: () => deps.whyNothingEvictable?.(),
   });
-  const cas: BlobStore = metrics ? new MeteredBlobStore(limited, metrics) : limited;
-  const check = new CompletenessCheck(cas, budget.graceSeconds, clock);
   const lmdbAc = new LmdbActionCache(env);
+  let upstream: UpstreamStorage | undefined;
+  if (deps.upstream) {
+    const conn = deps.upstream;
+    const upstreamCas = new UpstreamCas(conn);
+    const stats = new UpstreamStats();
+    const queue = conn.config.push
+      ? new WriteBehindQueue({ env, conn, upstream: upstreamCas, local: limited, localAc: lmdbAc, stats, log: deps.log ?? silentLogger, maxItems: conn.config.queue.maxItems, concurrency: conn.config.queue.concurrency, retry: conn.config.retry })
+      : undefined;
+    upstream = { conn, stats, queue, cas: upstreamCas };
+  }
+  const readThrough: BlobStore = upstream ? new ReadThroughBlobStore(limited, upstream.cas, upstream.conn, upstream.queue, upstream.stats, deps.log ?? silentLogger) : limited;
+  const cas: BlobStore = metrics ? new MeteredBlobStore(readThrough, metrics) : readThrough;
+  const check = new CompletenessCheck(cas, budget.graceSeconds, clock);
   const checkedAc = new CompletenessCheckingActionCache(lmdbAc, check);
-  const ac: ActionCache = metrics ? new MeteredActionCache(checkedAc, metrics) : checkedAc;
-  const assets = new CompletenessCheckingAssetStore(new LmdbAssetStore(env, clock), check);
+  // On the upstream, an incomplete entry is simply not a hit (no grace: it is not ours to drop).
+  const upstreamCheck = upstream ? new CompletenessCheck(upstream.cas, 0, clock) : undefined;
+  const throughAc: ActionCache = upstream ? new ReadThroughActionCache(checkedAc, upstream.conn, upstream.cas, upstreamCheck!, upstream.queue, upstream.stats, deps.log ?? silentLogger) : checkedAc;
+  const ac: ActionCache = metrics ? new MeteredActionCache(throughAc, metrics) : throughAc;
+  const checkedAssets = new CompletenessCheckingAssetStore(new LmdbAssetStore(env, clock), check);
+  const assets: AssetStore = upstream ? new ReadThroughAssetStore(checkedAssets, upstream.conn, upstream.cas, upstreamCheck!, upstream.queue, upstream.stats, deps.log ?? silentLogger) : checkedAssets;
   const sampler = new StoreUsageSampler(config.dataDir, () => base.usage(), () => lmdbAc.entries());
   return {
     cas,
@@ -100,7 +140,11 @@ export async function createStorage(config: Pick<Config, 'dataDir' | 'storage' |
     assets,
     local: base,
     budget,
+    ...(upstream ? { upstream } : {}),
     usage: () => sampler.usage(),
-    close: () => sampler.close(),
+    close: async () => {
+      await upstream?.queue?.close();
+      await sampler.close();
+    },
   };
 }
