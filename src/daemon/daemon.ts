@@ -237,7 +237,7 @@ export class Daemon {
             },
           });
         // Actions forwarded to the upstream (upstream.execute), through its one connection.
-        const forwarding = upstream && config.upstream && config.upstream.execute !== 'local' ? { target: upstream, forward: config.upstream.execute, maxInFlight: config.upstream.maxInFlight } : undefined;
+        const forwarding = upstream && storage.upstream && config.upstream && config.upstream.execute !== 'local' ? { target: upstream, cas: storage.upstream.cas, localCas: storage.localCas, forward: config.upstream.execute, maxInFlight: config.upstream.maxInFlight } : undefined;
         execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi, upstream: forwarding });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)], onOperation: history?.recorder.onOperation });
         history?.attachExecution(execution.scheduler, execution.inUse, { hide: [...config.execution.hostTools.hide], hideFiles: [config.dataDir, ...daemonSecrets(config)], hostToolsRoot: config.execution.hostTools.root });

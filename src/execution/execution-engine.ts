@@ -9,6 +9,7 @@ import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
 import { BOTS_POOL, Scheduler, UPSTREAM_POOL, type ForwardMode } from '../scheduler/scheduler.js';
 import { ExecutionForwarder, UpstreamWorkers, type UpstreamTarget } from '../upstream/execution-forwarder.js';
+import type { UpstreamCas } from '../upstream/upstream-cas.js';
 import { BotSessions } from '../bots/bot-sessions.js';
 import { homedir } from 'node:os';
 import { BubblewrapRunner, findBubblewrap } from '../runner/bubblewrap-runner.js';
@@ -70,7 +71,7 @@ export class ExecutionEngine {
      */
     nestedApi?: (scheduler: Scheduler, jobOptions: JobOptions, runAs?: { uid: number; gid: number }) => NestedApiProvider;
     /** The upstream, which actions go to (which ones: `forward`), at most `maxInFlight` at once. */
-    upstream?: { target: UpstreamTarget; forward: ForwardMode; maxInFlight: number };
+    upstream?: { target: UpstreamTarget; cas: UpstreamCas; localCas: BlobStore; forward: ForwardMode; maxInFlight: number };
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     await checkHostToolsRoot(config.hostTools.root);
@@ -139,7 +140,7 @@ export class ExecutionEngine {
     let upstream: UpstreamWorkers | undefined;
     if (opts.upstream && forwarding) {
       const { target, maxInFlight } = opts.upstream;
-      const forwarder = new ExecutionForwarder(target, opts.cas, opts.ac, log);
+      const forwarder = new ExecutionForwarder(target, opts.upstream.cas, { cas: opts.cas, local: opts.upstream.localCas }, opts.ac, log);
       upstream = new UpstreamWorkers(scheduler, forwarder, log);
       upstream.start(maxInFlight);
       log.info(`actions forwarded to upstream ${target.url}: ${scheduler.forward === 'upstream' ? 'every one' : 'those no local pool or bot can run'} (at most ${maxInFlight} at once)`);

@@ -11,11 +11,12 @@ import type { Logger } from '../util/logger.js';
 import { toRpcStatus } from '../util/rpc-status.js';
 import { asStatusError, Code, StatusError } from '../util/status-error.js';
 import { fetchInputTree, type InputTree } from '../worker/input-tree.js';
-import { downloadBlobs, uploadBlobs, upstreamError, upstreamMissing, type UpstreamCas } from './blob-transfer.js';
+import { fetchFromUpstream, sendToUpstream, upstreamError } from './blob-transfer.js';
+import type { UpstreamCas } from './upstream-cas.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 
 /** The upstream as execution forwarding needs it: its connection's clients, calls, capabilities and health. */
-export type UpstreamTarget = UpstreamCas & Pick<UpstreamConnection, 'clients' | 'usable' | 'health' | 'callTimeoutMs'>;
+export type UpstreamTarget = Pick<UpstreamConnection, 'url' | 'instance' | 'clients' | 'usable' | 'health' | 'callTimeoutMs' | 'unary'>;
 
 /** Why the upstream cannot be used now, for status (undefined: it can, or may). */
 export function upstreamUnavailable(up: Pick<UpstreamConnection, 'usable' | 'health'>): string | undefined {
@@ -121,7 +122,10 @@ export class ExecutionForwarder implements Executor {
 
   constructor(
     private readonly target: UpstreamTarget,
-    private readonly cas: BlobStore,
+    /** The upstream's CAS: where inputs go and outputs come from. */
+    private readonly upstreamCas: UpstreamCas,
+    /** The local stores: `cas` as clients see it (input trees are read through it), `local` the local chain alone (outputs land there). */
+    private readonly stores: { cas: BlobStore; local: BlobStore },
     private readonly ac: ActionCache,
     private readonly log: Logger,
     opts: Partial<ForwarderOptions> = {},
@@ -181,11 +185,10 @@ export class ExecutionForwarder implements Executor {
 
   private async uploadInputs(ex: Execution, signal: AbortSignal): Promise<void> {
     const job = ex.job;
-    const tree = job.inputTree ?? (await fetchInputTree(this.cas, Digest.fromProto(job.action.inputRootDigest, job.actionDigest.fn, 'input_root_digest')));
+    const tree = job.inputTree ?? (await fetchInputTree(this.stores.cas, Digest.fromProto(job.action.inputRootDigest, job.actionDigest.fn, 'input_root_digest')));
     const closure = inputClosure(job.actionDigest, job.action, tree);
-    const missing = await upstreamMissing(this.target, closure, signal);
-    const bytes = await uploadBlobs(this.target, this.cas, missing, signal);
-    this.log.debug(`execution ${ex.id}: ${closure.length} input blob(s), ${missing.length} sent to upstream ${this.url} (${bytes} bytes)`);
+    const bytes = await sendToUpstream(this.url, this.upstreamCas, this.stores.local, closure, signal);
+    this.log.debug(`execution ${ex.id}: ${closure.length} input blob(s), ${bytes} bytes sent to upstream ${this.url}`);
   }
 
   private async forward(ex: Execution, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void): Promise<re.IExecuteResponse> {
@@ -308,22 +311,19 @@ export class ExecutionForwarder implements Executor {
 
   /** Copy the result's blobs (logs, files, output trees and their Directories) from the upstream into the local store. */
   private async fetchOutputs(result: re.IActionResult, fn: Digest['fn'], signal: AbortSignal): Promise<void> {
-    const fetch = async (digests: Digest[]): Promise<void> => {
-      const unique = [...new Map(digests.map((d) => [d.key, d])).values()];
-      const missing = unique.length > 0 ? await this.cas.findMissing(unique, { signal }) : [];
-      if (missing.length > 0) await downloadBlobs(this.target, this.cas, missing, signal);
-    };
+    const local = this.stores.local;
+    const fetch = (digests: Digest[]): Promise<number> => fetchFromUpstream(this.url, this.upstreamCas, local, digests, signal);
     const { direct, trees, roots } = directResultBlobs(result, fn);
     await fetch(direct);
     const inTrees: Digest[] = [...roots];
     for (const t of trees) {
-      const bytes = await this.cas.get(t, { signal });
+      const bytes = await local.get(t, { signal });
       if (!bytes) throw new StatusError(Code.UNAVAILABLE, `output tree ${t} did not arrive from upstream ${this.url}`);
       const tree = re.Tree.decode(bytes);
       for (const dir of [tree.root, ...tree.children]) {
         if (!dir) continue;
         const data = re.Directory.encode(dir).finish();
-        await this.cas.put(Digest.compute(data, fn), data, { signal });
+        await local.put(Digest.compute(data, fn), data, { signal });
       }
       inTrees.push(...treeBlobs(tree, fn, `output tree ${t}`));
     }

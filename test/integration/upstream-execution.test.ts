@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
 import { treeFromDirectory } from '../../src/client/merkle.js';
 import { DEFAULT_UPSTREAM, type Config } from '../../src/config/config.js';
+import { Digest } from '../../src/digest/digest.js';
 import { detectIsaSupport } from '../../src/execution/isa-support.js';
 import { longrunning, re } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
@@ -88,6 +89,9 @@ describe.skipIf(why)(`execution forwarded to an upstream reexec${why ? ` (skippe
     const rootDir = re.Directory.decode(await readBlob(ws.clients, result.outputDirectories![0]!.rootDirectoryDigest));
     expect(rootDir.directories.map((d) => d.name)).toEqual(['sub']);
     expect(result.executionMetadata?.worker).toContain(url);
+    // Copied into the local store itself (not only readable through it from the upstream).
+    const outputs = [result.stdoutDigest, result.stderrDigest, result.outputFiles![0]!.digest, result.outputDirectories![0]!.treeDigest, result.outputDirectories![0]!.rootDirectoryDigest, sub.files![0]!.digest];
+    expect(outputs.filter((d) => !d?.sizeBytes || !ws.daemon.casBase.record(Digest.fromProto(d)))).toEqual([]);
 
     // It ran upstream: the upstream knows the operation, the workstation's local pool never had it.
     const upOps = upstream.daemon.execution!.scheduler.list().filter((op) => op.job.actionDigest.hash === action.hash);
