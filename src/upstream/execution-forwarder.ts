@@ -69,9 +69,11 @@ function inputClosure(actionDigest: Digest, action: re.IAction, tree: InputTree)
   const command = Digest.fromProto(action.commandDigest, fn, 'Action.command_digest');
   out.set(command.key, command);
   const todo = [tree.root];
+  const seen = new Set<string>();
   while (todo.length > 0) {
     const d = todo.pop()!;
-    if (out.has(d.key) && d !== actionDigest) continue;
+    if (seen.has(d.key)) continue;
+    seen.add(d.key);
     out.set(d.key, d);
     for (const sub of tree.directories.get(d.key)?.directories ?? []) todo.push(Digest.fromProto(sub.digest, fn));
   }

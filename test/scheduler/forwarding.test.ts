@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { compileConfig } from '../../src/config/config.js';
 import { Digest } from '../../src/digest/digest.js';
 import { InstanceName } from '../../src/digest/instance-name.js';
 import type { Job } from '../../src/scheduler/operation.js';
@@ -50,5 +51,13 @@ describe('Scheduler: which actions go to the upstream (upstream.execute)', () =>
     expect(sc.tryLease(up)?.execution).toBe(arm.execution);
     expect(sc.tryLease(up)).toBeUndefined();
     expect(sc.tryLease(sc.localWorker(sc.pools[0]!))?.execution).toBe(native.execution);
+  });
+});
+
+describe('config: upstream.execute', () => {
+  it('takes local, upstream or unsupported (default local) and max-in-flight', () => {
+    expect(compileConfig({ upstream: { url: 'grpc://cluster:8980' } }).upstream).toMatchObject({ execute: 'local', maxInFlight: 64 });
+    expect(compileConfig({ upstream: { url: 'grpc://cluster:8980', execute: 'unsupported', 'max-in-flight': 8 } }).upstream).toMatchObject({ execute: 'unsupported', maxInFlight: 8 });
+    expect(() => compileConfig({ upstream: { url: 'grpc://cluster:8980', execute: 'remote' } })).toThrow(/execute.*local, upstream, unsupported/);
   });
 });
