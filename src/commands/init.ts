@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand, UserError } from '../cli/base-command.js';
-import { defaultConfigPath, defaultDataDir, DEFAULT_LISTEN } from '../config/config.js';
+import { defaultConfigPath, defaultDataDir, DEFAULT_LISTEN, validateUpstreamUrl } from '../config/config.js';
 import { chmodSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,6 +83,7 @@ export default class Init extends BaseCommand {
       description: 'other local users the daemon serves without tokens besides its own user and root (names, comma-separated or repeated), or any: written as auth.local-users',
     }),
     'unit-file': Flags.string({ dependsOn: ['systemd'], description: 'with --systemd: where to write the unit (default: the user or system unit directory)' }),
+    upstream: Flags.string({ description: 'stand in front of this REAPI cluster (grpc://HOST:PORT or grpcs://): written as upstream.url; the client snippets then point at this reexec, which reads through from it (README "Behind a cluster")' }),
     'service-user': Flags.string({ dependsOn: ['system'], description: `with --system: the account the daemon runs as (default: ${SERVICE_USER})` }),
   };
 
@@ -99,6 +100,7 @@ export default class Init extends BaseCommand {
     // --system --service-user NAME: a daemon started as root runs actions as that user (execution.run-as), not as reexec (or nobody).
     const runAs = flags.system ? flags['service-user'] : undefined;
     const listen = checkInitListen(flags.listen ?? [DEFAULT_LISTEN]);
+    const upstream = flags.upstream ? validateUpstreamUrl(flags.upstream, '--upstream') : undefined;
     let localUsers: 'any' | string[] = [];
     try {
       if (flags['local-users']) localUsers = parseLocalUsersFlag(flags['local-users']);
@@ -119,6 +121,7 @@ export default class Init extends BaseCommand {
       listen,
       localUsers,
       ...(runAs ? { runAs } : {}),
+      ...(upstream ? { upstream } : {}),
       ...(tls
         ? {
             tls: {
@@ -212,6 +215,9 @@ export default class Init extends BaseCommand {
       this.log(`\n── ${title} ──`);
       this.log(text.trimEnd());
     };
+    if (upstream) {
+      this.log(`\nBehind a cluster: clients use this reexec (below), not ${upstream}. It serves hits from its own store, reads misses through from ${upstream}, and writes uploads and results behind to it; with ${upstream} down, local work goes on. TLS files and a token for it: the upstream section of ${plan.configPath}.`);
+    }
     section('BuildStream 2: ~/.config/buildstream.conf', plan.clients.buildstream2);
     section('BuildStream 1.6: project.conf or ~/.config/buildstream.conf', plan.clients.buildstream1);
     section('Bazel: .bazelrc', plan.clients.bazel);

@@ -87,11 +87,25 @@ function activateRunAs(text: string, user: string): string {
 }
 
 /**
+ * Uncomment "# upstream:" and its "#   url:" line with this URL: the rest of the section
+ * stays commented (its defaults apply; the comments say what each does).
+ */
+function activateUpstream(text: string, url: string): string {
+  const lines = text.split('\n');
+  const start = lines.indexOf('# upstream:');
+  const at = lines.findIndex((l, i) => i > start && /^# {3}url:/.test(l));
+  if (start < 0 || at < 0) throw new Error('templates/config.yaml: the upstream settings ("# upstream:" … "#   url:") are missing');
+  lines[start] = 'upstream:';
+  lines[at] = `  url: ${JSON.stringify(url)}`;
+  return lines.join('\n');
+}
+
+/**
  * The config file for these settings. YAML double-quoted strings are JSON strings. With
  * `security`, the TLS and token section is written active, pointing at those files; with
  * `runAs`, execution.run-as (who actions of a daemon run as root run as).
  */
-export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles; localUsers?: 'any' | readonly string[]; runAs?: string }): string {
+export function renderConfigFile(opts: { dataDir: string; listen: readonly string[]; security?: SecurityFiles; localUsers?: 'any' | readonly string[]; runAs?: string; upstream?: string }): string {
   const listen = opts.listen.length === 1 ? JSON.stringify(opts.listen[0]) : `[${opts.listen.map((a) => JSON.stringify(a)).join(', ')}]`;
   const sec = opts.security ?? EXAMPLE_SECURITY;
   const quote = (p: string): string => (opts.security ? JSON.stringify(p) : p);
@@ -109,7 +123,8 @@ export function renderConfigFile(opts: { dataDir: string; listen: readonly strin
     'templates/config.yaml',
   );
   const secured = opts.security ? activateSecurity(text) : text;
-  return opts.runAs ? activateRunAs(secured, opts.runAs) : secured;
+  const withRunAs = opts.runAs ? activateRunAs(secured, opts.runAs) : secured;
+  return opts.upstream ? activateUpstream(withRunAs, opts.upstream) : withRunAs;
 }
 
 export interface ClientEndpoint {
@@ -245,11 +260,13 @@ export function planInit(opts: {
   localUsers?: 'any' | readonly string[];
   /** execution.run-as to write (init --system --service-user NAME). */
   runAs?: string;
+  /** upstream.url to write (init --upstream URL). */
+  upstream?: string;
 }): InitPlan {
   const listen = checkInitListen(opts.listen);
   const configPath = resolveUserPath(opts.configPath);
   const dataDir = resolveUserPath(opts.dataDir);
   const endpoint = clientEndpoint(listen);
-  const content = renderConfigFile({ dataDir, listen, localUsers: opts.localUsers, ...(opts.tls ? { security: opts.tls } : {}), ...(opts.runAs ? { runAs: opts.runAs } : {}) });
+  const content = renderConfigFile({ dataDir, listen, localUsers: opts.localUsers, ...(opts.tls ? { security: opts.tls } : {}), ...(opts.runAs ? { runAs: opts.runAs } : {}), ...(opts.upstream ? { upstream: opts.upstream } : {}) });
   return { configPath, dataDir, listen, content, endpoint, clients: renderClientSnippets(endpoint, opts.tls?.client) };
 }

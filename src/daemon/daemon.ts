@@ -39,6 +39,7 @@ import { Telemetry } from '../metrics/telemetry.js';
 import { DiskSpace } from '../store/disk-space.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import { UpstreamConnection } from '../upstream/upstream-connection.js';
+import { collectUpstreamStatus } from '../upstream/upstream-status.js';
 import { createStorage, type LocalBlobStore, type Storage } from '../storage/create-storage.js';
 import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Logger } from '../util/logger.js';
@@ -144,7 +145,8 @@ export class Daemon {
       let sizes = (): StoreSizes => ({ casBlobs: 0, casBytes: 0, bytesMeasuredAt: Date.now(), acEntries: 0, disk: null });
       const telemetry = new Telemetry(() => sizes());
       storage = await createStorage(config, { env, budget, space, metrics: telemetry.store, whyNothingEvictable: () => whyNothingEvictable(), upstream, log });
-      const { cas, ac, assets, local: base } = storage;
+      const { cas, ac, assets, local: base, upstream: upstreamStorage } = storage;
+      if (upstreamStorage) telemetry.watchUpstream(upstreamStorage);
       const storeUsage = storage;
       sizes = () => storeUsage.usage();
       telemetry.store.budgetBytes = () => budget.maxBytes;
@@ -283,6 +285,7 @@ export class Daemon {
               budgetBytes: () => budget.maxBytes,
               connections: () => connectionGuard.stats(),
               disk: () => space.snapshot(),
+              ...(upstreamStorage ? { upstream: () => collectUpstreamStatus(upstreamStorage) } : {}),
             }),
           collectGarbage: (req, progress) => gc.collect(req, progress),
         }),

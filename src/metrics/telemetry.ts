@@ -7,6 +7,8 @@ import { ExecutionMetrics, type RunningSource, type BotsSource } from './executi
 import { GcMetrics } from './gc-metrics.js';
 import { RpcMetrics } from './rpc-metrics.js';
 import { StoreMetrics } from './store-metrics.js';
+import { UpstreamMetrics } from './upstream-metrics.js';
+import type { UpstreamStorage } from '../storage/create-storage.js';
 import type { StoreSizes } from './store-usage.js';
 
 /**
@@ -34,6 +36,11 @@ export class Telemetry {
   /** Count connections (the daemon's ConnectionGuard). */
   watchConnections(stats: () => ConnectionStats): void {
     new ConnectionMetrics(this.registry, stats);
+  }
+
+  /** Measure the upstream (when there is one). */
+  watchUpstream(upstream: UpstreamStorage): void {
+    new UpstreamMetrics(this.registry, upstream);
   }
 
   /** Start measuring remote execution (when it is enabled). */

@@ -37,6 +37,8 @@ export function statusFromMessage(m: reexec.admin.v1.StatusSnapshot): StatusSnap
   if (s.execution && s.execution.bots?.length === 0) delete s.execution.bots;
   // Optional messages: absent, as the daemon left them (toObject's defaults make them null).
   dropNull(s, 'connections');
+  dropNull(s, 'upstream');
+  if (s.upstream) dropNull(s.upstream, 'queue');
   dropNull(cas, 'reserve');
   for (const p of s.execution?.pools ?? []) if (!p.upstream) delete p.upstream;
   return s;

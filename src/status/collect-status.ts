@@ -6,6 +6,7 @@ import { codeName } from '../metrics/rpc-metrics.js';
 import type { Execution, Job, Operation } from '../scheduler/operation.js';
 import { BOTS_POOL, UPSTREAM_POOL, type Scheduler } from '../scheduler/scheduler.js';
 import type { BotInfo } from '../bots/bot-sessions.js';
+import type { UpstreamStatus } from './status-snapshot.js';
 import type { ActionSummary, BotStatus, CacheStatus, CompletedAction, ExecutionStatus, GcStatus, PoolStatus, RunningAction, StatusSnapshot } from './status-snapshot.js';
 
 /** At most this many waiting actions are listed (the total is always given). */
@@ -37,6 +38,8 @@ export interface StatusSources {
   budgetBytes?: () => number | undefined;
   connections?: () => ConnectionStats;
   disk?: () => DiskSpaceSnapshot;
+  /** The upstream part, when the daemon stands in front of one. */
+  upstream?: () => UpstreamStatus;
   now?: () => number;
 }
 
@@ -241,5 +244,6 @@ export function collectStatus(src: StatusSources): StatusSnapshot {
     rpc,
     gc,
     ...(src.connections ? { connections: src.connections() } : {}),
+    ...(src.upstream ? { upstream: src.upstream() } : {}),
   };
 }

@@ -1,6 +1,6 @@
 /** Formatting shared by the plain-text snapshot and the dashboard. */
 import { formatBytes } from '../util/format-bytes.js';
-import type { ConnectionStats } from './status-snapshot.js';
+import type { ConnectionStats, UpstreamLookups, UpstreamStatus } from './status-snapshot.js';
 
 export { formatBytes, formatByteRate } from '../util/format-bytes.js';
 
@@ -111,4 +111,31 @@ export function formatReserve(r: { bytes: number; present: boolean; critical: bo
   if (!r || r.bytes <= 0 || (r.present && !r.critical)) return undefined;
   if (r.critical) return `the disk is full: only deletions write; disk reserve ${formatBytes(r.bytes)} ${r.present ? 'in place' : 'released for eviction'}`;
   return `disk reserve ${formatBytes(r.bytes)} released: re-created once there is room`;
+}
+
+/** "up since 12:03", "DOWN since 12:05: <error>": the upstream's health in one line. */
+export function formatUpstreamHealth(u: UpstreamStatus): string {
+  const state = u.state === 'up' ? 'up' : u.state.toUpperCase();
+  const since = u.since ? ` since ${formatClock(u.since)}` : '';
+  const why = u.state !== 'up' && u.lastError ? `: ${u.lastError}` : '';
+  return `${u.url}${u.instance ? ` (instance ${u.instance})` : ''} ${state}${since}${why}`;
+}
+
+/** "62% local, 30% upstream, 8% miss (1234 lookups)". */
+export function formatUpstreamLookups(l: UpstreamLookups): string {
+  const total = l.local + l.upstream + l.miss;
+  if (total === 0) return 'no lookups yet';
+  const pct = (n: number): string => `${Math.round((n / total) * 100)}%`;
+  const down = l.upstreamDown ? `, ${l.upstreamDown} not asked (upstream down)` : '';
+  const incomplete = l.incomplete ? `, ${l.incomplete} incomplete upstream` : '';
+  return `${pct(l.local)} local, ${pct(l.upstream)} upstream, ${pct(l.miss)} miss (${total} lookups${down}${incomplete})`;
+}
+
+/** "3 blobs (1.2 MiB), 1 action result pending · 120 done, 0 dropped, 0 failed". */
+export function formatUpstreamQueue(u: UpstreamStatus): string {
+  const q = u.queue;
+  if (!q) return 'off (upstream.push: false)';
+  const pending = q.blobs + q.actionResults + q.assets;
+  const what = pending ? `${q.blobs} blobs (${formatBytes(q.blobBytes)}), ${q.actionResults} action results, ${q.assets} assets pending${q.oldestAt ? ` since ${formatClock(q.oldestAt)}` : ''}` : 'empty';
+  return `${what} · ${q.done} done, ${q.dropped} dropped, ${q.failed} failed`;
 }

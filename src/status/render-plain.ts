@@ -1,4 +1,4 @@
-import { formatArgv, formatBytes, formatByteRate, formatClient, formatClock, formatConnections, formatDuration, formatPercent, formatRate, formatReserve, fit, sparkline, truncate, hitRatios } from './format.js';
+import { formatArgv, formatBytes, formatByteRate, formatClient, formatClock, formatConnections, formatDuration, formatUpstreamHealth, formatUpstreamLookups, formatUpstreamQueue, formatPercent, formatRate, formatReserve, fit, sparkline, truncate, hitRatios } from './format.js';
 import type { CompletedAction, RunningAction, StatusSnapshot } from './status-snapshot.js';
 
 export interface PlainOptions {
@@ -109,6 +109,17 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
   const reserve = formatReserve(cas.reserve);
   if (reserve) line(`  disk          ${reserve}`);
   if (s.gc) line(`  last GC       ${formatClock(s.gc.at)} (${s.gc.trigger}${s.gc.dryRun ? ', dry run' : ''}): ${s.gc.evictedBlobs} blobs, ${formatBytes(s.gc.evictedBytes)} in ${formatDuration(s.gc.durationSeconds * 1000)}`);
+
+  if (s.upstream) {
+    const u = s.upstream;
+    line();
+    line(`Upstream: ${formatUpstreamHealth(u)}`);
+    line(`  CAS           ${formatUpstreamLookups(u.cas)}`);
+    line(`  action cache  ${formatUpstreamLookups(u.ac)}`);
+    line(`  assets        ${formatUpstreamLookups(u.assets)}`);
+    line(`  transfer      ${formatBytes(u.bytesDown)} down (${u.blobsDown} blobs), ${formatBytes(u.bytesUp)} up (${u.blobsUp} blobs)${u.fetchErrors ? `, ${u.fetchErrors} failed fetches` : ''}`);
+    line(`  upload queue  ${formatUpstreamQueue(u)}`);
+  }
 
   const rpc = s.rpc;
   line();

@@ -27,6 +27,51 @@ export interface StatusSnapshot {
   gc: GcStatus | null;
   /** Client connections: open, limits, refused and closed (absent from daemons before they were counted). */
   connections?: ConnectionStats;
+  /** The upstream cluster this daemon stands in front of (absent without one). */
+  upstream?: UpstreamStatus;
+}
+
+/** Lookups of one store in front of the upstream, since the daemon started. */
+export interface UpstreamLookups {
+  local: number;
+  upstream: number;
+  miss: number;
+  /** Local misses not asked of the upstream because it was down. */
+  upstreamDown: number;
+  /** Action cache only: upstream entries refused because the upstream lacks some of their blobs. */
+  incomplete: number;
+}
+
+export interface UpstreamStatus {
+  url: string;
+  instance: string;
+  state: 'starting' | 'up' | 'down' | 'refused';
+  since: string;
+  /** The last failure and when ("" when none). */
+  lastError: string;
+  lastErrorAt: string;
+  execEnabled: boolean;
+  cas: UpstreamLookups;
+  ac: UpstreamLookups;
+  assets: UpstreamLookups;
+  bytesDown: number;
+  bytesUp: number;
+  blobsDown: number;
+  blobsUp: number;
+  fetchErrors: number;
+  /** The write-behind queue (absent when upstream.push is false). */
+  queue?: {
+    blobs: number;
+    actionResults: number;
+    assets: number;
+    blobBytes: number;
+    done: number;
+    dropped: number;
+    failed: number;
+    /** Queueing time of the oldest pending item ("" when none). */
+    oldestAt: string;
+    lastError: string;
+  };
 }
 
 export type { ConnectionStats };

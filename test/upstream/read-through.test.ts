@@ -2,6 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_UPSTREAM } from '../../src/config/config.js';
 import { Digest } from '../../src/digest/digest.js';
+import { statusFromMessage } from '../../src/services/admin-messages.js';
+import { renderPlain } from '../../src/status/render-plain.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { blobName, bsRead, bsWrite, bytes, call, digestOf, expectGrpcError } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait.js';
@@ -134,6 +136,29 @@ describe('reexec in front of an upstream reexec', () => {
     expect(stats().bytesUp).toBeGreaterThanOrEqual(large.length);
   });
 
+  it('shows the upstream in reexec status (plain and --json) and in the Prometheus metrics', async () => {
+    const snapshot = statusFromMessage(await call(ws.clients.admin, 'GetStatus', {}));
+    const u = snapshot.upstream!;
+    expect(u).toMatchObject({ url: upstreamUrl(), state: 'up', execEnabled: true });
+    expect(u.cas.upstream).toBeGreaterThan(0);
+    expect(u.ac.upstream).toBeGreaterThan(0);
+    expect(u.assets.upstream).toBeGreaterThan(0);
+    expect(u.bytesDown).toBeGreaterThan(0);
+    expect(u.bytesUp).toBeGreaterThan(0);
+    expect(u.queue).toMatchObject({ blobs: 0, actionResults: 0, assets: 0, dropped: 0, failed: 0 });
+    expect(u.queue!.done).toBeGreaterThan(0);
+    const text = renderPlain(snapshot);
+    expect(text).toContain(`Upstream: ${upstreamUrl()} up`);
+    expect(text).toMatch(/upload queue {2}empty · \d+ done, 0 dropped, 0 failed/);
+    const metrics = await ws.daemon.telemetry.registry.metrics();
+    expect(metrics).toContain(`reexec_upstream_up{url="${upstreamUrl()}"} 1`);
+    expect(metrics).toMatch(/reexec_upstream_lookups_total\{store="cas",answer="upstream"\} [1-9]/);
+    expect(metrics).toMatch(/reexec_upstream_bytes_total\{direction="up"\} [1-9]/);
+    expect(metrics).toContain('reexec_upstream_queue_items{kind="blob"} 0');
+    // A daemon without an upstream says nothing of one.
+    expect(statusFromMessage(await call(up.clients.admin, 'GetStatus', {})).upstream).toBeUndefined();
+  });
+
   it('with the upstream gone: local hits go on, misses answer at once as misses, uploads wait and drain when it is back', async () => {
     const kept = bytes(3000, 51);
     await upload(ws.clients, kept);
@@ -164,5 +189,9 @@ describe('reexec in front of an upstream reexec', () => {
     await waitFor('the upstream to be seen up again', () => ws.daemon.upstream!.health().state === 'up');
     await waitFor('the queued upload to drain', () => queue().length === 0);
     expect(await missing(up.clients, fresh)).toEqual([]);
+    // Misses go to the upstream again.
+    const later = bytes(2000, 54);
+    await upload(up.clients, later);
+    expect(await missing(ws.clients, later)).toEqual([]);
   });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { compileConfig, DEFAULT_UPSTREAM, UPSTREAM_KEYS, type UpstreamConfig } from '../../src/config/config.js';
+import { planInit } from '../../src/config/init-config.js';
 import { UpstreamConnection, UpstreamError } from '../../src/upstream/upstream-connection.js';
 import { createLogger } from '../../src/util/logger.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -33,6 +34,17 @@ describe('upstream config', () => {
     const raw = parse(block.split('\n').map((l) => l.replace(/^# ?/, '')).join('\n')) as { upstream: Record<string, unknown> };
     expect(Object.keys(raw.upstream).sort()).toEqual([...UPSTREAM_KEYS].sort());
     expect(compileConfig(raw).upstream).toMatchObject({ ...DEFAULT_UPSTREAM, url: 'grpcs://cache.example.com:443', serverCert: '/etc/reexec/upstream-ca.crt', clientCert: expect.any(String), clientKey: expect.any(String), tokenFile: expect.any(String) });
+  });
+});
+
+describe('reexec init --upstream', () => {
+  it('writes the upstream url active and the rest of the section as comments, and compiles', () => {
+    const plan = planInit({ configPath: '/tmp/x/config.yaml', dataDir: '/tmp/x/data', listen: ['127.0.0.1:50051'], upstream: 'grpcs://cluster.example:443' });
+    expect(plan.content).toMatch(/^upstream:\n#.*\n {2}url: "grpcs:\/\/cluster\.example:443"$/m);
+    expect(compileConfig(parse(plan.content)).upstream).toEqual({ ...DEFAULT_UPSTREAM, url: 'grpcs://cluster.example:443' });
+    // The clients point at this reexec, not at the cluster.
+    expect(plan.clients.bazel).toContain('grpc://127.0.0.1:50051');
+    expect(plan.clients.bazel).not.toContain('cluster.example');
   });
 });
 

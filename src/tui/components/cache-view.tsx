@@ -1,6 +1,6 @@
 import { Box, Text } from 'ink';
 import type { ReactNode } from 'react';
-import { bar, formatBytes, formatByteRate, formatConnections, formatDuration, formatPercent, formatRate, formatReserve, fit, hitRatios, formatClock } from '../../status/format.js';
+import { bar, formatBytes, formatByteRate, formatConnections, formatDuration, formatUpstreamHealth, formatUpstreamLookups, formatUpstreamQueue, formatPercent, formatRate, formatReserve, fit, hitRatios, formatClock } from '../../status/format.js';
 import type { StatusSnapshot } from '../../status/status-snapshot.js';
 import { Row, Title } from './row.js';
 import { SparklineRow } from './sparkline-row.js';
@@ -48,6 +48,19 @@ export function CacheView({ snapshot, width, height }: CacheViewProps): ReactNod
         ]
       : []),
     <Row key="gap2"> </Row>,
+    ...(snapshot.upstream
+      ? [
+          <Row key="upstream">
+            <Text bold>{fit('Upstream', LABEL)}</Text>  <Text color={snapshot.upstream.state === 'up' ? undefined : 'red'}>{formatUpstreamHealth(snapshot.upstream)}</Text>
+          </Row>,
+          <Row key="upstream-hits">
+            {fit('', LABEL)}  CAS {formatUpstreamLookups(snapshot.upstream.cas)} · AC {formatUpstreamLookups(snapshot.upstream.ac)}
+          </Row>,
+          <Row key="upstream-queue">
+            {fit('', LABEL)}  {formatBytes(snapshot.upstream.bytesDown)} down, {formatBytes(snapshot.upstream.bytesUp)} up · queue {formatUpstreamQueue(snapshot.upstream)}
+          </Row>,
+        ]
+      : []),
     ...(snapshot.connections
       ? [
           <Row key="conn">
