@@ -30,9 +30,15 @@ export interface ForwarderOptions {
   cancelGraceMs: number;
   /** How many times a broken Execute stream is resumed with WaitExecution. */
   maxReconnects: number;
+  /**
+   * While an operation runs upstream, it is also asked for with GetOperation this often: a
+   * stream on a network that went silent (no reset, no answer) is noticed within one call
+   * timeout after that, instead of hanging until TCP gives up.
+   */
+  pollMs: number;
 }
 
-const DEFAULT_OPTIONS: ForwarderOptions = { cancelGraceMs: 15_000, maxReconnects: 3 };
+const DEFAULT_OPTIONS: ForwarderOptions = { cancelGraceMs: 15_000, maxReconnects: 3, pollMs: 30_000 };
 
 const EXECUTE_RESPONSE = 'build.bazel.remote.execution.v2.ExecuteResponse';
 const OPERATION_METADATA = 'build.bazel.remote.execution.v2.ExecuteOperationMetadata';
@@ -228,10 +234,13 @@ export class ExecutionForwarder implements Executor {
       let settled = false;
       let reconnects = 0;
       let cancelTimer: NodeJS.Timeout | undefined;
+      const poll = setInterval(() => void check(), this.opts.pollMs);
+      poll.unref();
       const finish = (r: re.IExecuteResponse | Error): void => {
         if (settled) return;
         settled = true;
         clearTimeout(cancelTimer);
+        clearInterval(poll);
         signal.removeEventListener('abort', onAbort);
         call?.cancel();
         if (r instanceof Error) reject(r);
@@ -261,6 +270,26 @@ export class ExecutionForwarder implements Executor {
         const stage = stageOf(op);
         if (stage === re.ExecutionStage.Value.QUEUED || stage === re.ExecutionStage.Value.CACHE_CHECK) onPhase('queued-upstream');
         else if (stage === re.ExecutionStage.Value.EXECUTING) onPhase('running');
+      };
+      // The liveness check: GetOperation through the connection (its deadline, its health).
+      let checking = false;
+      const check = async (): Promise<void> => {
+        if (!name || settled || checking) return;
+        checking = true;
+        try {
+          const op = await this.target.unary<longrunning.IOperation>('operations', 'GetOperation', { name });
+          if (!settled && op.done) onOperation(op);
+        } catch (err) {
+          const code = (err as grpc.ServiceError).code;
+          if (settled || (code !== Code.UNAVAILABLE && code !== Code.DEADLINE_EXCEEDED && code !== Code.NOT_FOUND)) return;
+          // The stream cannot be trusted any more: drop it, then resume or fail as for a broken one.
+          const stale = call;
+          call = undefined;
+          stale?.cancel();
+          broken(err as grpc.ServiceError);
+        } finally {
+          checking = false;
+        }
       };
       const open = (fresh: boolean): void => {
         if (settled) return;
