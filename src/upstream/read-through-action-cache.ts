@@ -59,8 +59,8 @@ export class ReadThroughActionCache implements ActionCache {
       this.stats.ac.incomplete++;
       return this.missed();
     }
-    // Kept here without queueing it back up: the upstream has it.
-    await this.local.put(instance, action, result);
+    // Kept here (behind the answer: an LMDB commit) without queueing it back up: the upstream has it.
+    this.local.put(instance, action, result).catch((err: Error) => this.log.warn(`keeping the action result of ${action} from the upstream failed: ${err.message}`));
     this.stats.ac.upstream++;
     return result;
   }

@@ -1,5 +1,5 @@
 import { ForwardingBlobStore, type BlobStore, type BlobWriter, type StoreCallOptions } from '../cas/blob-store.js';
-import type { Digest } from '../digest/digest.js';
+import { Digest } from '../digest/digest.js';
 import type { Logger } from '../util/logger.js';
 import type { UpstreamCas } from './upstream-cas.js';
 import type { UpstreamConnection } from './upstream-connection.js';
@@ -54,6 +54,35 @@ export class ReadThroughBlobStore extends ForwardingBlobStore {
     if (local) {
       this.stats.cas.local++;
       return local;
+    }
+    // A small blob is answered from what the upstream sent once it is verified; keeping it
+    // locally (an LMDB commit) goes on behind the answer.
+    if (digest.sizeBytes <= this.upstream.batchMax && this.upstream.supports(digest) && this.conn.usable && !this.filling.has(digest.key)) {
+      let data: Buffer | undefined;
+      try {
+        data = await this.upstream.get(digest, options);
+      } catch (err) {
+        this.stats.fetchErrors++;
+        this.log.warn(`fetching ${digest} from the upstream failed: ${(err as Error).message}`);
+        return void this.missed();
+      }
+      if (!data) return void this.missed();
+      if (Digest.compute(data, digest.fn).hash !== digest.hash || data.length !== digest.sizeBytes) {
+        this.stats.fetchErrors++;
+        this.log.warn(`the upstream sent bytes that do not match ${digest}: ignored`);
+        return void this.missed();
+      }
+      this.counted(digest);
+      const keep = this.base
+        .put(digest, data)
+        .then(() => true)
+        .catch((err: Error) => {
+          this.log.warn(`keeping ${digest} from the upstream failed: ${err.message}`);
+          return false;
+        })
+        .finally(() => this.filling.delete(digest.key));
+      this.filling.set(digest.key, keep);
+      return data;
     }
     return (await this.fill(digest, options)) ? this.base.get(digest, options) : undefined;
   }
@@ -124,9 +153,7 @@ export class ReadThroughBlobStore extends ForwardingBlobStore {
           throw err;
         }
       }
-      this.stats.cas.upstream++;
-      this.stats.blobsDown++;
-      this.stats.bytesDown += digest.sizeBytes;
+      this.counted(digest);
       return true;
     } catch (err) {
       // Down, a broken stream, bytes that do not match the digest, a full local store: a miss,
@@ -135,6 +162,12 @@ export class ReadThroughBlobStore extends ForwardingBlobStore {
       this.log.warn(`fetching ${digest} from the upstream failed: ${(err as Error).message}`);
       return this.missed();
     }
+  }
+
+  private counted(digest: Digest): void {
+    this.stats.cas.upstream++;
+    this.stats.blobsDown++;
+    this.stats.bytesDown += digest.sizeBytes;
   }
 
   private missed(): false {

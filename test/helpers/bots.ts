@@ -45,12 +45,13 @@ export interface BotHostOptions {
   workerArgs?: string[];
 }
 
+/** A clients-root command in a process group of its own (optionally in a network namespace). */
 export function spawnInRoot(root: string, argv: string[], netns?: string): ChildProcess {
   const cmd = [...(netns ? ['ip', 'netns', 'exec', netns] : []), 'sh', CLIENTS_ROOT_SCRIPT, 'run', root, ...argv];
   return spawn(cmd[0]!, cmd.slice(1), { cwd: REPO_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   try {
     process.kill(-child.pid!, signal);
   } catch {
@@ -159,6 +160,8 @@ export interface NetNs {
   hostAddress: string;
   /** The namespace's end. */
   nsAddress: string;
+  /** The host's end of the veth pair: `ip link set IF down` cuts the namespace off (a network outage). */
+  hostInterface: string;
   remove(): void;
 }
 
@@ -194,6 +197,7 @@ export function createNetNs(): NetNs {
     name,
     hostAddress,
     nsAddress,
+    hostInterface: host,
     remove: () => {
       // Deleting the namespace deletes its end of the pair, and with it the host's end.
       try {

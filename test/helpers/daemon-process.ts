@@ -49,7 +49,7 @@ export interface DaemonProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** How long to wait for the "serving" log line. */
   startTimeoutMs?: number;
-  /** Run inside this network namespace (ip netns exec): another host as far as the network goes. */
+  /** Run inside this network namespace (ip netns exec), another host to the test. */
   netns?: string;
 }
 
@@ -90,8 +90,8 @@ export async function startDaemonProcess(opts: DaemonProcessOptions = {}): Promi
   openForRunAs(dataDir);
   const listen = opts.listen ?? ['127.0.0.1:0'];
   const args = [REEXEC_BIN, 'start', ...listen.flatMap((l) => ['--listen', l]), '--data-dir', dataDir, '--log-format', 'json', ...(opts.args ?? [])];
-  const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, process.execPath, ...args] : [process.execPath, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), {
+  const command = opts.netns ? ['ip', 'netns', 'exec', opts.netns, process.execPath, ...args] : [process.execPath, ...args];
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: REPO_ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,6 +1,9 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_UPSTREAM } from '../../src/config/config.js';
+import { DEFAULT_UPSTREAM, type Config } from '../../src/config/config.js';
 import { Digest } from '../../src/digest/digest.js';
 import { statusFromMessage } from '../../src/services/admin-messages.js';
 import { renderPlain } from '../../src/status/render-plain.js';
@@ -97,10 +100,12 @@ describe('reexec in front of an upstream reexec', () => {
     const got: any = await call(ws.clients.actionCache, 'GetActionResult', { actionDigest: a });
     expect(got.outputFiles[0].digest).toEqual(digestOf(out));
     expect(stats().ac.upstream).toBeGreaterThanOrEqual(1);
-    // Kept locally: the next lookup is a local hit.
+    // Kept locally (committed behind the answer): a later lookup is a local hit.
     const local = stats().ac.local;
-    await call(ws.clients.actionCache, 'GetActionResult', { actionDigest: a });
-    expect(stats().ac.local).toBe(local + 1);
+    await waitFor('a lookup of the entry to be a local hit', async () => {
+      await call(ws.clients.actionCache, 'GetActionResult', { actionDigest: a });
+      return stats().ac.local > local;
+    });
     await expectGrpcError(call(ws.clients.actionCache, 'GetActionResult', { actionDigest: newAction() }), NOT_FOUND);
   });
 
@@ -193,5 +198,40 @@ describe('reexec in front of an upstream reexec', () => {
     const later = bytes(2000, 54);
     await upload(up.clients, later);
     expect(await missing(ws.clients, later)).toEqual([]);
+  });
+});
+
+describe('the write-behind queue', () => {
+  it('survives a restart: uploads queued while the upstream was down are sent by the next run', async () => {
+    const up = await startTestDaemon();
+    const port = Number(up.address.split(':')[1]);
+    const upDir = up.dataDir;
+    up.clients.close();
+    await up.daemon.stop(1000);
+    const wsDir = mkdtempSync(join(tmpdir(), 'reexec-ws-'));
+    const withUpstream = (c: Config): void => {
+      c.upstream = { ...DEFAULT_UPSTREAM, url: `grpc://127.0.0.1:${port}`, retry: { initialSeconds: 0.05, maxSeconds: 0.2 } };
+    };
+    let ws = await startTestDaemon(withUpstream, wsDir);
+    const blob = bytes(5000, 61);
+    await upload(ws.clients, blob);
+    await waitFor('the upload to be queued', () => ws.daemon.storage.upstream!.queue!.length === 1);
+    expect(ws.daemon.upstream!.health().state).toBe('down');
+    await ws.stop();
+
+    const upAgain = await startTestDaemon((c) => {
+      c.listen = [`127.0.0.1:${port}`];
+    }, upDir);
+    ws = await startTestDaemon(withUpstream, wsDir);
+    try {
+      await waitFor('the queue left by the last run to drain', () => ws.daemon.storage.upstream!.queue!.length === 0);
+      expect(await missing(upAgain.clients, blob)).toEqual([]);
+      expect(ws.daemon.storage.upstream!.queue!.status()).toMatchObject({ done: 1, dropped: 0, failed: 0 });
+    } finally {
+      await ws.stop();
+      await upAgain.stop();
+      rmSync(wsDir, { recursive: true, force: true });
+      rmSync(upDir, { recursive: true, force: true });
+    }
   });
 });
