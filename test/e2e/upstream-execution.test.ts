@@ -10,7 +10,7 @@ import { treeFromDirectory } from '../../src/client/merkle.js';
 import { DEFAULT_UPSTREAM, type Config } from '../../src/config/config.js';
 import { re } from '../../src/proto.js';
 import { hostIsa } from '../../src/scheduler/platform.js';
-import { createNetNs, killGroup, spawnInRoot, type NetNs } from '../helpers/bots.js';
+import { createNetNs, spawnInRoot, type NetNs } from '../helpers/bots.js';
 import { makeBusyboxRoot } from '../helpers/busybox-root.js';
 import { makeClientsWork, prepareClientsRoot } from '../helpers/clients-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -157,7 +157,12 @@ describe.skipIf(!!skip)(`execution forwarded to an upstream on another host${ski
     }, 120_000);
     afterAll(async () => {
       await ws?.stop();
-      if (casd) killGroup(casd, 'SIGKILL');
+      // casd runs in a process group of its own: the whole group goes.
+      try {
+        if (casd?.pid) process.kill(-casd.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
       if (work) removeTree(work);
     }, 60_000);
 
