@@ -4,6 +4,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseRights, type Right } from '../auth/rights.js';
 import { canonicalIsa } from '../scheduler/platform.js';
+import { FORWARD_MODES, type ForwardMode } from '../scheduler/scheduler.js';
 import { LOG_FORMATS, type LogFormat, type LogLevel } from '../util/logger.js';
 import { UserError } from '../util/user-error.js';
 
@@ -162,6 +163,14 @@ export interface UpstreamConfig {
   queue: UpstreamQueueConfig;
   /** Retries of queued uploads, and re-probes of an upstream that is down: exponential backoff between these bounds. */
   retry: { initialSeconds: number; maxSeconds: number };
+  /**
+   * Which actions are forwarded to the upstream's Execution service: `local` none (the
+   * default), `upstream` every one, `unsupported` those no local pool or bot can run (an ISA
+   * this host lacks, a platform property only the cluster offers).
+   */
+  execute: ForwardMode;
+  /** Forwarded actions in flight at once (each one Execute stream to the upstream); more wait in the queue. */
+  maxInFlight: number;
 }
 
 export interface UpstreamQueueConfig {
@@ -172,7 +181,7 @@ export interface UpstreamQueueConfig {
 }
 
 /** Keys of the `upstream` section (more are added by those who use them: keep one list). */
-export const UPSTREAM_KEYS = ['url', 'instance', 'server-cert', 'client-cert', 'client-key', 'token-file', 'call-timeout', 'push', 'queue', 'retry'];
+export const UPSTREAM_KEYS = ['url', 'instance', 'server-cert', 'client-cert', 'client-key', 'token-file', 'call-timeout', 'push', 'queue', 'retry', 'execute', 'max-in-flight'];
 
 export const DEFAULT_UPSTREAM: Omit<UpstreamConfig, 'url'> = {
   instance: '',
@@ -184,6 +193,8 @@ export const DEFAULT_UPSTREAM: Omit<UpstreamConfig, 'url'> = {
   push: true,
   queue: { maxItems: 100_000, concurrency: 4 },
   retry: { initialSeconds: 1, maxSeconds: 30 },
+  execute: 'local',
+  maxInFlight: 64,
 };
 
 /** An upstream URL checked: grpc:// or grpcs:// with a host and a port. */
@@ -234,6 +245,8 @@ export function compileUpstream(v: unknown, where: string, dflt: UpstreamConfig 
       initialSeconds: duration(r, 'initial', d.retry.initialSeconds, `${where}: upstream retry`),
       maxSeconds: duration(r, 'max', d.retry.maxSeconds, `${where}: upstream retry`),
     },
+    execute: oneOf(raw, 'execute', `${where}: upstream`, FORWARD_MODES, d.execute),
+    maxInFlight: Math.floor(num(raw, 'max-in-flight', `${where}: upstream`, d.maxInFlight, 1)),
   };
   if (!!upstream.clientCert !== !!upstream.clientKey) throw new ConfigError(`${where}: upstream needs both client-cert and client-key (mutual TLS), or neither`);
   if ((upstream.serverCert || upstream.clientCert) && upstream.url.startsWith('grpc://')) {

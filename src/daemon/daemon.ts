@@ -238,7 +238,9 @@ export class Daemon {
               nested.addService(executionDefinition, executionServices(log, scheduler, cas, ac, { instances, job, nested: origin, onOperation: history?.recorder.onOperation }).execution);
             },
           });
-        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi });
+        // Actions forwarded to the upstream (upstream.execute), through its one connection.
+        const forwarding = upstream && storage.upstream && config.upstream && config.upstream.execute !== 'local' ? { target: upstream, cas: storage.upstream.cas, localCas: storage.localCas, forward: config.upstream.execute, maxInFlight: config.upstream.maxInFlight } : undefined;
+        execution = await ExecutionEngine.start({ config: config.execution, dataDir: config.dataDir, env, cas, casBase: base, ac, log, secrets: daemonSecrets(config), treeLimits, nestedApi, upstream: forwarding });
         const impl = executionServices(log, execution.scheduler, cas, ac, { instances, job: execution.jobOptions, callerRights: (ctx) => [...policy.rightsFor(ctx.metadata)], onOperation: history?.recorder.onOperation });
         history?.attachExecution(execution.scheduler, execution.inUse, { hide: [...config.execution.hostTools.hide], hideFiles: [config.dataDir, ...daemonSecrets(config)], hostToolsRoot: config.execution.hostTools.root });
         server.addService(executionDefinition, impl.execution);
@@ -246,7 +248,12 @@ export class Daemon {
         server.addService(botsDefinition, botsService(log, execution.bots));
       }
       engineForCleanup = execution;
-      if (execution) telemetry.watchExecution(execution.scheduler, execution.workers, execution.bots);
+      if (execution) {
+        const { workers, upstream: forwarded } = execution;
+        // Local slots and actions in flight upstream, by slot: what runs now, per pool.
+        const running = forwarded ? { get running() { return new Map([...workers.running, ...forwarded.running]); } } : workers;
+        telemetry.watchExecution(execution.scheduler, running, execution.bots);
+      }
       const gc = new StorageGc({
         store: base,
         budget,
@@ -272,7 +279,7 @@ export class Daemon {
               listeners: addresses,
               dataDir: config.dataDir,
               metrics: () => ({ url: metricsServer?.url ?? null, ...(metricsError ? { error: metricsError } : {}) }),
-              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running, bots: execution.bots } : undefined,
+              execution: execution ? { scheduler: execution.scheduler, running: execution.workers.running, bots: execution.bots, upstream: execution.upstream } : undefined,
               telemetry,
               usage: () => storeUsage.usage(),
               budgetBytes: () => budget.maxBytes,

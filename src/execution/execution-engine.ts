@@ -7,7 +7,9 @@ import type { ExecutionConfig } from '../config/config.js';
 import { Execution, Operation, type Job } from '../scheduler/operation.js';
 import { LmdbOperationJournal, type JournalEntry } from '../scheduler/operation-journal.js';
 import { hostIsa, parsePlatform } from '../scheduler/platform.js';
-import { BOTS_POOL, Scheduler } from '../scheduler/scheduler.js';
+import { BOTS_POOL, Scheduler, UPSTREAM_POOL, type ForwardMode } from '../scheduler/scheduler.js';
+import { ExecutionForwarder, UpstreamWorkers, type UpstreamTarget } from '../upstream/execution-forwarder.js';
+import type { UpstreamCas } from '../upstream/upstream-cas.js';
 import { BotSessions } from '../bots/bot-sessions.js';
 import { homedir } from 'node:os';
 import { BubblewrapRunner, findBubblewrap } from '../runner/bubblewrap-runner.js';
@@ -47,6 +49,8 @@ export class ExecutionEngine {
     readonly inUse: InUseDigests,
     /** Serves actions' REAPI sockets (remoteApisSocketPath). */
     readonly nestedApi?: NestedApiProvider,
+    /** Forwards actions to the upstream (upstream.execute is not `local`). */
+    readonly upstream?: UpstreamWorkers,
   ) {}
 
   static async start(opts: {
@@ -66,6 +70,8 @@ export class ExecutionEngine {
      * the user actions run as (undefined: the daemon's own).
      */
     nestedApi?: (scheduler: Scheduler, jobOptions: JobOptions, runAs?: { uid: number; gid: number }) => NestedApiProvider;
+    /** The upstream, which actions go to (which ones: `forward`), at most `maxInFlight` at once. */
+    upstream?: { target: UpstreamTarget; cas: UpstreamCas; localCas: BlobStore; forward: ForwardMode; maxInFlight: number };
   }): Promise<ExecutionEngine> {
     const { config, dataDir, log } = opts;
     await checkHostToolsRoot(config.hostTools.root);
@@ -103,14 +109,17 @@ export class ExecutionEngine {
       isaHint: (isa) => whyUnavailable(support, isa),
       maxAttempts: config.bots.maxAttempts,
       remoteGraceMs: config.bots.propertyGraceSeconds * 1000,
+      forward: opts.upstream?.forward ?? 'local',
     });
+    const forwarding = scheduler.forward !== 'local';
     if (pools.length === 0) log.info('no local worker pools (execution.pools is empty): actions run on bots only (Remote Workers API)');
     const jobOptions: JobOptions = {
       defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: config.maxTimeoutSeconds * 1000,
       hostIsa: hostIsa(),
       treeLimits: opts.treeLimits,
-      offeredElsewhere: (name, value) => scheduler.offeredByRemote(name, value),
+      // Properties reexec's sandbox does not know are the upstream's to honour or refuse, when actions may go there.
+      offeredElsewhere: (name, value) => forwarding || scheduler.offeredByRemote(name, value),
     };
     const bots = new BotSessions(scheduler, opts.ac, log, { sessionTimeoutMs: config.bots.sessionTimeoutSeconds * 1000, maxPollMs: config.bots.pollSeconds * 1000 });
     const owner = runAs.user ? { uid: runAs.user.uid, gid: runAs.user.gid } : undefined;
@@ -128,7 +137,15 @@ export class ExecutionEngine {
     holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
-    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi);
+    let upstream: UpstreamWorkers | undefined;
+    if (opts.upstream && forwarding) {
+      const { target, maxInFlight } = opts.upstream;
+      const forwarder = new ExecutionForwarder(target, opts.upstream.cas, { cas: opts.cas, local: opts.upstream.localCas }, opts.ac, log);
+      upstream = new UpstreamWorkers(scheduler, forwarder, log);
+      upstream.start(maxInFlight);
+      log.info(`actions forwarded to upstream ${target.url}: ${scheduler.forward === 'upstream' ? 'every one' : 'those no local pool or bot can run'} (at most ${maxInFlight} at once)`);
+    }
+    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi, upstream);
   }
 
   /**
@@ -163,7 +180,7 @@ export class ExecutionEngine {
       try {
         // No bot is connected yet: what only bots offered waits for them to come back.
         ex.job = await buildJob(cas, first.instance, first.actionDigest, { ...jobOptions, offeredElsewhere: () => true }, priority);
-        ex.pool = scheduler.pools.find((p) => scheduler.localWorker(p).accepts(ex.job))?.name ?? BOTS_POOL;
+        ex.pool = scheduler.pools.find((p) => scheduler.localWorker(p).accepts(ex.job))?.name ?? (scheduler.forwarded(ex.job.platform) ? UPSTREAM_POOL : BOTS_POOL);
         scheduler.restoreExecution(ex, ops);
         requeued++;
       } catch (err) {
@@ -176,7 +193,7 @@ export class ExecutionEngine {
   async stop(): Promise<void> {
     this.scheduler.close();
     this.bots.stop();
-    await this.workers.close();
+    await Promise.all([this.workers.close(), this.upstream?.close()]);
     await this.nestedApi?.close?.();
   }
 }

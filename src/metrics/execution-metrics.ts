@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { re } from '../proto.js';
 import type { Execution } from '../scheduler/operation.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
+import { UPSTREAM_POOL, type Scheduler } from '../scheduler/scheduler.js';
 import type { BotInfo } from '../bots/bot-sessions.js';
 import { codeName } from './rpc-metrics.js';
 import { protoTimeToMs, type ProtoTime } from '../util/proto-time.js';
@@ -99,7 +99,9 @@ export class ExecutionMetrics {
     const staging = histogram('reexec_action_staging_seconds', 'Time spent fetching and staging input trees.');
     const execution = histogram('reexec_action_execution_seconds', 'Time the action process ran.');
     const upload = histogram('reexec_action_output_upload_seconds', 'Time spent collecting and storing outputs.');
-    for (const p of scheduler.pools) executed.inc({ pool: p.name, outcome: 'success' }, 0);
+    // The pools actions can run in: local ones, and the upstream when actions are forwarded there.
+    const poolNames = [...scheduler.pools.map((p) => p.name), ...(scheduler.forward !== 'local' ? [UPSTREAM_POOL] : [])];
+    for (const pool of poolNames) executed.inc({ pool, outcome: 'success' }, 0);
 
     new Gauge({
       name: 'reexec_queue_depth',
@@ -116,7 +118,7 @@ export class ExecutionMetrics {
       labelNames: ['pool'],
       registers,
       collect() {
-        const counts = new Map(scheduler.pools.map((p) => [p.name, 0]));
+        const counts = new Map(poolNames.map((p) => [p, 0]));
         for (const ex of workers.running.values()) counts.set(ex.pool, (counts.get(ex.pool) ?? 0) + 1);
         for (const [pool, n] of counts) this.set({ pool }, n);
       },

@@ -5,8 +5,12 @@ import type { InputTree } from '../worker/input-tree.js';
 import type { PlatformRequirements } from './platform.js';
 
 export type Stage = 'QUEUED' | 'EXECUTING' | 'COMPLETED';
-/** Within EXECUTING: fetching and staging inputs, running the command, storing outputs. */
-export type ExecutionPhase = 'staging' | 'running' | 'uploading';
+/**
+ * Within EXECUTING: fetching and staging inputs, running the command, storing outputs; for an
+ * action forwarded to the upstream: sending its inputs there, queued there, running there
+ * ('running'), fetching its outputs from there.
+ */
+export type ExecutionPhase = 'staging' | 'running' | 'uploading' | 'forwarding' | 'queued-upstream' | 'fetching';
 
 /** Everything a worker needs to run an action, validated at Execute time. */
 export interface Job {
@@ -20,6 +24,8 @@ export interface Job {
   priority: number;
   doNotCache: boolean;
   timeoutMs: number;
+  /** The client's skip_cache_lookup: passed on when the action is forwarded to the upstream. */
+  skipCacheLookup?: boolean;
 }
 
 /** Who asked for an operation, as far as the execution of the action is concerned. */

@@ -81,7 +81,19 @@ export interface SchedulerOptions {
   maxAttempts?: number;
   /** How long a bot that went away still makes its properties valid for new actions. */
   remoteGraceMs?: number;
+  /** Which actions the upstream worker runs (the `upstream` config's `execute`); default: none. */
+  forward?: ForwardMode;
 }
+
+/**
+ * Which actions go to the upstream (another REAPI server): `local` none, `upstream` every one,
+ * `unsupported` those no local pool or bot can run.
+ */
+export type ForwardMode = 'local' | 'upstream' | 'unsupported';
+export const FORWARD_MODES: readonly ForwardMode[] = ['local', 'upstream', 'unsupported'];
+
+/** The label of executions forwarded to the upstream: their "pool" in status and metrics. */
+export const UPSTREAM_POOL = 'upstream';
 
 /** The label of executions only remote workers (bots) can run: their "pool" in status and metrics. */
 export const BOTS_POOL = 'bots';
@@ -121,6 +133,8 @@ export class Scheduler extends EventEmitter {
   readonly clock: Clock;
   readonly maxAttempts: number;
   private readonly remoteGraceMs: number;
+  /** Which actions the upstream worker runs. */
+  readonly forward: ForwardMode;
   get isClosed(): boolean {
     return this.closed;
   }
@@ -139,6 +153,7 @@ export class Scheduler extends EventEmitter {
     this.clock = o.clock ?? systemClock;
     this.maxAttempts = o.maxAttempts ?? 3;
     this.remoteGraceMs = o.remoteGraceMs ?? 10 * 60 * 1000;
+    this.forward = o.forward ?? 'local';
     const sweep = setInterval(() => this.sweep(), Math.min(this.retentionMs, 60_000));
     sweep.unref();
     const expiry = setInterval(() => this.expireLeases(), 500);
@@ -151,7 +166,29 @@ export class Scheduler extends EventEmitter {
 
   /** A worker for the slots of local pool `pool`. */
   localWorker(pool: PoolSpec): Worker {
-    return { name: pool.name, pool: pool.name, accepts: (job) => this.poolFits(pool, job.platform) };
+    return { name: pool.name, pool: pool.name, accepts: (job) => this.forward !== 'upstream' && this.poolFits(pool, job.platform) };
+  }
+
+  /** The worker that forwards actions to the upstream `url`: it takes what forwarded() says goes there. */
+  upstreamWorker(url: string): Worker {
+    return { name: url, pool: UPSTREAM_POOL, accepts: (job) => this.forwarded(job.platform) };
+  }
+
+  /** Whether an action goes to the upstream: every one, or (`unsupported`) one no local pool or bot can run. */
+  forwarded(platform: PlatformRequirements): boolean {
+    if (this.forward === 'upstream') return true;
+    if (this.forward !== 'unsupported') return false;
+    return !this.pools.some((p) => this.poolFits(p, platform)) && !this.liveRemotes().some((o) => offersAll(o, platform.raw));
+  }
+
+  /** Whether `worker` may take `job`: with every action forwarded, only the upstream worker takes any. */
+  private takes(worker: Worker, job: Job): boolean {
+    return (this.forward !== 'upstream' || worker.pool === UPSTREAM_POOL) && worker.accepts(job);
+  }
+
+  /** A running execution's phase changed (e.g. upstream progress): operations following it hear of it. */
+  progressed(ex: Execution): void {
+    if (ex.stage === 'EXECUTING') this.emitAll(ex);
   }
 
   private poolFits(pool: PoolSpec, platform: PlatformRequirements): boolean {
@@ -195,9 +232,11 @@ export class Scheduler extends EventEmitter {
    * never left waiting.
    */
   poolFor(platform: PlatformRequirements): { name: string } {
+    if (this.forward === 'upstream') return { name: UPSTREAM_POOL };
     const up = this.pools.find((p) => this.poolFits(p, platform));
     if (up) return up;
     if (this.liveRemotes().some((o) => offersAll(o, platform.raw))) return { name: BOTS_POOL };
+    if (this.forward === 'unsupported') return { name: UPSTREAM_POOL };
     const extra = platform.extra ?? [];
     if (extra.length > 0) {
       const p = extra[0]!;
@@ -342,7 +381,7 @@ export class Scheduler extends EventEmitter {
     for (const op of ex.operations) {
       const parent = op.submitter.parent;
       const list = parent ? this.lenders.get(parent) : undefined;
-      const i = list?.findIndex((w) => w.worker.accepts(ex.job)) ?? -1;
+      const i = list?.findIndex((w) => this.takes(w.worker, ex.job)) ?? -1;
       if (list && i >= 0) return list.splice(i, 1)[0];
     }
     return undefined;
@@ -352,7 +391,7 @@ export class Scheduler extends EventEmitter {
     // A requeued execution keeps its place among equals.
     if (!this.order.has(ex)) this.order.set(ex, this.seq++);
     this.saveAll(ex);
-    const i = this.waiting.findIndex((w) => w.worker.accepts(ex.job));
+    const i = this.waiting.findIndex((w) => this.takes(w.worker, ex.job));
     const waiter = i >= 0 ? this.waiting.splice(i, 1)[0] : this.lenderFor(ex);
     if (waiter) {
       waiter.give(this.start(ex, waiter.worker));
@@ -375,7 +414,7 @@ export class Scheduler extends EventEmitter {
     }
     const parent = op.submitter.parent;
     const list = parent ? this.lenders.get(parent) : undefined;
-    const li = list?.findIndex((w) => w.worker.accepts(ex.job)) ?? -1;
+    const li = list?.findIndex((w) => this.takes(w.worker, ex.job)) ?? -1;
     if (list && li >= 0) {
       const lender = list.splice(li, 1)[0]!;
       const i = q.indexOf(ex);
@@ -434,7 +473,7 @@ export class Scheduler extends EventEmitter {
 
   /** The first queued execution `worker` can run, taken off the queue. */
   private takeFor(worker: Worker, eligible: (ex: Execution) => boolean = () => true): Execution | undefined {
-    const i = this.queue.findIndex((ex) => eligible(ex) && worker.accepts(ex.job));
+    const i = this.queue.findIndex((ex) => eligible(ex) && this.takes(worker, ex.job));
     return i >= 0 ? this.queue.splice(i, 1)[0] : undefined;
   }
 

@@ -40,6 +40,7 @@ export function statusFromMessage(m: reexec.admin.v1.StatusSnapshot): StatusSnap
   dropNull(s, 'upstream');
   if (s.upstream) dropNull(s.upstream, 'queue');
   dropNull(cas, 'reserve');
+  for (const p of s.execution?.pools ?? []) if (!p.upstream) delete p.upstream;
   return s;
 }
 

@@ -33,8 +33,10 @@ const STAGES: Record<Operation['stage'], number> = { QUEUED: 2, EXECUTING: 3, CO
 
 /** An Operation message: metadata always, response when done, and never Operation.error (BuildStream asserts on it). */
 export function toOperationMessage(op: Operation, response?: re.IExecuteResponse): longrunning.IOperation {
+  // An action forwarded to the upstream is queued until it runs there.
+  const forwardedQueued = op.stage === 'EXECUTING' && (op.phase === 'forwarding' || op.phase === 'queued-upstream');
   const metadata = re.ExecuteOperationMetadata.encode({
-    stage: STAGES[op.stage],
+    stage: forwardedQueued ? STAGES.QUEUED : STAGES[op.stage],
     actionDigest: op.job.actionDigest.toProto(),
     digestFunction: op.job.actionDigest.fn.value,
   }).finish();
@@ -153,6 +155,7 @@ export function executionServices(
             ? { ...r, result: await inlineOutputs(cas, r.result, actionDigest.fn, { stdout: req.inlineStdout, stderr: req.inlineStderr, files: req.inlineOutputFiles }) }
             : r;
         const job = await buildJob(cas, instance, actionDigest, opts.job, req.executionPolicy?.priority ?? 0, (p) => void scheduler.poolFor(p));
+        if (req.skipCacheLookup) job.skipCacheLookup = true;
         if (!req.skipCacheLookup && !job.doNotCache) {
           const cached = await ac.get(instance, actionDigest);
           if (cached) {

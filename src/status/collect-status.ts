@@ -4,7 +4,7 @@ import type { StoreSizes } from '../metrics/store-usage.js';
 import type { Telemetry } from '../metrics/telemetry.js';
 import { codeName } from '../metrics/rpc-metrics.js';
 import type { Execution, Job, Operation } from '../scheduler/operation.js';
-import { BOTS_POOL, type Scheduler } from '../scheduler/scheduler.js';
+import { BOTS_POOL, UPSTREAM_POOL, type Scheduler } from '../scheduler/scheduler.js';
 import type { BotInfo } from '../bots/bot-sessions.js';
 import type { UpstreamStatus } from './status-snapshot.js';
 import type { ActionSummary, BotStatus, CacheStatus, CompletedAction, ExecutionStatus, GcStatus, PoolStatus, RunningAction, StatusSnapshot } from './status-snapshot.js';
@@ -31,7 +31,7 @@ export interface StatusSources {
   dataDir: string;
   metrics?: () => { url: string | null; error?: string };
   /** Absent when remote execution is disabled. */
-  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Execution>; bots?: BotSource };
+  execution?: { scheduler: Scheduler; running: ReadonlyMap<string, Execution>; bots?: BotSource; upstream?: UpstreamSource };
   telemetry?: Telemetry;
   usage?: () => StoreSizes;
   /** The configured CAS budget, when there is one. */
@@ -111,7 +111,27 @@ function collectBots(bots: BotSource, depth: number, now: number): { pool: PoolS
   };
 }
 
-function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Execution>, now: number, botSource?: BotSource): ExecutionStatus {
+/** The upstream execution is forwarded to: its URL, what is in flight there, and why it cannot be used (if so). */
+export interface UpstreamSource {
+  readonly url: string;
+  readonly running: ReadonlyMap<string, Execution>;
+  unavailable?(): string | undefined;
+}
+
+/** The upstream as a pool whose slots are the actions in flight there. */
+function upstreamPool(up: UpstreamSource, depth: number, now: number): PoolStatus {
+  const why = up.unavailable?.();
+  return {
+    name: UPSTREAM_POOL,
+    isas: [],
+    upstream: up.url,
+    ...(why ? { unavailable: why } : {}),
+    queueDepth: depth,
+    slots: [...up.running].map(([slot, ex]) => ({ slot, action: runningAction(ex, now) })),
+  };
+}
+
+function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Execution>, now: number, botSource?: BotSource, upstream?: UpstreamSource): ExecutionStatus {
   const depths = scheduler.queueDepths();
   const pools: PoolStatus[] = scheduler.pools.map((p) => {
     // WorkerPool names its slots POOL-0, POOL-1...; any other running slot of the pool is shown too.
@@ -153,6 +173,7 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Exe
   const bots = botSource ? collectBots(botSource, depths[BOTS_POOL] ?? 0, now) : undefined;
   // The bots' pool is shown once a bot is connected, or when work waits for one.
   if (bots && (bots.bots.length > 0 || bots.pool.queueDepth > 0 || pools.length === 0)) pools.push(bots.pool);
+  if (upstream) pools.push(upstreamPool(upstream, depths[UPSTREAM_POOL] ?? 0, now));
   return {
     pools,
     queued: waiting.slice(0, QUEUE_LIMIT).map((ex) => ({
@@ -163,7 +184,7 @@ function collectExecution(scheduler: Scheduler, running: ReadonlyMap<string, Exe
       ...(ex.pool === BOTS_POOL ? { platform: ex.job.platform.raw.map((p) => `${p.name}=${p.value}`) } : {}),
     })),
     queuedTotal: waiting.length,
-    runningTotal: running.size + (bots ? bots.bots.filter((b) => b.lease).length : 0),
+    runningTotal: running.size + (bots ? bots.bots.filter((b) => b.lease).length : 0) + (upstream?.running.size ?? 0),
     ...(bots ? { bots: bots.bots } : {}),
     recent: newest.map(completed),
     throughput: { windowSeconds: window, executed, cached },
@@ -218,7 +239,7 @@ export function collectStatus(src: StatusSources): StatusSnapshot {
     listeners: src.listeners,
     metrics: src.metrics?.() ?? { url: null },
     dataDir: src.dataDir,
-    execution: src.execution ? collectExecution(src.execution.scheduler, src.execution.running, now, src.execution.bots) : null,
+    execution: src.execution ? collectExecution(src.execution.scheduler, src.execution.running, now, src.execution.bots, src.execution.upstream) : null,
     cache: collectCache(src),
     rpc,
     gc,

@@ -42,12 +42,12 @@ export function renderPlain(s: StatusSnapshot, opts: PlainOptions = {}): string 
     line(`Workers (${ex.runningTotal} running, ${ex.queuedTotal} waiting)`);
     for (const p of ex.pools) {
       const busy = p.slots.filter((x) => x.action).length;
-      const head = `  ${p.name} (${p.isas.join(', ')})`;
+      const head = `  ${p.name} (${p.upstream ?? p.isas.join(', ')})`;
       if (p.unavailable) {
         line(`${head}  unavailable: ${p.unavailable}`);
         continue;
       }
-      line(`${head}  ${busy}/${p.slots.length} busy · ${p.queueDepth} waiting`);
+      line(p.upstream ? `${head}  ${busy} in flight · ${p.queueDepth} waiting` : `${head}  ${busy}/${p.slots.length} busy · ${p.queueDepth} waiting`);
       const slotWidth = Math.max(...p.slots.map((x) => x.slot.length));
       for (const slot of p.slots) {
         const a = slot.action;

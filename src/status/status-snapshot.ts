@@ -1,5 +1,6 @@
 import type { ConnectionStats } from '../daemon/connection-guard.js';
 import type { GcRunRecord } from '../gc/gc-run.js';
+import type { ExecutionPhase } from '../scheduler/operation.js';
 
 /**
  * What `reexec status` shows: one snapshot of the daemon, produced by the daemon
@@ -114,6 +115,8 @@ export interface PoolStatus {
   unavailable?: string;
   queueDepth: number;
   slots: SlotStatus[];
+  /** The upstream's URL, for the pool of actions forwarded there (its slots: the actions in flight). */
+  upstream?: string;
 }
 
 export interface SlotStatus {
@@ -135,8 +138,8 @@ export interface ActionSummary {
 export interface RunningAction extends ActionSummary {
   /** REAPI stage of the operation. */
   stage: 'QUEUED' | 'EXECUTING' | 'COMPLETED';
-  /** Within EXECUTING: staging inputs, running the command, or uploading outputs. */
-  phase?: 'staging' | 'running' | 'uploading';
+  /** Within EXECUTING: staging inputs, running the command, or uploading outputs (forwarded: see ExecutionPhase). */
+  phase?: ExecutionPhase;
   startedAt: string;
   elapsedMs: number;
   /** How long it waited in the queue. */

@@ -41,6 +41,8 @@ export interface Storage {
   readonly assets: AssetStore;
   /** The local CAS below the decorators, for gc and staging only. */
   readonly local: LocalBlobStore;
+  /** The local CAS chain below the read-through (verified, size-limited): what forwarded actions' outputs are copied into. */
+  readonly localCas: BlobStore;
   readonly budget: StorageBudget;
   /** The upstream side, when the daemon stands in front of one: counters and the write-behind queue. */
   readonly upstream?: UpstreamStorage;
@@ -139,6 +141,7 @@ export async function createStorage(config: Pick<Config, 'dataDir' | 'storage' |
     ac,
     assets,
     local: base,
+    localCas: limited,
     budget,
     ...(upstream ? { upstream } : {}),
     usage: () => sampler.usage(),

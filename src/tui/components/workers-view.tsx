@@ -10,7 +10,7 @@ const CLIENT_FROM = 90;
 /** Columns from which workers and recent completions sit side by side. */
 const SIDE_BY_SIDE_FROM = 140;
 const CLIENT_WIDTH = 21;
-const PHASE_COLOURS: Record<string, string> = { staging: 'cyan', running: 'green', uploading: 'magenta' };
+const PHASE_COLOURS: Record<string, string> = { staging: 'cyan', running: 'green', uploading: 'magenta', forwarding: 'cyan', 'queued-upstream': 'yellow', fetching: 'magenta' };
 
 type PoolLine = { kind: 'pool'; pool: PoolStatus } | { kind: 'slot'; slot: SlotStatus; slotWidth: number } | { kind: 'more'; text: string };
 
@@ -49,13 +49,13 @@ function PoolHeader({ pool }: { pool: PoolStatus }): ReactNode {
   if (pool.unavailable) {
     return (
       <Row>
-        <Text bold>{pool.name}</Text> <Text dimColor>({pool.isas.join(', ')})</Text> <Text color="red">unavailable: {pool.unavailable}</Text>
+        <Text bold>{pool.name}</Text> <Text dimColor>({pool.upstream ?? pool.isas.join(', ')})</Text> <Text color="red">unavailable: {pool.unavailable}</Text>
       </Row>
     );
   }
   return (
     <Row>
-      <Text bold>{pool.name}</Text> <Text dimColor>({pool.isas.join(', ')})</Text> <Text color={busy ? 'green' : undefined}>{busy}/{pool.slots.length} busy</Text> ·{' '}
+      <Text bold>{pool.name}</Text> <Text dimColor>({pool.upstream ?? pool.isas.join(', ')})</Text> <Text color={busy ? 'green' : undefined}>{pool.upstream ? `${busy} in flight` : `${busy}/${pool.slots.length} busy`}</Text> ·{' '}
       <Text color={pool.queueDepth ? 'yellow' : undefined}>{pool.queueDepth} waiting</Text>
     </Row>
   );
