@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Digest } from '../digest/digest.js';
 import { diskError } from '../store/disk-space.js';
@@ -11,6 +11,27 @@ import type { BlobRecord, IndexEntry, LocalBlobStore, StoreUsage } from './local
 import { systemClock, type Clock } from '../util/clock.js';
 
 export type { BlobRecord, IndexEntry, StoreUsage };
+
+/** A record waiting for its group commit (LmdbBlobStore.commitRecord). */
+interface QueuedRecord {
+  digest: Digest;
+  /** The bytes of an inline blob; undefined for a file blob. */
+  data: Buffer | undefined;
+  /** Access time to record. */
+  t: number;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** fsync a directory: makes the names created or renamed in it durable. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
 
 /** The key of the usage counters in the cas-meta database. */
 const USAGE_KEY = 'usage';
@@ -56,6 +77,9 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
    * without this, one could interleave with the other and leave a record without its file.
    */
   private readonly fileLocks = new Map<string, Promise<void>>();
+  /** Records waiting for the next group commit (commitRecord). */
+  private queuedRecords: QueuedRecord[] = [];
+  private committing = false;
 
   constructor(
     private readonly env: LmdbEnv,
@@ -179,28 +203,72 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
     return fh.createReadStream({ start: offset, end: end - 1, highWaterMark: this.options.readChunkBytes, autoClose: true });
   }
 
+  /** Create a blob directory once; with fsync on, make its new entry in the parent durable too. */
   private async ensureDir(dir: string): Promise<void> {
     if (this.madeDirs.has(dir)) return;
-    await mkdir(dir, { recursive: true });
+    const created = await mkdir(dir, { recursive: true });
+    // A directory made just now is a new name in its parent: durable only once the parent is synced.
+    if (created !== undefined && this.options.fsync) {
+      for (let d = dir; d.length >= created.length && d !== this.blobDir; d = dirname(d)) await syncDir(dirname(d));
+    }
     this.madeDirs.add(dir);
   }
 
-  private async commitRecord(digest: Digest, inlineData: Uint8Array | undefined): Promise<void> {
-    const key = digest.key;
-    const rec: BlobRecord = { s: digest.sizeBytes, f: inlineData ? 0 : 1, t: this.nowSeconds() };
+  /**
+   * Commit a blob's record (and its bytes, when inline) with the usage counters. Records are
+   * group-committed: every record queued while a commit is running, or in the same turn of the
+   * event loop (all the blobs of one BatchUpdateBlobs), goes into the next single LMDB
+   * transaction, one durable commit for the lot instead of one each. Each caller's promise
+   * settles when the transaction holding its record has committed (or failed).
+   */
+  private commitRecord(digest: Digest, inlineData: Uint8Array | undefined): Promise<void> {
     const data = inlineData && Buffer.from(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength);
-    // One transaction: the blob, its record and the usage counters change together or not at all.
-    const what = `storing blob ${digest}`;
+    return new Promise<void>((resolve, reject) => {
+      this.queuedRecords.push({ digest, data, t: this.nowSeconds(), resolve, reject });
+      if (!this.committing && this.queuedRecords.length === 1) setImmediate(() => void this.commitQueued());
+    });
+  }
+
+  /** Commit queued records in batches until none is left; one runs at a time. */
+  private async commitQueued(): Promise<void> {
+    if (this.committing) return;
+    this.committing = true;
+    try {
+      while (this.queuedRecords.length > 0) {
+        const batch = this.queuedRecords;
+        this.queuedRecords = [];
+        try {
+          await this.commitBatch(batch);
+          for (const r of batch) r.resolve();
+        } catch (err) {
+          for (const r of batch) r.reject(err);
+        }
+      }
+    } finally {
+      this.committing = false;
+    }
+  }
+
+  private async commitBatch(batch: readonly QueuedRecord[]): Promise<void> {
+    const first = batch[0]!.digest;
+    const what = batch.length === 1 ? `storing blob ${first}` : `storing ${batch.length} blobs (${first} and ${batch.length - 1} more)`;
+    // One transaction: the blobs, their records and the usage counters change together or not at all.
     await this.env.write(what, () =>
       this.index.transaction(() => {
         // Checked again just before the commit: another process may have filled the disk since.
         this.env.space?.checkRoom(what);
-        const old = this.index.get(key);
-        if (data) this.inline.put(key, data);
-        else if (old && !old.f) this.inline.remove(key);
-        this.index.put(key, rec);
-        const u = this.usage();
-        this.meta.put(USAGE_KEY, old ? { bytes: u.bytes - old.s + rec.s, count: u.count } : { bytes: u.bytes + rec.s, count: u.count + 1 });
+        let { bytes, count } = this.usage();
+        for (const { digest, data, t } of batch) {
+          const key = digest.key;
+          const rec: BlobRecord = { s: digest.sizeBytes, f: data ? 0 : 1, t };
+          const old = this.index.get(key);
+          if (data) this.inline.put(key, data);
+          else if (old && !old.f) this.inline.remove(key);
+          this.index.put(key, rec);
+          bytes += rec.s - (old ? old.s : 0);
+          if (!old) count++;
+        }
+        this.meta.put(USAGE_KEY, { bytes, count });
       }),
     );
   }
@@ -239,12 +307,26 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
     const fh = await open(tmpPath, 'wx', 0o444).catch((err: unknown) => {
       throw translate(err);
     });
-    return new FileWriter(fh, tmpPath, this.options.fsync, translate, () =>
+    return new FileWriter(fh, tmpPath, this.options.fsync, translate, (sync) =>
       this.withFileLock(digest.key, async () => {
+        // Stored meanwhile by another upload: keep its file (never replace a file a record names).
+        if (this.record(digest)) return false;
+        const dir = join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2));
         const finalPath = this.filePath(digest);
-        await this.ensureDir(join(this.blobDir, digest.fn.name, digest.hash.slice(0, 2)));
+        await this.ensureDir(dir);
+        // Renamed first, synced after: the file's sync then carries the rename in the same
+        // journal commit on ext4 (one disk flush, not two). Until its record commits, the name
+        // is an orphan no reader looks up (removeOrphanFiles skips locked keys).
         await rename(tmpPath, finalPath);
-        await this.commitRecord(digest, undefined);
+        try {
+          await sync();
+          if (this.options.fsync) await syncDir(dir);
+          await this.commitRecord(digest, undefined);
+        } catch (err) {
+          await rm(finalPath, { force: true });
+          throw err;
+        }
+        return true;
       }),
     );
   }
@@ -401,6 +483,13 @@ async function writeAll(fh: FileHandle, bufs: Buffer[], position: number): Promi
   }
 }
 
+/**
+ * With fsync on, a FileWriter starts an fdatasync in the background each time this many bytes
+ * have been written since the last one: the disk takes a large blob while it streams in, and the
+ * sync at commit has only the tail left to flush (for 256 MiB, ~150 ms less at commit here).
+ */
+const FLUSH_BEHIND_BYTES = 32 * 1024 * 1024;
+
 class FileWriter implements BlobWriter {
   written = 0;
   private state: 'open' | 'committed' | 'aborted' = 'open';
@@ -410,7 +499,11 @@ class FileWriter implements BlobWriter {
   private pendingBytes = 0;
   /** File offset of the next write. */
   private position = 0;
+  /** File offset up to which a background sync was started. */
+  private syncedTo = 0;
   private inFlight: Promise<void> | undefined;
+  /** A background fdatasync (flush-behind), while one runs. */
+  private syncing: Promise<void> | undefined;
   private failure: unknown;
   constructor(
     private readonly fh: FileHandle,
@@ -418,7 +511,12 @@ class FileWriter implements BlobWriter {
     private readonly fsync: boolean,
     /** A disk error as RESOURCE_EXHAUSTED naming the data dir (diskError). */
     private readonly translate: (err: unknown) => unknown,
-    private readonly publish: () => Promise<void>,
+    /**
+     * Make the complete file the blob: `sync` flushes the file to disk, and must have
+     * completed before the blob's record commits. False when the blob was already stored
+     * (the file is then not used).
+     */
+    private readonly publish: (sync: () => Promise<void>) => Promise<boolean>,
   ) {}
   /** Hand every queued chunk to one writev, unless one is running (it starts the next). */
   private pump(): void {
@@ -431,13 +529,25 @@ class FileWriter implements BlobWriter {
     this.position += bytes;
     this.inFlight = writeAll(this.fh, bufs, at)
       .then(
-        () => void (this.pendingBytes -= bytes),
+        () => {
+          this.pendingBytes -= bytes;
+          this.flushBehind(at + bytes);
+        },
         (err: unknown) => void (this.failure ??= this.translate(err)),
       )
       .finally(() => {
         this.inFlight = undefined;
         if (this.state === 'open' || this.state === 'committed') this.pump();
       });
+  }
+  /** Start a background fdatasync when FLUSH_BEHIND_BYTES more are written and none runs. */
+  private flushBehind(writtenTo: number): void {
+    if (!this.fsync || this.syncing || this.state === 'aborted' || writtenTo - this.syncedTo < FLUSH_BEHIND_BYTES) return;
+    this.syncedTo = writtenTo;
+    this.syncing = this.fh
+      .datasync()
+      .catch((err: unknown) => void (this.failure ??= this.translate(err)))
+      .finally(() => (this.syncing = undefined));
   }
   /** Wait until at most `limit` bytes are pending (0: all on disk); throws a write's failure. */
   private async settle(limit: number): Promise<void> {
@@ -457,33 +567,26 @@ class FileWriter implements BlobWriter {
   async commit(): Promise<void> {
     if (this.state !== 'open') throw new Error(`commit after ${this.state}`);
     this.state = 'committed';
+    let published = false;
     try {
       await this.settle(0);
+      while (this.syncing) await this.syncing;
+      if (this.failure !== undefined) throw this.failure;
+      published = await this.publish(async () => {
+        if (this.fsync) await this.fh.sync();
+      });
     } catch (err) {
-      await this.fh.close().catch(() => undefined);
-      await rm(this.tmpPath, { force: true });
-      throw err;
-    }
-    try {
-      if (this.fsync) await this.fh.sync();
-      await this.fh.close();
-    } catch (err) {
-      await this.fh.close().catch(() => undefined);
-      await rm(this.tmpPath, { force: true });
       throw this.translate(err);
-    }
-    try {
-      await this.publish();
-    } catch (err) {
-      await rm(this.tmpPath, { force: true });
-      throw this.translate(err);
+    } finally {
+      await this.fh.close().catch(() => undefined);
+      if (!published) await rm(this.tmpPath, { force: true });
     }
   }
   async abort(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'aborted';
     this.queue = [];
-    while (this.inFlight) await this.inFlight;
+    while (this.inFlight || this.syncing) await (this.inFlight ?? this.syncing);
     await this.fh.close().catch(() => undefined);
     await rm(this.tmpPath, { force: true });
   }
