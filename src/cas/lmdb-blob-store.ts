@@ -80,6 +80,8 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
   /** Records waiting for the next group commit (commitRecord). */
   private queuedRecords: QueuedRecord[] = [];
   private committing = false;
+  /** The usage counters as last committed (see usage()); undefined: read them again. */
+  private committedUsage: StoreUsage | undefined;
 
   constructor(
     private readonly env: LmdbEnv,
@@ -110,6 +112,13 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
 
   /** Blob bytes and count, as last committed. */
   usage(): StoreUsage {
+    // This process is the store's only writer: the counters change only through commitBatch and
+    // evict, which keep this copy current (the upload path reads it for every blob).
+    return (this.committedUsage ??= this.storedUsage());
+  }
+
+  /** The counters as the database holds them (in a write transaction: as it will commit them). */
+  private storedUsage(): StoreUsage {
     return this.meta.get(USAGE_KEY) ?? { bytes: 0, count: 0 };
   }
 
@@ -253,11 +262,13 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
     const first = batch[0]!.digest;
     const what = batch.length === 1 ? `storing blob ${first}` : `storing ${batch.length} blobs (${first} and ${batch.length - 1} more)`;
     // One transaction: the blobs, their records and the usage counters change together or not at all.
+    let usage: StoreUsage | undefined;
+    this.committedUsage = undefined;
     await this.env.write(what, () =>
       this.index.transaction(() => {
         // Checked again just before the commit: another process may have filled the disk since.
         this.env.space?.checkRoom(what);
-        let { bytes, count } = this.usage();
+        let { bytes, count } = this.storedUsage();
         for (const { digest, data, t } of batch) {
           const key = digest.key;
           const rec: BlobRecord = { s: digest.sizeBytes, f: data ? 0 : 1, t };
@@ -268,9 +279,11 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
           bytes += rec.s - (old ? old.s : 0);
           if (!old) count++;
         }
-        this.meta.put(USAGE_KEY, { bytes, count });
+        usage = { bytes, count };
+        this.meta.put(USAGE_KEY, usage);
       }),
     );
+    this.committedUsage = usage;
   }
 
   /** Run `fn` holding the file lock of `key`, after whoever holds it now. */
@@ -319,8 +332,8 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
         // is an orphan no reader looks up (removeOrphanFiles skips locked keys).
         await rename(tmpPath, finalPath);
         try {
-          await sync();
-          if (this.options.fsync) await syncDir(dir);
+          // The file's bytes and its new name, flushed at the same time; both before the record.
+          await Promise.all([sync(), this.options.fsync ? syncDir(dir) : undefined]);
           await this.commitRecord(digest, undefined);
         } catch (err) {
           await rm(finalPath, { force: true });
@@ -383,12 +396,12 @@ export class LmdbBlobStore implements BlobStore, LocalBlobStore {
               gone.push(c);
             }
             if (gone.length > 0) {
-              const u = this.usage();
+              const u = this.storedUsage();
               this.meta.put(USAGE_KEY, { bytes: u.bytes - bytes, count: u.count - gone.length });
             }
           }),
         { deletion: true },
-      );
+      ).finally(() => (this.committedUsage = undefined));
       // Records gone, files not yet: where a crash leaves orphan files (crash tests stop here).
       await pausePoint('eviction');
       const files = gone.filter((c) => c.f);
