@@ -116,10 +116,28 @@ async function socketMountPointFor(view: RootView, rel: string, created: (hostPa
  * Runner, store its outputs and logs. The action cache is CachingExecutor's business.
  */
 export class BuildExecutor implements Executor {
+  /**
+   * Build directories still being removed, by worker: removal runs after the response is
+   * reported (it is off the action's critical path), and a worker's next action waits for the
+   * previous one's, so at most one per worker is left at any time.
+   */
+  private readonly cleaning = new Map<string, Promise<void>>();
+
   constructor(private readonly ctx: BuildContext) {}
 
-  execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void = () => undefined): Promise<re.IExecuteResponse> {
-    return executeAction(this.ctx, execution, workerName, signal, onPhase);
+  async execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void = () => undefined): Promise<re.IExecuteResponse> {
+    await this.cleaning.get(workerName);
+    return executeAction(this.ctx, execution, workerName, signal, onPhase, (cleanup) => {
+      const done = cleanup.finally(() => {
+        if (this.cleaning.get(workerName) === done) this.cleaning.delete(workerName);
+      });
+      this.cleaning.set(workerName, done);
+    });
+  }
+
+  /** Wait until every build directory is gone (at shutdown). */
+  async drain(): Promise<void> {
+    await Promise.all(this.cleaning.values());
   }
 }
 
@@ -129,6 +147,8 @@ async function executeAction(
   workerName: string,
   signal: AbortSignal,
   onPhase: (phase: ExecutionPhase) => void,
+  /** Gets the removal of the build directory, which runs on after the response. */
+  cleanup: (removal: Promise<void>) => void,
 ): Promise<re.IExecuteResponse> {
   const job = execution.job;
   const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(execution.queuedAt), workerStartTimestamp: ts(new Date()) };
@@ -229,6 +249,6 @@ async function executeAction(
     return { status: toRpcStatus(se), message: se.message };
   } finally {
     await socket?.close().catch((e: Error) => ctx.log.warn(`could not close the REAPI socket of execution ${execution.id}: ${e.message}`));
-    await rm(dir, { recursive: true, force: true }).catch((e: Error) => ctx.log.warn(`could not clean ${dir}: ${e.message}`));
+    cleanup(rm(dir, { recursive: true, force: true }).catch((e: Error) => ctx.log.warn(`could not clean ${dir}: ${e.message}`)));
   }
 }

@@ -46,7 +46,8 @@ export class ExecutionEngine {
     /** Inputs of queued and running actions: the garbage collector leaves them alone. */
     readonly inUse: InUseDigests,
     /** Serves actions' REAPI sockets (remoteApisSocketPath). */
-    readonly nestedApi?: NestedApiProvider,
+    readonly nestedApi: NestedApiProvider | undefined,
+    private readonly build: BuildExecutor,
   ) {}
 
   static async start(opts: {
@@ -128,7 +129,7 @@ export class ExecutionEngine {
     holdInputsOfQueuedActions(scheduler, inUse);
     await ExecutionEngine.restore(scheduler, journal, opts.cas, jobOptions, log);
     workers.start(pools);
-    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi);
+    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi, build);
   }
 
   /**
@@ -177,6 +178,7 @@ export class ExecutionEngine {
     this.scheduler.close();
     this.bots.stop();
     await this.workers.close();
+    await this.build.drain();
     await this.nestedApi?.close?.();
   }
 }
