@@ -1,3 +1,4 @@
+import { readFileSync, statSync } from 'node:fs';
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
@@ -83,6 +84,14 @@ export interface BuildContext {
 }
 
 const ts = timestampOf;
+
+/** Logs up to this size are read on the daemon's thread (no thread-pool hops: see FsOps). */
+const SMALL_LOG_BYTES = 256 * 1024;
+
+/** An action's stdout or stderr file. */
+async function readLog(path: string): Promise<Buffer> {
+  return statSync(path).size <= SMALL_LOG_BYTES ? readFileSync(path) : readFile(path);
+}
 
 /**
  * Make the place where the REAPI socket is bound in: its parent directories (resolving
@@ -207,8 +216,8 @@ async function executeAction(
 
     onPhase('uploading');
     meta.outputUploadStartTimestamp = ts(new Date());
-    const stdout = await readFile(stdoutPath);
-    const stderr = await readFile(stderrPath);
+    const stdout = await readLog(stdoutPath);
+    const stderr = await readLog(stderrPath);
     const stdoutDigest = Digest.compute(stdout, fn);
     const stderrDigest = Digest.compute(stderr, fn);
     await Promise.all([ctx.cas.put(stdoutDigest, stdout), ctx.cas.put(stderrDigest, stderr)]);
