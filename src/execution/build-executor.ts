@@ -1,5 +1,5 @@
-import { readFileSync, statSync } from 'node:fs';
-import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { lstat, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -169,7 +169,7 @@ async function executeAction(
     meta.inputFetchStartTimestamp = ts(new Date());
     const tree = job.inputTree ?? (await fetchInputTree(ctx.cas, Digest.fromProto(job.action.inputRootDigest, fn, 'input_root_digest')));
     const rootDir = join(dir, 'root');
-    await mkdir(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
     const { staged, mountPoint, view, ignore, outputs } = await prepareSandboxRoot(ctx.stager, tree, rootDir, job.command, job.platform);
     const binds: Array<{ source: string; dest: string }> = [];
     let socketMountPoint: string | undefined;
