@@ -1,4 +1,5 @@
-import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { lstat, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ActionCache } from '../ac/action-cache.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -84,6 +85,14 @@ export interface BuildContext {
 
 const ts = timestampOf;
 
+/** Logs up to this size are read on the daemon's thread (no thread-pool hops: see FsOps). */
+const SMALL_LOG_BYTES = 256 * 1024;
+
+/** An action's stdout or stderr file. */
+async function readLog(path: string): Promise<Buffer> {
+  return statSync(path).size <= SMALL_LOG_BYTES ? readFileSync(path) : readFile(path);
+}
+
 /**
  * Make the place where the REAPI socket is bound in: its parent directories (resolving
  * symlinks inside the root, as for outputs) and an empty file as the mount point. Returns the
@@ -116,10 +125,28 @@ async function socketMountPointFor(view: RootView, rel: string, created: (hostPa
  * Runner, store its outputs and logs. The action cache is CachingExecutor's business.
  */
 export class BuildExecutor implements Executor {
+  /**
+   * Build directories still being removed, by worker: removal runs after the response is
+   * reported (it is off the action's critical path), and a worker's next action waits for the
+   * previous one's, so at most one per worker is left at any time.
+   */
+  private readonly cleaning = new Map<string, Promise<void>>();
+
   constructor(private readonly ctx: BuildContext) {}
 
-  execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void = () => undefined): Promise<re.IExecuteResponse> {
-    return executeAction(this.ctx, execution, workerName, signal, onPhase);
+  async execute(execution: Execution, workerName: string, signal: AbortSignal, onPhase: (phase: ExecutionPhase) => void = () => undefined): Promise<re.IExecuteResponse> {
+    await this.cleaning.get(workerName);
+    return executeAction(this.ctx, execution, workerName, signal, onPhase, (cleanup) => {
+      const done = cleanup.finally(() => {
+        if (this.cleaning.get(workerName) === done) this.cleaning.delete(workerName);
+      });
+      this.cleaning.set(workerName, done);
+    });
+  }
+
+  /** Wait until every build directory is gone (at shutdown). */
+  async drain(): Promise<void> {
+    await Promise.all(this.cleaning.values());
   }
 }
 
@@ -129,6 +156,8 @@ async function executeAction(
   workerName: string,
   signal: AbortSignal,
   onPhase: (phase: ExecutionPhase) => void,
+  /** Gets the removal of the build directory, which runs on after the response. */
+  cleanup: (removal: Promise<void>) => void,
 ): Promise<re.IExecuteResponse> {
   const job = execution.job;
   const meta: re.IExecutedActionMetadata = { worker: workerName, queuedTimestamp: ts(execution.queuedAt), workerStartTimestamp: ts(new Date()) };
@@ -140,7 +169,7 @@ async function executeAction(
     meta.inputFetchStartTimestamp = ts(new Date());
     const tree = job.inputTree ?? (await fetchInputTree(ctx.cas, Digest.fromProto(job.action.inputRootDigest, fn, 'input_root_digest')));
     const rootDir = join(dir, 'root');
-    await mkdir(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
     const { staged, mountPoint, view, ignore, outputs } = await prepareSandboxRoot(ctx.stager, tree, rootDir, job.command, job.platform);
     const binds: Array<{ source: string; dest: string }> = [];
     let socketMountPoint: string | undefined;
@@ -187,8 +216,8 @@ async function executeAction(
 
     onPhase('uploading');
     meta.outputUploadStartTimestamp = ts(new Date());
-    const stdout = await readFile(stdoutPath);
-    const stderr = await readFile(stderrPath);
+    const stdout = await readLog(stdoutPath);
+    const stderr = await readLog(stderrPath);
     const stdoutDigest = Digest.compute(stdout, fn);
     const stderrDigest = Digest.compute(stderr, fn);
     await Promise.all([ctx.cas.put(stdoutDigest, stdout), ctx.cas.put(stderrDigest, stderr)]);
@@ -229,6 +258,6 @@ async function executeAction(
     return { status: toRpcStatus(se), message: se.message };
   } finally {
     await socket?.close().catch((e: Error) => ctx.log.warn(`could not close the REAPI socket of execution ${execution.id}: ${e.message}`));
-    await rm(dir, { recursive: true, force: true }).catch((e: Error) => ctx.log.warn(`could not clean ${dir}: ${e.message}`));
+    cleanup(rm(dir, { recursive: true, force: true }).catch((e: Error) => ctx.log.warn(`could not clean ${dir}: ${e.message}`)));
   }
 }

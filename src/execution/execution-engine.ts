@@ -48,7 +48,8 @@ export class ExecutionEngine {
     /** Inputs of queued and running actions: the garbage collector leaves them alone. */
     readonly inUse: InUseDigests,
     /** Serves actions' REAPI sockets (remoteApisSocketPath). */
-    readonly nestedApi?: NestedApiProvider,
+    readonly nestedApi: NestedApiProvider | undefined,
+    private readonly build: BuildExecutor,
     /** Forwards actions to the upstream (upstream.execute is not `local`). */
     readonly upstream?: UpstreamWorkers,
   ) {}
@@ -145,7 +146,7 @@ export class ExecutionEngine {
       upstream.start(maxInFlight);
       log.info(`actions forwarded to upstream ${target.url}: ${scheduler.forward === 'upstream' ? 'every one' : 'those no local pool or bot can run'} (at most ${maxInFlight} at once)`);
     }
-    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi, upstream);
+    return new ExecutionEngine(support, scheduler, workers, bots, jobOptions, inUse, nestedApi, build, upstream);
   }
 
   /**
@@ -194,6 +195,7 @@ export class ExecutionEngine {
     this.scheduler.close();
     this.bots.stop();
     await Promise.all([this.workers.close(), this.upstream?.close()]);
+    await this.build.drain();
     await this.nestedApi?.close?.();
   }
 }

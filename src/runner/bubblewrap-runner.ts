@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunRequest, RunResult, Runner, SandboxPolicy } from './runner.js';
 import { findExecutable } from '../util/find-executable.js';
+import { SandboxSpawner } from './sandbox-spawner.js';
 
 export type { RunRequest, RunResult };
 
@@ -163,22 +164,22 @@ export async function runAttached(req: Omit<RunRequest, 'stdoutPath' | 'stderrPa
   }
 }
 
+/** Spawns the actions' sandboxes off the daemon's main thread (see SandboxSpawner). */
+const spawner = new SandboxSpawner();
+
 /** Runs one action under bubblewrap and reports how it ended. The one place that spawns actions. */
 export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   const startedAt = new Date();
   const cmd = sandboxCommand(req, 'the server host');
   if ('error' in cmd) return { exitCode: -1, timedOut: false, cancelled: false, setupError: cmd.error, startedAt, completedAt: new Date() };
   const { file, args } = cmd;
-  const out = openSync(req.stdoutPath, 'w');
-  const err = openSync(req.stderrPath, 'w');
   if (process.env.REEXEC_DEBUG_BWRAP) process.stderr.write(JSON.stringify(args) + '\n');
   // With runAs, libuv drops supplementary groups, then sets the gid and the uid, before exec.
   const as = req.runAs ? { uid: req.runAs.uid, gid: req.runAs.gid, cwd: '/' } : {};
-  const child = spawn(file, args, { env: Object.fromEntries(req.env), stdio: ['ignore', out, err, 'pipe'], detached: true, ...as });
-  closeSync(out);
-  closeSync(err);
   let status = '';
-  child.stdio[3]!.on('data', (b: Buffer) => (status += b.toString()));
+  const child = spawner.spawn({ file, args, env: Object.fromEntries(req.env), stdoutPath: req.stdoutPath, stderrPath: req.stderrPath, ...as }, (data) => (status += data));
+  let pid: number | undefined;
+  void child.pid.then((p) => (pid = p));
   let timedOut = false;
   let cancelled = false;
   // The host pid of the sandbox's init (PID 1 of its namespace), from bwrap's status stream.
@@ -189,7 +190,7 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   const kill = (): void => {
     // bwrap's process group, and the sandbox's init, which --new-session put in a session of
     // its own: when a PID namespace's init dies, the kernel kills everything else in it.
-    for (const target of [-child.pid!, sandboxInit()]) {
+    for (const target of [pid === undefined ? undefined : -pid, sandboxInit()]) {
       if (target === undefined) continue;
       try {
         process.kill(target, 'SIGKILL');
@@ -198,6 +199,8 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
       }
     }
   };
+  // Killed as soon as its pid is known, when that comes after the timeout or the cancel.
+  void child.pid.then(() => (timedOut || cancelled) && kill());
   const timer = setTimeout(() => {
     timedOut = true;
     kill();
@@ -209,10 +212,15 @@ export async function runInBubblewrap(req: RunRequest): Promise<RunResult> {
   req.signal?.addEventListener('abort', onAbort, { once: true });
   // Cancelled while its inputs were staged: an already aborted signal fires no event.
   if (req.signal?.aborted) onAbort();
-  const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
-    child.once('error', () => resolve([127, null]));
-    child.once('close', (c, s) => resolve([c, s]));
-  });
+  const end = await child.end;
+  if ('error' in end) {
+    clearTimeout(timer);
+    req.signal?.removeEventListener('abort', onAbort);
+    // Spawned but lost (the spawner died): the sandbox died with it (--die-with-parent).
+    if (sandboxInit() !== undefined) await waitUntilGone(sandboxInit(), 10_000);
+    return { exitCode: -1, timedOut, cancelled, setupError: `could not run the sandbox: ${end.error}`, startedAt, completedAt: new Date() };
+  }
+  const [code, sig] = [end.code, end.signal];
   clearTimeout(timer);
   req.signal?.removeEventListener('abort', onAbort);
   const completedAt = new Date();

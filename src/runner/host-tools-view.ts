@@ -163,6 +163,14 @@ export function planHostView(s: HostViewSettings, kind: (p: string) => PathKind,
   return mounts;
 }
 
+/**
+ * How long one plan of the host view serves the actions that start after it. Planning looks at
+ * a few dozen host paths with synchronous calls on the daemon's thread; a burst of small
+ * actions (Bazel's genrules) shares one look. A path that appears on the host later is hidden
+ * from the actions starting after this long.
+ */
+const PLAN_TTL_MS = 1000;
+
 /** How long what a user can reach is remembered (permissions rarely change). */
 const REACH_TTL_MS = 60_000;
 
@@ -173,6 +181,8 @@ const REACH_TTL_MS = 60_000;
  */
 export class HostToolsView {
   private readonly reach = new Map<string, { ok: boolean; at: number }>();
+  /** The last plan: actions starting within PLAN_TTL_MS of it with the same secrets share it. */
+  private plan?: { key: string; at: number; mounts: HostMount[] };
 
   constructor(
     private readonly settings: Omit<HostViewSettings, 'secrets'> & {
@@ -190,7 +200,17 @@ export class HostToolsView {
 
   /** The mounts for an action starting now. */
   async mounts(): Promise<HostMount[]> {
-    const settings: HostViewSettings = { ...this.settings, secrets: this.settings.secrets() };
+    const secrets = this.settings.secrets();
+    const key = secrets.join('\0');
+    const now = Date.now();
+    if (this.plan && this.plan.key === key && now - this.plan.at < PLAN_TTL_MS) return this.plan.mounts;
+    const mounts = await this.planNow(secrets);
+    this.plan = { key, at: now, mounts };
+    return mounts;
+  }
+
+  private async planNow(secrets: readonly string[]): Promise<HostMount[]> {
+    const settings: HostViewSettings = { ...this.settings, secrets };
     const kind = (p: string): PathKind => kindOf(join(this.root, p));
     if (this.runAs) {
       const candidates = new Set<string>();

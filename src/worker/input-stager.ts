@@ -1,4 +1,4 @@
-import { chmod, chown, copyFile, lchown, link, mkdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { LocalBlobStore } from '../cas/local-blob-store.js';
@@ -8,6 +8,7 @@ import type { re } from '../proto.js';
 import { internal } from '../util/status-error.js';
 import { nodeProperty, type InputTree } from './input-tree.js';
 import { protoTimeToMs } from '../util/proto-time.js';
+import { asyncFs, syncFs, type FsOps } from './fs-ops.js';
 
 /** A mount the runner applies, in order, after binding the staged root at "/". */
 export interface Mount {
@@ -32,6 +33,35 @@ export interface StagedInput {
 }
 
 const READ_ONLY = 'SubtreeReadOnly';
+
+/** Staged with synchronous calls (see FsOps): at most this many directories and files, ... */
+const SMALL_TREE_ENTRIES = 128;
+/** ... and at most this many bytes of files in all. */
+const SMALL_TREE_BYTES = 4 * 1024 * 1024;
+
+function smallTree(tree: InputTree): boolean {
+  if (tree.directories.size > SMALL_TREE_ENTRIES) return false;
+  // As staged: a Directory that appears under several names is written out each time.
+  const memo = new Map<string, { entries: number; bytes: number }>();
+  const size = (key: string): { entries: number; bytes: number } => {
+    const known = memo.get(key);
+    if (known) return known;
+    const dir = tree.directories.get(key);
+    let entries = 1 + (dir?.files.length ?? 0) + (dir?.symlinks.length ?? 0);
+    let bytes = 0;
+    for (const f of dir?.files ?? []) bytes += Number(f.digest?.sizeBytes ?? 0);
+    for (const sub of dir?.directories ?? []) {
+      const s = size(Digest.fromProto(sub.digest, tree.root.fn).key);
+      entries += s.entries;
+      bytes += s.bytes;
+    }
+    const r = { entries: Math.min(entries, SMALL_TREE_ENTRIES + 1), bytes: Math.min(bytes, SMALL_TREE_BYTES + 1) };
+    memo.set(key, r);
+    return r;
+  };
+  const all = size(tree.root.key);
+  return all.entries <= SMALL_TREE_ENTRIES && all.bytes <= SMALL_TREE_BYTES;
+}
 
 /**
  * The node properties staging honours (ExecutionCapabilities.supported_node_properties):
@@ -66,6 +96,7 @@ export class InputStager {
   }
 
   async stage(tree: InputTree, rootDir: string, options: { honourReadOnly: boolean }): Promise<StagedInput> {
+    const fs = smallTree(tree) ? syncFs : asyncFs;
     const staged: StagedInput = { rootDir, rootReadOnly: false, mounts: [], cachedDirs: new Map(), knownInodes: new Map(), tmpWritable: false };
     const pure = new Map<string, boolean>();
     const pureReadOnly = (digest: Digest): boolean => {
@@ -86,17 +117,17 @@ export class InputStager {
       const isRoot = rel === '';
       if (!isRoot && ro && pureReadOnly(digest)) {
         const cached = await this.cachedDirectory(tree, digest, staged.knownInodes);
-        await mkdir(hostPath);
+        await fs.mkdir(hostPath);
         staged.mounts.push({ kind: 'ro-bind', source: cached, dest: '/' + rel });
         staged.cachedDirs.set(rel, { digest, source: cached });
         return;
       }
-      await mkdir(hostPath, { recursive: isRoot });
-      await this.own(hostPath);
+      await fs.mkdir(hostPath, { recursive: isRoot });
+      await this.own(hostPath, false, fs);
       if (rel === 'tmp' && !ro) staged.tmpWritable = true;
       if (isRoot) staged.rootReadOnly = ro;
       else if (ro !== parentRo) staged.mounts.push({ kind: ro ? 'ro-bind' : 'bind', source: hostPath, dest: '/' + rel });
-      await this.writeEntries(dir, digest, hostPath, undefined);
+      await this.writeEntries(dir, digest, hostPath, undefined, fs);
       for (const sub of dir.directories) {
         const name = sub.name ?? "";
         await visit(Digest.fromProto(sub.digest, digest.fn), join(hostPath, name), rel ? `${rel}/${name}` : name, ro);
@@ -113,7 +144,7 @@ export class InputStager {
   }
 
   /** Files and symlinks of one directory; copies unless `knownInodes` (cache mode: hardlinks). */
-  private async writeEntries(dir: re.Directory, dirDigest: Digest, hostPath: string, knownInodes: Map<string, Digest> | undefined): Promise<void> {
+  private async writeEntries(dir: re.Directory, dirDigest: Digest, hostPath: string, knownInodes: Map<string, Digest> | undefined, fs: FsOps): Promise<void> {
     await Promise.all(
       dir.files.map(async (f) => {
         const digest = Digest.fromProto(f.digest, dirDigest.fn);
@@ -122,58 +153,58 @@ export class InputStager {
         const wantsOwnInode = !knownInodes || props?.mtime || props?.unixMode;
         if (wantsOwnInode) {
           // A private copy, straight from the CAS: the shared file cache is for hardlinks only.
-          await this.copyBlob(digest, target);
+          await this.copyBlob(digest, target, fs);
           // Never setuid/setgid: the file lives on the host, where it would run with the
           // daemon's identity (inside the sandbox those bits do nothing anyway: nosuid).
           const mode = props?.unixMode ? (props.unixMode.value ?? 0o644) & 0o1777 : f.isExecutable ? 0o755 : 0o644;
           // Copies made for the shared cache (cache mode: knownInodes) stay the daemon's, and
           // writable by nobody else whatever mode the client asked for: they outlive the action.
-          await chmod(target, knownInodes ? mode & ~0o022 : mode);
-          if (!knownInodes) await this.own(target);
+          await fs.chmod(target, knownInodes ? mode & ~0o022 : mode);
+          if (!knownInodes) await this.own(target, false, fs);
         } else {
           const cacheFile = await this.cacheFile(digest, !!f.isExecutable);
           try {
-            await link(cacheFile, target);
+            await fs.link(cacheFile, target);
           } catch (err) {
             if ((err as NodeJS.ErrnoException).code !== 'EMLINK') throw err;
-            await copyFile(cacheFile, target); // ext4 allows 65,000 links per inode
+            await fs.copyFile(cacheFile, target); // ext4 allows 65,000 links per inode
           }
-          const st = await stat(target);
+          const st = await fs.stat(target);
           knownInodes.set(`${st.dev}:${st.ino}`, digest);
         }
         if (props?.mtime) {
           const t = protoTimeToMs(props.mtime)! / 1000;
-          await utimes(target, t, t);
+          await fs.utimes(target, t, t);
         }
       }),
     );
     for (const s of dir.symlinks) {
       const target = join(hostPath, s.name ?? "");
-      await symlink(s.target ?? "", target);
-      if (!knownInodes) await this.own(target, true);
+      await fs.symlink(s.target ?? "", target);
+      if (!knownInodes) await this.own(target, true, fs);
     }
   }
 
   /** Give a path of an action's own tree to the user actions run as (no-op without one). */
-  async own(path: string, symlink = false): Promise<void> {
+  async own(path: string, symlink = false, fs: FsOps = asyncFs): Promise<void> {
     if (!this.owner) return;
-    await (symlink ? lchown : chown)(path, this.owner.uid, this.owner.gid);
+    await (symlink ? fs.lchown : fs.chown)(path, this.owner.uid, this.owner.gid);
   }
 
   /** Write a blob's bytes to `target`: a kernel-side copy of a file blob, or the inline bytes. */
-  private async copyBlob(digest: Digest, target: string): Promise<void> {
+  private async copyBlob(digest: Digest, target: string, fs: FsOps): Promise<void> {
     const local = this.blobs.localFile(digest);
-    if (local) return copyFile(local, target);
+    if (local) return fs.copyFile(local, target);
     const data = await this.cas.get(digest);
     if (!data) throw internal(`input blob ${digest} vanished from the CAS while staging`);
-    await writeFile(target, data);
+    await fs.writeFile(target, data);
   }
 
   /** A read-only file holding a blob, made once per blob and mode (executable or not). */
   private async cacheFile(digest: Digest, executable: boolean): Promise<string> {
     const path = this.layout.filePath(digest, executable);
     return this.once(`f:${path}`, path, async (tmp) => {
-      await this.copyBlob(digest, tmp);
+      await this.copyBlob(digest, tmp, asyncFs);
       await chmod(tmp, executable ? 0o555 : 0o444);
       await rename(tmp, path);
     });
@@ -186,7 +217,7 @@ export class InputStager {
       const fill = async (d: Digest, host: string): Promise<void> => {
         const dir = this.dir(tree, d);
         await mkdir(host);
-        await this.writeEntries(dir, d, host, knownInodes);
+        await this.writeEntries(dir, d, host, knownInodes, asyncFs);
         for (const sub of dir.directories) await fill(Digest.fromProto(sub.digest, d.fn), join(host, sub.name ?? ""));
       };
       await fill(digest, tmp);
