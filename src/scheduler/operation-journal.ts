@@ -6,6 +6,7 @@ import { re } from '../proto.js';
 import type { LmdbEnv } from '../store/lmdb-env.js';
 import type { Job, Operation, Stage, Submitter } from './operation.js';
 import type { OperationJournal } from './scheduler.js';
+import { pausePoint } from '../util/test-hooks.js';
 
 /**
  * One operation and what it knows of its execution. Operations sharing an execution carry the
@@ -53,7 +54,7 @@ export class LmdbOperationJournal implements OperationJournal {
     this.db = env.records<OperationRecord>('operations');
   }
 
-  save(op: Operation): void {
+  async save(op: Operation): Promise<void> {
     const ex = op.execution;
     const response = op.response;
     const rec: OperationRecord = {
@@ -73,7 +74,11 @@ export class LmdbOperationJournal implements OperationJournal {
       rights: ex.rights ? [...ex.rights] : op.submitter.rights ? [...op.submitter.rights] : undefined,
     };
     // Best effort: on a full disk the operation runs on, it would only not survive a restart.
-    this.env.write(`recording operation ${op.name}`, () => this.db.put(op.name, rec)).catch(() => undefined);
+    await pausePoint('operation-journal-write');
+    return this.env.write(`recording operation ${op.name}`, () => this.db.put(op.name, rec)).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   remove(name: string): void {

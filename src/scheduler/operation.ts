@@ -87,6 +87,11 @@ export class Execution {
  */
 export class Operation {
   private own?: { response: re.IExecuteResponse; completedAt: Date };
+  /**
+   * Settles when the journal holds the operation: its name is handed to the client only then,
+   * so a name a client has learnt survives a crash of the daemon (WaitExecution after the restart).
+   */
+  recorded?: Promise<void>;
 
   constructor(
     readonly name: string,

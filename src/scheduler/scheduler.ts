@@ -25,7 +25,8 @@ export interface SchedulerEvents {
 
 /** What the scheduler persists so that the queue and recent operations survive a restart. */
 export interface OperationJournal {
-  save(op: Operation): void;
+  /** Record the operation; settles when the record is durable (or, best effort, could not be written). */
+  save(op: Operation): void | Promise<void>;
   remove(name: string): void;
 }
 
@@ -333,7 +334,7 @@ export class Scheduler extends EventEmitter {
   private addOperation(op: Operation): Operation {
     this.operations.set(op.name, op);
     op.execution.operations.add(op);
-    this.journal?.save(op);
+    op.recorded = this.journal?.save(op) ?? undefined;
     this.emit('change', op);
     return op;
   }

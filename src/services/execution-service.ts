@@ -171,6 +171,8 @@ export function executionServices(
           ...(opts.nested ? { parent: opts.nested.parent } : {}),
         });
         opts.onOperation?.(op, ctx);
+        // The client learns the operation's name only once the journal holds it (a restart keeps it).
+        await op.recorded;
         await follow(op, out, inline, ctx.cancelled);
       }),
 
