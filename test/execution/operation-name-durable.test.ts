@@ -7,7 +7,7 @@ import { treeFromDirectory } from '../../src/client/merkle.js';
 import type { longrunning } from '../../src/proto.js';
 import { findBubblewrap } from '../../src/runner/bubblewrap-runner.js';
 import { BUSYBOX, makeBusyboxRoot } from '../helpers/busybox-root.js';
-import { openForRunAs, startDaemonProcess } from '../helpers/daemon-process.js';
+import { openForRunAs, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { uploadAction, uploadTree } from '../helpers/exec-client.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -25,7 +25,9 @@ describe.skipIf(missing)('an operation name a client has survives a crash', () =
   const dataDir = join(scratch, 'data');
   const pauseFile = join(scratch, 'pause');
   const hostRoot = BUSYBOX ? makeBusyboxRoot() : '';
-  afterAll(() => {
+  const started: DaemonProcess[] = [];
+  afterAll(async () => {
+    for (const d of started) if (d.running()) await d.kill();
     rmSync(scratch, { recursive: true, force: true });
     if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
   });
@@ -34,6 +36,7 @@ describe.skipIf(missing)('an operation name a client has survives a crash', () =
     openForRunAs(scratch);
     const env = { REEXEC_TEST_PAUSE_AT: 'operation-journal-write', REEXEC_TEST_PAUSE_FILE: pauseFile };
     const first = await startDaemonProcess({ dataDir, env });
+    started.push(first);
     const clients = connect(first.address);
     const tree = await treeFromDirectory(hostRoot);
     await uploadTree(clients, tree);
@@ -59,6 +62,7 @@ describe.skipIf(missing)('an operation name a client has survives a crash', () =
     clients.close();
 
     const second = await startDaemonProcess({ dataDir });
+    started.push(second);
     const c2 = connect(second.address);
     try {
       const ops: longrunning.Operation[] = await new Promise((resolve, reject) => {
