@@ -246,13 +246,18 @@ export class ExecutionForwarder implements Executor {
         if (r instanceof Error) reject(r);
         else resolve(r);
       };
+      const sendCancel = (opName: string): void => {
+        operations['CancelOperation']({ name: opName }, new grpc.Metadata(), { deadline: Date.now() + Math.max(this.target.callTimeoutMs, 10_000) }, (err: grpc.ServiceError | null) => {
+          if (err) this.log.warn(`upstream ${this.url} did not take the cancel of ${opName}: ${err.details || err.message}`);
+          else this.log.info(`cancelled operation ${opName} on upstream ${this.url} (execution ${ex.id})`);
+        });
+      };
       const onAbort = (): void => {
         const cancelled: re.IExecuteResponse = { status: { code: Code.CANCELLED, message: `the operation was cancelled; upstream ${this.url} was told to cancel ${name ?? 'it'}` } };
-        if (!name) return finish(cancelled);
-        operations['CancelOperation']({ name }, new grpc.Metadata(), { deadline: Date.now() + Math.max(this.target.callTimeoutMs, 10_000) }, (err: grpc.ServiceError | null) => {
-          if (err) this.log.warn(`upstream ${this.url} did not take the cancel of ${name}: ${err.details || err.message}`);
-          else this.log.info(`cancelled operation ${name} on upstream ${this.url} (execution ${ex.id})`);
-        });
+        // Not sent yet: nothing runs upstream.
+        if (!name && !call) return finish(cancelled);
+        // Sent but not named yet: the upstream may already run it, so the cancel goes as soon as it names it.
+        if (name) sendCancel(name);
         // The upstream's operation ends CANCELLED and the stream says so; if it never does, stop waiting.
         cancelTimer = setTimeout(() => finish(cancelled), this.opts.cancelGraceMs);
         cancelTimer.unref();
@@ -262,6 +267,7 @@ export class ExecutionForwarder implements Executor {
         if (op.name && !name) {
           name = op.name;
           this.log.debug(`execution ${ex.id} is operation ${name} on upstream ${this.url}`);
+          if (signal.aborted) sendCancel(name);
         }
         if (op.done) {
           const r = responseOf(this.url, op);

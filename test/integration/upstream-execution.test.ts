@@ -1,4 +1,6 @@
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call } from '../../src/client/reapi-client.js';
@@ -124,6 +126,34 @@ describe.skipIf(why)(`execution forwarded to an upstream reexec${why ? ` (skippe
     const { response } = await run.done;
     expect(response!.status?.code).toBe(1);
     await waitFor('the upstream operation to end cancelled', () => upstreamOp.stage === 'COMPLETED' && upstreamOp.response?.status?.code === 1);
+  });
+
+  it('passes a cancel through even when it comes before the upstream has named its operation', async () => {
+    const tree = await treeFromDirectory(root);
+    await uploadTree(ws.clients, tree);
+    const action = await uploadAction(ws.clients, tree.root, { args: ['sleep', '3601'], doNotCache: true });
+    const run = startExecute(ws, action);
+    const name = await run.name;
+    // From now on, operations wait before their journal write (both daemons are in this
+    // process): the upstream runs the action but has not named it to the forwarder yet.
+    const pauseFile = join(mkdtempSync(join(tmpdir(), 'reexec-fwd-cancel-')), 'pause');
+    writeFileSync(pauseFile, '');
+    process.env.REEXEC_TEST_PAUSE_AT = 'operation-journal-write';
+    process.env.REEXEC_TEST_PAUSE_FILE = pauseFile;
+    try {
+      const upstreamOp = await waitFor('the action to run upstream', () =>
+        upstream.daemon.execution!.scheduler.list().find((op) => op.job.actionDigest.hash === action.hash && op.stage === 'EXECUTING'),
+      );
+      await call(ws.clients.operations, 'CancelOperation', { name });
+      rmSync(pauseFile);
+      const { response } = await run.done;
+      expect(response!.status?.code).toBe(1);
+      await waitFor('the upstream operation to end cancelled', () => upstreamOp.stage === 'COMPLETED' && upstreamOp.response?.status?.code === 1);
+    } finally {
+      delete process.env.REEXEC_TEST_PAUSE_AT;
+      delete process.env.REEXEC_TEST_PAUSE_FILE;
+      rmSync(dirname(pauseFile), { recursive: true, force: true });
+    }
   });
 
   it('shows forwarded actions in status and Prometheus under the pool "upstream"', async () => {
