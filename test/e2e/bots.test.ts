@@ -6,7 +6,7 @@ import { bst2UserConfig, makeBst2Project, runBst2 } from '../helpers/bst2-projec
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '../../src/digest/digest.js';
-import { type BotHost, createNetNs, type NetNs, processesWithArgs, startBotHost, waitFor } from '../helpers/bots.js';
+import { type BotHost, createNetNs, type NetNs, killIfAlive, processesWithArgs, startBotHost, waitFor } from '../helpers/bots.js';
 import { makeClientsWork, prepareClientsRoot } from '../helpers/clients-root.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { uploadBusyboxRoot } from '../helpers/action-batch.js';
@@ -103,7 +103,8 @@ describe.skipIf(!!clients.skip)(`Bots API with buildbox-worker${skipReason ? ` (
       expect(ex.worker).toBe('bot bot-a');
       // The machine dies: the worker, its runner and the action.
       await a.kill();
-      for (const pid of processesWithArgs(['sleep', slow])) process.kill(pid, 'SIGKILL');
+      // (it may already be gone with its sandbox: bubblewrap's --die-with-parent)
+      for (const pid of processesWithArgs(['sleep', slow])) killIfAlive(pid);
       // A SIGKILLed process goes when the kernel gets to it: wait for that, do not assume it.
       await waitFor('the killed action to be gone', () => !processesWithArgs(['sleep', slow]).includes(first));
       await bot(d, 'bot-b');

@@ -135,6 +135,15 @@ export async function startBotHost(root: string, work: string, inside: string, o
 }
 
 /** Host pids of processes whose argv is exactly `argv` (an action's command, found on the host). */
+/** SIGKILL `pid` unless it has already gone (ESRCH). */
+export function killIfAlive(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
 export function processesWithArgs(argv: readonly string[]): number[] {
   return readdirSync('/proc')
     .filter((p) => /^\d+$/.test(p))
